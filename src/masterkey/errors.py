@@ -1,0 +1,74 @@
+"""Every exception masterkey raises on purpose.
+
+All of them derive from :class:`MasterKeyError`, so ``except MasterKeyError`` catches any failure that masterkey
+diagnosed itself; each message says what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MasterKeyError",
+    "BankFormatError",
+    "BankNotFoundError",
+    "InvalidFiltersError",
+    "IncompatibleBankError",
+    "UnsupportedModelError",
+    "MappingError",
+    "FitError",
+    "DatasetError",
+    "TrainingConfigError",
+]
+
+
+class MasterKeyError(Exception):
+    """Base class of every error raised by masterkey."""
+
+
+class BankFormatError(MasterKeyError, ValueError):
+    """A filter bank on disk is malformed: missing or corrupted files, unknown format version, or a manifest
+    that disagrees with the tensors."""
+
+
+class BankNotFoundError(MasterKeyError, FileNotFoundError):
+    """A filter bank could not be found: not a local folder, not on the Hub, or not cached while offline."""
+
+
+class InvalidFiltersError(MasterKeyError, ValueError):
+    """Filter values that cannot be used, such as NaN or Inf kernels."""
+
+
+class IncompatibleBankError(MasterKeyError, ValueError):
+    """A filter bank does not fit a model: missing modules or shapes that differ.
+
+    Attributes:
+        missing: target depthwise convs that received no filters.
+        mismatched: ``{target: (expected_shape, bank_shape)}`` for shapes that differ.
+        unexpected: bank entries with no matching target.
+    """
+
+    def __init__(self, message: str, *, missing=(), mismatched=None, unexpected=()):
+        super().__init__(message)
+        self.missing = list(missing)
+        self.mismatched = dict(mismatched or {})
+        self.unexpected = list(unexpected)
+
+
+class UnsupportedModelError(MasterKeyError, ValueError):
+    """A model masterkey cannot work with: unknown timm name, no depthwise convolutions, only CondConv experts,
+    or unfused reparameterizable branches."""
+
+
+class MappingError(MasterKeyError, ValueError):
+    """A layer mapping between a bank and a model is invalid (for example a callable returned an unknown name)."""
+
+
+class FitError(MasterKeyError, ValueError):
+    """Fitting filters to the universal keys failed: empty input or keys of the wrong size."""
+
+
+class DatasetError(MasterKeyError, ValueError):
+    """A dataset cannot be used for image classification as given (missing columns, empty split, bad images)."""
+
+
+class TrainingConfigError(MasterKeyError, ValueError):
+    """A training run was configured inconsistently (bad checkpoint path, output folder of another run, ...)."""
