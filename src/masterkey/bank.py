@@ -243,10 +243,14 @@ class FilterBank(
             raise BankNotFoundError(
                 f"{source!r} is a file; a bank is a folder holding {FILTERS_NAME} and {CONFIG_NAME} (or a Hub repo id)."
             )
+        if Path(source).is_dir() and (Path(source) / CONFIG_NAME).is_file():
+            _check_config(_read_config(Path(source) / CONFIG_NAME), origin=source)  # typed errors before the mixin reads it
         try:
             return super().from_pretrained(source, **kwargs)
         except (LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError, HFValidationError) as e:
             raise _not_found(source, kwargs, e) from None
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise BankFormatError(f"The {CONFIG_NAME} of {source!r} is malformed ({e}); it is not a masterkey bank.") from None
 
     @classmethod
     def _from_pretrained(
@@ -262,33 +266,34 @@ class FilterBank(
         **kwargs: Any,
     ) -> FilterBank:
         local = Path(model_id).is_dir()
-        if config is None:
-            raise BankFormatError(
-                f"{model_id!r} has no {CONFIG_NAME}: it is not a masterkey filter bank. Save banks with "
-                "FilterBank.save_pretrained, which always writes one."
-            )
-        if local:
-            filters_path = Path(model_id) / FILTERS_NAME
-            if not filters_path.is_file():
-                raise BankFormatError(f"{model_id!r} has a {CONFIG_NAME} but no {FILTERS_NAME}.")
-        else:
+
+        def fetch(filename: str) -> Path:
+            if local:
+                path = Path(model_id) / filename
+                if not path.is_file():
+                    raise BankFormatError(f"{model_id!r} has no {filename}: it is not a masterkey filter bank.")
+                return path
             try:
-                filters_path = hf_hub_download(
-                    repo_id=model_id,
-                    filename=FILTERS_NAME,
-                    revision=revision,
-                    cache_dir=cache_dir,
-                    force_download=force_download,
-                    local_files_only=local_files_only,
-                    token=token,
-                    library_name=LIBRARY_NAME,
-                    library_version=__version__,
+                return Path(
+                    hf_hub_download(
+                        repo_id=model_id,
+                        filename=filename,
+                        revision=revision,
+                        cache_dir=cache_dir,
+                        force_download=force_download,
+                        local_files_only=local_files_only,
+                        token=token,
+                        library_name=LIBRARY_NAME,
+                        library_version=__version__,
+                    )
                 )
             except EntryNotFoundError:
-                raise BankFormatError(
-                    f"The Hub repo {model_id!r} has a {CONFIG_NAME} but no {FILTERS_NAME}: it is not a masterkey bank."
-                ) from None
-        return cls(_read_filters(filters_path), _check_config(config, origin=model_id))
+                raise BankFormatError(f"The Hub repo {model_id!r} has no {filename}: it is not a masterkey bank.") from None
+
+        if config is None:
+            # ModelHubMixin swallows Hub errors on config.json; fetching it again surfaces the real cause
+            config = _read_config(fetch(CONFIG_NAME))
+        return cls(_read_filters(fetch(FILTERS_NAME)), _check_config(config, origin=model_id))
 
 
 def make_config(specs: list[KernelSpec], **source_info: Any) -> dict[str, Any]:
@@ -319,6 +324,13 @@ def _check_config(config: Any, *, origin: str) -> dict[str, Any]:
             f"1 to {FORMAT_VERSION}. Upgrade masterkey (pip install -U masterkey)."
         )
     return config
+
+
+def _read_config(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BankFormatError(f"{path} is not valid JSON ({e}); save or download the bank again.") from None
 
 
 def _read_filters(path: str | Path) -> dict[str, torch.Tensor]:
@@ -359,7 +371,7 @@ def _not_found(source: str, kwargs: Mapping[str, Any], error: Exception) -> Bank
     if isinstance(error, HFValidationError):
         hint = "It is neither an existing local folder nor a valid Hub repo id ('org/name')."
     elif isinstance(error, LocalEntryNotFoundError):
-        offline = hf_constants.HF_HUB_OFFLINE or kwargs.get("local_files_only")
+        offline = hf_constants.is_offline_mode() or kwargs.get("local_files_only")
         hint = (
             "It is not in the Hugging Face cache and downloads are off (HF_HUB_OFFLINE=1 or local_files_only=True): "
             "download it once while online, or pass a local folder."
@@ -369,6 +381,8 @@ def _not_found(source: str, kwargs: Mapping[str, Any], error: Exception) -> Bank
     elif isinstance(error, RevisionNotFoundError):
         hint = f"The revision {kwargs.get('revision')!r} does not exist in that repo."
     else:
-        hint = "No such repo on the Hub (or it is private: pass token=...)."
+        revision = kwargs.get("revision")
+        at = f" at revision {revision!r}" if revision else ""
+        hint = f"No such repo{at} on the Hub (or it is private: pass token=...)."
     return BankNotFoundError(f"Filter bank {source!r} not found. {hint}")
 

@@ -1,0 +1,136 @@
+"""Injecting a bank into a model: exact copies, freezing policies, reports and mismatches."""
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import masterkey
+from masterkey.errors import IncompatibleBankError, UnsupportedModelError
+from masterkey.inject import TrainableParameters
+
+
+@pytest.fixture
+def bank(tiny_model):
+    torch.manual_seed(123)
+    source = timm.create_model("convnext_atto")
+    return masterkey.extract_filters(source, source_dataset="random-init")
+
+
+def test_same_architecture_injection_copies_every_kernel_exactly(bank, tiny_model):
+    model = masterkey.from_pretrained_filters(tiny_model, bank)
+    assert model is tiny_model
+    for name in bank.names:
+        assert torch.equal(model.get_submodule(name).weight, bank[name])
+    report = model.masterkey_report
+    assert len(report.injected) == len(bank) and not report.skipped and not report.unused
+    assert "Injected 12/12 depthwise convs" in str(report)
+
+
+def test_model_name_is_created_with_model_kwargs(bank):
+    model = masterkey.from_pretrained_filters("convnext_atto", bank, num_classes=7)
+    assert model.get_classifier().out_features == 7
+    assert torch.isfinite(model(torch.randn(2, 3, 64, 64))).all()
+
+
+def test_default_policy_freezes_only_the_depthwise_kernels(bank, tiny_model):
+    model = masterkey.from_pretrained_filters(tiny_model, bank)
+    depthwise = {id(model.get_submodule(n).weight) for n in bank.names}
+    for name, p in model.named_parameters():
+        assert p.requires_grad == (id(p) not in depthwise), name
+    frozen = sum(model.get_submodule(n).weight.numel() for n in bank.names)
+    total = sum(p.numel() for p in model.parameters())
+    assert model.masterkey_report.parameters == TrainableParameters(total - frozen, total)
+
+
+def test_a_training_step_leaves_frozen_kernels_unchanged(bank, tiny_model):
+    model = masterkey.from_pretrained_filters(tiny_model, bank)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    head_before = model.get_classifier().weight.clone()
+    loss = nn.functional.cross_entropy(model(torch.randn(4, 3, 64, 64)), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    opt.step()
+    for name in bank.names:
+        assert torch.equal(model.get_submodule(name).weight, bank[name])
+    assert not torch.equal(model.get_classifier().weight, head_before)
+
+
+def test_pointwise_and_head_policy(bank, tiny_model):
+    model = masterkey.from_pretrained_filters(tiny_model, bank, trainable="pointwise+head")
+    for name, module in model.named_modules():
+        for p in module.parameters(recurse=False):
+            pointwise = isinstance(module, nn.Linear) or (
+                isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)
+            )
+            assert p.requires_grad == (pointwise or module is model.get_classifier()), name
+    assert not model.stem[0].weight.requires_grad and not model.head.norm.weight.requires_grad
+
+
+def test_trainable_all_and_no_freeze(bank, tiny_model):
+    model = masterkey.from_pretrained_filters(tiny_model, bank, trainable="all")
+    assert all(p.requires_grad for p in model.parameters())
+    model = masterkey.from_pretrained_filters(timm.create_model("convnext_atto"), bank, freeze=False)
+    assert all(p.requires_grad for p in model.parameters())
+    assert not model.masterkey_report.frozen
+    with pytest.raises(ValueError, match="choose one of"):
+        masterkey.from_pretrained_filters(timm.create_model("convnext_atto"), bank, trainable="heads")
+
+
+def test_peft_style_parameter_line(bank, tiny_model):
+    line = str(masterkey.from_pretrained_filters(tiny_model, bank).masterkey_report.parameters)
+    trainable, total = masterkey.trainable_parameters(tiny_model)
+    assert line == f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
+    assert line.splitlines()[-1] == str(masterkey.trainable_parameters(tiny_model))
+
+
+def test_freeze_depthwise_for_your_own_weights(tiny_model):
+    counts = masterkey.freeze_depthwise(tiny_model)
+    frozen = [n for n, p in tiny_model.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.endswith("conv_dw.weight") for n in frozen)
+    assert counts == masterkey.trainable_parameters(tiny_model)
+    assert masterkey.freeze_depthwise(tiny_model, trainable="all").trainable == counts.total
+
+
+def test_other_architecture_is_refused_with_names(bank):
+    with pytest.raises(IncompatibleBankError) as info:
+        masterkey.from_pretrained_filters("convnext_femto", bank)
+    err = info.value
+    assert "stages.0.blocks.0.conv_dw" in str(err) and "strict=False" in str(err)
+    assert err.mismatched["stages.0.blocks.0.conv_dw"] == ((48, 1, 7, 7), (40, 1, 7, 7))
+    with pytest.raises(IncompatibleBankError) as info:
+        masterkey.from_pretrained_filters("mobilenetv3_small_050", bank)
+    assert "blocks.0.0.conv_dw" in info.value.missing
+
+
+def test_non_strict_injects_what_matches_and_reports_the_rest(bank):
+    partial = masterkey.FilterBank.from_tensors(
+        {n: bank[n] for n in bank.names[:3]}, specs=bank.specs[:3], source_model="convnext_atto"
+    )
+    model = timm.create_model("convnext_atto")
+    untouched = model.stages[3].blocks[1].conv_dw.weight.clone()
+    masterkey.from_pretrained_filters(model, partial, strict=False)
+    report = model.masterkey_report
+    assert [e.target for e in report.injected] == bank.names[:3]
+    assert {e.reason for e in report.skipped} == {"no bank entry for this conv"}
+    assert torch.equal(model.stages[3].blocks[1].conv_dw.weight, untouched)
+    assert model.stages[3].blocks[1].conv_dw.weight.requires_grad  # left untouched, so left trainable
+    assert "untouched" in report.table()
+
+
+def test_inject_from_a_local_path(bank, tmp_path):
+    bank.save_pretrained(tmp_path / "bank")
+    model = masterkey.from_pretrained_filters("convnext_atto", tmp_path / "bank")
+    assert torch.equal(model.stages[2].blocks[0].conv_dw.weight, bank["stages.2.blocks.0.conv_dw"])
+
+
+def test_model_without_depthwise_convs_is_refused(bank):
+    with pytest.raises(UnsupportedModelError, match="no depthwise convolution"):
+        masterkey.from_pretrained_filters("resnet10t", bank)
+
+
+def test_unfused_reparameterizable_target_needs_reparameterize():
+    source = masterkey.extract_filters("repvit_m1")
+    with pytest.raises(UnsupportedModelError, match="reparameterize"):
+        masterkey.from_pretrained_filters("repvit_m1", source)
+    model = masterkey.from_pretrained_filters("repvit_m1", source, reparameterize=True)
+    assert len(model.masterkey_report.injected) == len(source)

@@ -1,0 +1,67 @@
+"""The real ImageNet bank of tf_efficientnet_lite0 and the command line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import masterkey
+from masterkey import cli
+from masterkey.sources import imagenet_lite0_bank, imagenet_lite0_model, imagenet_lite0_weights
+
+
+@pytest.fixture(scope="module")
+def lite0_bank(tmp_path_factory):
+    return imagenet_lite0_bank(cache_dir=tmp_path_factory.mktemp("banks"))
+
+
+def test_bank_holds_the_packaged_imagenet_kernels_in_order(lite0_bank):
+    checkpoint = torch.load(imagenet_lite0_weights(), map_location="cpu", weights_only=True)
+    depthwise = [t for k, t in checkpoint.items() if "_depthwise_conv.weight" in k]
+    assert len(lite0_bank) == len(depthwise) == 16
+    assert lite0_bank.kernel_sizes == [(3, 3), (5, 5)]
+    for name, expected in zip(lite0_bank.names, depthwise):
+        assert torch.equal(lite0_bank[name], expected.float())
+    cfg = lite0_bank.config
+    assert cfg["source_dataset"] == "imagenet-1k" and cfg["source_license"] == "Apache-2.0"
+
+
+def test_the_pretrained_model_recognises_a_cat():
+    skimage_data = pytest.importorskip("skimage.data")
+    import timm
+    from PIL import Image
+
+    model = imagenet_lite0_model().eval()
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+    with torch.no_grad():
+        top5 = model(transform(Image.fromarray(skimage_data.chelsea()))[None]).topk(5).indices[0].tolist()
+    assert {281, 282, 285} & set(top5[:3])  # tabby, tiger cat, Egyptian cat
+
+
+def test_bank_is_cached_and_a_damaged_cache_is_rebuilt(tmp_path):
+    first = imagenet_lite0_bank(cache_dir=tmp_path)
+    folder = tmp_path / "tf_efficientnet_lite0-imagenet-dw"
+    assert (folder / "filters.safetensors").is_file()
+    (folder / "filters.safetensors").write_bytes(b"garbage")
+    again = imagenet_lite0_bank(cache_dir=tmp_path)
+    assert all(torch.equal(first[n], again[n]) for n in first.names)
+    assert masterkey.load_master_filters(folder).names == first.names
+
+
+def test_cli_extract_and_inspect(tmp_path, capsys):
+    assert cli.main(["extract", "mobilenetv3_small_050", "--out", str(tmp_path / "b"), "--source-dataset", "x"]) == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["source_dataset"] == "x"
+    assert cli.main(["inspect", str(tmp_path / "b"), "--into", "mobilenetv3_small_050", "--strict"]) == 0
+    out = capsys.readouterr().out
+    assert "Injected 11/11 depthwise convs" in out and "trainable params:" in out
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "masterkey.cli", "inspect", str(tmp_path / "missing-bank")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("masterkey inspect: error: Filter bank") and "Traceback" not in result.stderr
