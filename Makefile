@@ -31,5 +31,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bank_io.py
 
+# Hub repo folders (filters, config, card) of the banks we publish, built by the publishing command
+cards: $(STAMP)
+	$(VENV)/bin/masterkey publish imagenet-lite0 --out hub_cards/tf_efficientnet_lite0-imagenet-dw --dry-run
+
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .constants import CITATION_MASTER_KEY, CITATION_SCALE_SPACE, CITATION_UNIVERSAL, LIBRARY_NAME
+from .errors import BankFormatError
 
 if TYPE_CHECKING:
     from .bank import FilterBank
 
-__all__ = ["bank_card", "results_table"]
+__all__ = ["bank_card", "results_table", "load_card_results"]
 
 _TEMPLATE = """---
 {{ card_data }}
@@ -68,6 +71,28 @@ def results_table(results: Sequence[EvalResult]) -> str:
     return "\n".join(lines)
 
 
+def load_card_results(path: str | Path) -> tuple[list[EvalResult], list[tuple[str, str]]]:
+    """Read a card results file: ``{"results": [EvalResult fields...], "sections": [{"title", "body"}...]}``.
+
+    Each result row holds ``huggingface_hub.EvalResult`` keyword arguments (``task_type``, ``dataset_type``,
+    ``dataset_name``, ``metric_type``, ``metric_value``, and optionally ``source_name``, ``dataset_split``, ...);
+    sections are extra Markdown sections (tables, plots, the commands that reproduce them).
+
+    Example:
+        >>> results, sections = load_card_results("outputs/experiments/card_results.json")
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        results = [EvalResult(**row) for row in data.get("results", [])]
+        sections = [(s["title"], s["body"]) for s in data.get("sections", [])]
+    except (OSError, json.JSONDecodeError, TypeError, KeyError, AttributeError, ValueError) as e:
+        raise BankFormatError(
+            f"Cannot read card results from {path}: {e!r}. Expected JSON with 'results' (EvalResult fields) and "
+            "optional 'sections' ({'title', 'body'})."
+        ) from None
+    return results, sections
+
+
 def _layer_summary(bank: FilterBank) -> str:
     by_stage: dict[Any, list] = {}
     for spec in bank.specs:
@@ -115,7 +140,7 @@ def bank_card(
         library_name=LIBRARY_NAME,
         license=_license_id(cfg.get("source_license")),
         tags=["masterkey", "depthwise-filters", "filter-bank", "image-classification", "timm"],
-        datasets=[cfg["source_dataset"]] if cfg.get("source_dataset") and "/" in cfg["source_dataset"] else None,
+        datasets=[cfg["source_dataset"]] if cfg.get("source_dataset") else None,
         model_name=repo_id.split("/")[-1],
         eval_results=results or None,
     )

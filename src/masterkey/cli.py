@@ -17,7 +17,7 @@ __all__ = ["main", "COMMANDS"]
 
 
 def _add_extract(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="timm model name, or 'imagenet-lite0' for the packaged ImageNet EfficientNet-Lite0")
+    p.add_argument("model", help="timm model name")
     p.add_argument("--weights", help="local checkpoint to load first (safetensors or torch file)")
     p.add_argument("--out", required=True, type=Path, help="folder to write the bank to")
     p.add_argument("--source-dataset", help="dataset the weights were trained on")
@@ -26,24 +26,19 @@ def _add_extract(p: argparse.ArgumentParser) -> None:
 
 
 def _run_extract(args: argparse.Namespace) -> int:
-    if args.model == "imagenet-lite0":
-        from .sources import imagenet_lite0_bank
+    from .extract import extract_filters
 
-        bank = imagenet_lite0_bank()
-    else:
-        from .extract import extract_filters
-
-        info = {"source_dataset": args.source_dataset, "source_license": args.source_license}
-        if args.weights:
-            info["source_weights"] = Path(args.weights).name
-        bank = extract_filters(args.model, weights=args.weights, reparameterize=not args.no_reparameterize, **info)
+    info = {"source_dataset": args.source_dataset, "source_license": args.source_license}
+    if args.weights:
+        info["source_weights"] = Path(args.weights).name
+    bank = extract_filters(args.model, weights=args.weights, reparameterize=not args.no_reparameterize, **info)
     bank.save_pretrained(args.out)
     print(f"{bank}\nsaved to {args.out}")
     return 0
 
 
 def _add_inspect(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bank", help="Hub repo id or local folder of a filter bank")
+    p.add_argument("bank", help="Hub repo id, local folder, or built-in name (imagenet-lite0, universal-learned, ...)")
     p.add_argument("--into", help="timm model name to inject the bank into (prints the injection report)")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--strict", action="store_true", help="fail when any target conv is left untouched")
@@ -63,10 +58,35 @@ def _run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_publish(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bank", help="bank to publish: local folder, Hub id, or a built-in name (imagenet-lite0, ...)")
+    p.add_argument("--repo-id", help="target Hub repo (default: MASTERKEY_HUB_ORG/<folder name>)")
+    p.add_argument("--out", required=True, type=Path, help="folder to build the repo content in (e.g. hub_cards/NAME)")
+    p.add_argument("--results", type=Path, help="card results JSON (see masterkey.cards.load_card_results)")
+    p.add_argument("--dry-run", action="store_true", help="build the folder and list what would be uploaded")
+    p.add_argument("--private", action="store_true")
+
+
+def _run_publish(args: argparse.Namespace) -> int:
+    from .cards import load_card_results
+    from .hub import load_master_filters, publish_bank
+
+    bank = load_master_filters(args.bank)
+    results, sections = load_card_results(args.results) if args.results else ([], [])
+    files = publish_bank(bank, args.repo_id, folder=args.out, results=results, card_kwargs={"sections": sections},
+                         dry_run=args.dry_run, private=args.private or None)
+    verb = "would upload" if args.dry_run else "uploaded"
+    print(f"{bank}\n{verb} to {args.repo_id or args.out.name}:")
+    for name, size in files:
+        print(f"  {name:24} {size:>12,d} bytes")
+    return 0
+
+
 #: name -> (help, add_arguments, run)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "extract": ("extract the depthwise filter bank of a timm model", _add_extract, _run_extract),
     "inspect": ("summarize a bank, optionally injecting it into a model", _add_inspect, _run_inspect),
+    "publish": ("build a bank's Hub repo folder (card included) and push it", _add_publish, _run_publish),
 }
 
 

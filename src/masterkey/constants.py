@@ -41,3 +41,6 @@ def _env_path(name: str, default: Path) -> Path:
 MASTERKEY_HOME = _env_path(
     "MASTERKEY_HOME", _env_path("XDG_CACHE_HOME", Path.home() / ".cache") / "masterkey"
 )
+
+#: Hub organisation our published banks live under (used for default repo ids and card snippets).
+HUB_ORG = os.environ.get("MASTERKEY_HUB_ORG", "masterkey-filters")

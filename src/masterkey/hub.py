@@ -1,12 +1,23 @@
-"""Loading (and publishing) filter banks through the Hugging Face Hub."""
+"""Loading and publishing filter banks through the Hugging Face Hub."""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .bank import FilterBank
+from .constants import CARD_NAME, HUB_ORG
 
-__all__ = ["load_master_filters"]
+__all__ = ["load_master_filters", "publish_bank", "BUILTIN_BANKS"]
+
+#: Banks masterkey builds itself, without any download: name -> (module, function, keyword arguments).
+BUILTIN_BANKS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "imagenet-lite0": ("masterkey.sources", "imagenet_lite0_bank", {}),
+    "universal-learned": ("masterkey.universal", "universal_bank", {"kind": "learned"}),
+    "universal-idealized": ("masterkey.universal", "universal_bank", {"kind": "idealized"}),
+}
 
 
 def load_master_filters(
@@ -18,10 +29,12 @@ def load_master_filters(
     token: str | bool | None = None,
     force_download: bool = False,
 ) -> FilterBank:
-    """Load a master-key filter bank from a Hub repo id or a local folder.
+    """Load a master-key filter bank from a Hub repo id, a local folder, or a built-in name.
 
     Hub downloads go through ``huggingface_hub`` (``hf_hub_download``, its cache and ``HF_HUB_OFFLINE``), so a bank
-    downloaded once loads offline afterwards. Only ``filters.safetensors`` and ``config.json`` are read.
+    downloaded once loads offline afterwards. Only ``filters.safetensors`` and ``config.json`` are read. The built-in
+    names of :data:`BUILTIN_BANKS` (``"imagenet-lite0"``, ``"universal-learned"``, ``"universal-idealized"``) are
+    built locally; an existing local folder of the same name wins.
 
     Raises:
         BankNotFoundError: not a folder, not on the Hub, or not cached while offline.
@@ -33,6 +46,10 @@ def load_master_filters(
         >>> bank = masterkey.load_master_filters("org/convnext-imagenet-dw")
         >>> model = masterkey.from_pretrained_filters("convnext_tiny", bank)
     """
+    name = str(repo_id_or_path)
+    if name in BUILTIN_BANKS and not Path(name).exists():
+        module, function, kwargs = BUILTIN_BANKS[name]
+        return getattr(importlib.import_module(module), function)(**kwargs)
     return FilterBank.from_pretrained(
         repo_id_or_path,
         revision=revision,
@@ -41,3 +58,47 @@ def load_master_filters(
         token=token,
         force_download=force_download,
     )
+
+
+def publish_bank(
+    bank: FilterBank,
+    repo_id: str | None = None,
+    *,
+    folder: str | Path,
+    results: Sequence[Any] = (),
+    card_kwargs: dict[str, Any] | None = None,
+    dry_run: bool = False,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> list[tuple[str, int]]:
+    """Write the exact folder a bank's Hub repo holds (``filters.safetensors``, ``config.json``, ``README.md``) and,
+    unless ``dry_run``, upload it with ``huggingface_hub``.
+
+    Args:
+        repo_id: target repo; defaults to ``{MASTERKEY_HUB_ORG}/{folder name}``.
+        results: ``huggingface_hub.EvalResult`` rows for the card's ``model-index`` metadata and results table.
+        card_kwargs: more keyword arguments for :func:`masterkey.cards.bank_card` (``summary``, ``sections``, ...).
+
+    Returns:
+        ``(file name, size in bytes)`` of every file that is (or would be) uploaded.
+
+    Example:
+        >>> publish_bank(bank, "org/lite0-imagenet-dw", folder="hub_cards/lite0-imagenet-dw", dry_run=True)
+    """
+    folder = Path(folder)
+    repo_id = repo_id or f"{HUB_ORG}/{folder.name}"
+    (folder / CARD_NAME).unlink(missing_ok=True)  # the card is always regenerated from the bank and results
+    bank.save_pretrained(folder, model_card_kwargs={"repo_id": repo_id, "results": list(results), **(card_kwargs or {})})
+    files = sorted((p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file())
+    if not dry_run:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            commit_message=commit_message or f"Upload masterkey filter bank ({len(bank)} kernels)",
+        )
+    return files
