@@ -28,6 +28,12 @@ _LAZY_ATTRS = {
     "trainable_parameters": "inject",
     "InjectionReport": "inject",
     "TrainableParameters": "inject",
+    "fit_universal": "universal",
+    "universal_bank": "universal",
+    "inject_universal": "universal",
+    "export_universal": "universal",
+    "UniversalFit": "universal",
+    "analyze_bank": "analysis",
     "errors": None,
 }
 
@@ -51,6 +57,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from . import errors
+    from .analysis import analyze_bank
     from .bank import FilterBank, KernelSpec
     from .extract import DepthwiseConv, extract_filters, find_depthwise_convs
     from .hub import load_master_filters
@@ -61,3 +68,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         from_pretrained_filters,
         trainable_parameters,
     )
+    from .universal import UniversalFit, export_universal, fit_universal, inject_universal, universal_bank

@@ -82,11 +82,34 @@ def _run_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_analyze(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bank", help="local folder or Hub repo id of a bank, or imagenet-lite0, universal-learned, universal-idealized")
+    p.add_argument("--out", required=True, type=Path, help="folder to write report.json and the PNG figures to")
+    p.add_argument("--compare", help="a second bank (same forms) to compare with, layer by layer")
+    p.add_argument("--keys", choices=("learned", "idealized"), default="learned", help="key set for 7x7 kernels")
+
+
+def _run_analyze(args: argparse.Namespace) -> int:
+    from .analysis import analyze_bank
+
+    report = analyze_bank(args.bank, out_dir=args.out, compare=args.compare, keys=args.keys)
+    summary = report["summary"]
+    print(f"{report['bank']}: {summary['filters']} filters fitted in {summary['layers_fitted']} layers, "
+          f"{summary['layers_skipped']} layers skipped (non-square or even)")
+    for size, row in summary["by_kernel_size"].items():
+        shares = ", ".join(f"R^2>={t}: {v:.1%}" for t, v in row["share_r2_at_least"].items())
+        chance = ", ".join(f"{v:.1%}" for v in report["chance"][size]["share_r2_at_least"].values())
+        print(f"  {size}: {row['filters']} filters, {shares} (random filters: {chance})")
+    print(f"wrote report.json and {len(report['figures'])} figures to {args.out}")
+    return 0
+
+
 #: name -> (help, add_arguments, run)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "extract": ("extract the depthwise filter bank of a timm model", _add_extract, _run_extract),
     "inspect": ("summarize a bank, optionally injecting it into a model", _add_inspect, _run_inspect),
     "publish": ("build a bank's Hub repo folder (card included) and push it", _add_publish, _run_publish),
+    "analyze": ("fit a bank to the 8 universal keys: report.json and PNG plots", _add_analyze, _run_analyze),
 }
 
 
