@@ -28,6 +28,10 @@ _LAZY_ATTRS = {
     "trainable_parameters": "inject",
     "InjectionReport": "inject",
     "TrainableParameters": "inject",
+    "match_by_depth": "mapping",
+    "fit_kernel": "mapping",
+    "resize_kernel": "mapping",
+    "select_channels": "mapping",
     "fit_universal": "universal",
     "universal_bank": "universal",
     "inject_universal": "universal",
@@ -61,6 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .bank import FilterBank, KernelSpec
     from .extract import DepthwiseConv, extract_filters, find_depthwise_convs
     from .hub import load_master_filters
+    from .mapping import fit_kernel, match_by_depth, resize_kernel, select_channels
     from .inject import (
         InjectionReport,
         TrainableParameters,

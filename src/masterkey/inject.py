@@ -3,8 +3,10 @@
 Injection runs in three steps, each replaceable:
 
 1. find the model's depthwise convs (:func:`masterkey.find_depthwise_convs`);
-2. *match* each target conv to a bank entry (``mapping``: ``"exact"`` matches module paths);
-3. *fit* the source kernel to the target's shape (the exact mapping requires equal shapes) and copy it.
+2. *match* each target conv to a bank entry (``mapping``: ``"exact"`` matches module paths, ``"depth"`` matches
+   across architectures by relative depth, see :mod:`masterkey.mapping`);
+3. *fit* the source kernel to the target's shape and copy it: the exact mapping requires equal shapes, the others
+   select channels and resize kernels (:func:`masterkey.fit_kernel`).
 
 Every target conv gets an :class:`InjectionEntry` in the :class:`InjectionReport` attached to the model as
 ``model.masterkey_report``.
@@ -12,7 +14,6 @@ Every target conv gets an :class:`InjectionEntry` in the :class:`InjectionReport
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,8 +23,9 @@ from torch import nn
 
 from . import _timm
 from .bank import FilterBank
-from .errors import IncompatibleBankError, MappingError
+from .errors import IncompatibleBankError
 from .extract import DepthwiseConv, find_depthwise_convs, prepare_model
+from .mapping import MappingFn, fit_kernel, kernel_orientation, resolve_mapping, unmapped_reason
 
 __all__ = [
     "from_pretrained_filters",
@@ -39,10 +41,6 @@ __all__ = [
 #: depthwise biases included); ``"pointwise+head"``: only 1x1 convs, linear layers and the classifier (norms, stem and
 #: other spatial convs frozen); ``"all"``: nothing is frozen (the from-scratch baseline).
 TRAINABLE_POLICIES = ("all-but-depthwise", "pointwise+head", "all")
-
-#: ``mapping`` callables take the bank and the target convs and return ``{target name: bank entry name or None}``.
-Mapping_ = Callable[[FilterBank, list[DepthwiseConv]], Mapping[str, str | None]]
-
 
 class TrainableParameters(NamedTuple):
     """Trainable and total parameter counts; prints in PEFT's form."""
@@ -157,32 +155,6 @@ def freeze_depthwise(
     return trainable_parameters(model)
 
 
-def match_exact(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, str | None]:
-    """The ``"exact"`` mapping: each target conv takes the bank entry with the same module path."""
-    return {t.name: t.name if t.name in bank else None for t in targets}
-
-
-_MAPPINGS: dict[str, Mapping_] = {"exact": match_exact}
-
-
-def _resolve_mapping(bank: FilterBank, targets: list[DepthwiseConv], mapping: str | Mapping_) -> dict[str, str | None]:
-    if isinstance(mapping, str):
-        if mapping not in _MAPPINGS:
-            raise MappingError(f"mapping={mapping!r} is unknown; choose one of {', '.join(_MAPPINGS)} or pass a callable.")
-        plan = _MAPPINGS[mapping](bank, targets)
-    else:
-        plan = dict(mapping(bank, targets))
-    target_names = {t.name for t in targets}
-    unknown_targets = sorted(set(plan) - target_names)
-    unknown_sources = sorted({s for s in plan.values() if s is not None and s not in bank})
-    if unknown_targets or unknown_sources:
-        raise MappingError(
-            f"The mapping names modules that do not exist: targets {unknown_targets[:5]}, bank entries "
-            f"{unknown_sources[:5]}. Targets must come from find_depthwise_convs(model), sources from bank.names."
-        )
-    return {t.name: plan.get(t.name) for t in targets}
-
-
 def from_pretrained_filters(
     model: nn.Module | str,
     filters: FilterBank | str | Path,
@@ -190,7 +162,7 @@ def from_pretrained_filters(
     strict: bool = True,
     freeze: bool = True,
     trainable: str = "all-but-depthwise",
-    mapping: str | Mapping_ = "exact",
+    mapping: str | MappingFn = "exact",
     reparameterize: bool = False,
     **model_kwargs: Any,
 ) -> nn.Module:
@@ -200,12 +172,15 @@ def from_pretrained_filters(
         model: an ``nn.Module`` (changed in place and returned) or a timm model name, created with
             ``timm.create_model(name, pretrained=False, **model_kwargs)``.
         filters: a :class:`FilterBank`, a Hub repo id or a local folder (loaded with :func:`load_master_filters`).
-        strict: refuse (:class:`IncompatibleBankError`) when any target conv is left untouched or a shape differs;
-            with ``False`` the convs that match are injected and the rest reported.
+        strict: refuse (:class:`IncompatibleBankError`) when any target conv is left untouched (no bank entry, a
+            shape that differs under ``"exact"``, a band kernel with no band in the bank); with ``False`` the convs
+            that match are injected and the rest reported.
         freeze: set ``requires_grad=False`` on the injected kernels.
         trainable: what else trains, one of :data:`TRAINABLE_POLICIES`.
-        mapping: how target convs find their bank entry: ``"exact"`` (same module path) or a callable
-            ``(bank, targets) -> {target: source or None}``.
+        mapping: how target convs find their bank entry: ``"exact"`` (same module path, same shape), ``"depth"``
+            (any architecture: nearest relative depth, see :func:`masterkey.match_by_depth`) or a callable
+            ``(bank, targets) -> {target: source or None}``. Except under ``"exact"``, kernels whose channel count or
+            size differ are fitted with :func:`masterkey.fit_kernel`, and the report lists each transform.
         reparameterize: fuse multi-branch blocks (FastViT, RepViT, MobileOne) in place first; without it such
             models are refused.
 
@@ -217,6 +192,9 @@ def from_pretrained_filters(
         >>> model = masterkey.from_pretrained_filters("tf_efficientnet_lite0", "org/lite0-imagenet-dw", num_classes=10)
         >>> print(model.masterkey_report.parameters)
         trainable params: 3,201,562 || all params: 3,383,578 || trainable%: 94.6207
+        >>> model = masterkey.from_pretrained_filters("convnext_atto", "org/lite0-imagenet-dw", mapping="depth")
+        >>> print(model.masterkey_report.entries[0].transforms)
+        ['channels 32->40 evenly spaced', 'kernel 3x3->7x7 zero-pad']
     """
     if not isinstance(filters, FilterBank):
         from .hub import load_master_filters
@@ -224,31 +202,36 @@ def from_pretrained_filters(
         filters = load_master_filters(filters)
     model = prepare_model(model, reparameterize=reparameterize, **model_kwargs)
     targets = find_depthwise_convs(model)
-    plan = _resolve_mapping(filters, targets, mapping)
+    plan = resolve_mapping(filters, targets, mapping)
 
     entries, updates, mismatched = [], [], {}
     for target in targets:
         source = plan[target.name]
         if source is None:
-            entries.append(InjectionEntry(target.name, None, False, reason="no bank entry for this conv"))
+            entries.append(InjectionEntry(target.name, None, False, reason=unmapped_reason(filters, target)))
             continue
         kernel, want = filters[source], tuple(target.module.weight.shape)
-        if tuple(kernel.shape) != want:
-            mismatched[target.name] = (want, tuple(kernel.shape))
-            reason = f"shape {tuple(kernel.shape)} in the bank, {want} in the model"
+        got = tuple(kernel.shape)
+        if got != want and (mapping == "exact" or kernel_orientation(got[2:]) != kernel_orientation(want[2:])):
+            mismatched[target.name] = (want, got)
+            reason = f"shape {got} in the bank, {want} in the model"
             entries.append(InjectionEntry(target.name, source, False, reason=reason))
             continue
-        entries.append(InjectionEntry(target.name, source, True, transforms=["copied"]))
+        kernel, transforms = fit_kernel(kernel, out_channels=want[0], kernel_size=want[2:])
+        entries.append(InjectionEntry(target.name, source, True, transforms=transforms or ["copied"]))
         updates.append((target, kernel))
 
     used = {e.source for e in entries if e.injected}
     if strict and len(updates) < len(targets):
         missing = [e.target for e in entries if e.source is None]
+        why = {e.target: e.reason for e in entries if e.source is None}
+        hint = " mapping='depth' to fit a bank from another architecture," if mapping == "exact" else ""
         raise IncompatibleBankError(
             f"The bank from {filters.config.get('source_model') or 'an unknown model'} does not fit "
             f"{_timm.model_name(model) or type(model).__name__}: {len(missing)} depthwise convs have no bank entry "
-            f"(e.g. {missing[:3]}), {len(mismatched)} differ in shape (e.g. {dict(list(mismatched.items())[:3])}). "
-            "Pass strict=False to inject only what fits, or use a bank extracted from this architecture.",
+            f"(e.g. {dict(list(why.items())[:3])}), {len(mismatched)} differ in shape "
+            f"(e.g. {dict(list(mismatched.items())[:3])}). Pass strict=False to inject only what fits,{hint} "
+            "or use a bank extracted from this architecture.",
             missing=missing,
             mismatched=mismatched,
             unexpected=[n for n in filters.names if n not in used],

@@ -1,0 +1,248 @@
+"""Cross-architecture mapping: which bank entry each target depthwise conv takes, and how its kernel is fitted.
+
+Three rules, each deterministic (the same bank and model always give the same injection):
+
+- **Layers** (``mapping="depth"``, :func:`match_by_depth`): each target conv takes the bank entry at the nearest
+  relative depth. Depth is measured in stages when a model has them (the *stage* of a conv is its module path up to
+  the first integer, ``stages.2`` or ``blocks.4``): stage ``k`` of ``S`` covers ``[k/S, (k+1)/S)`` and its layers
+  spread evenly inside it, so the last stage of a ConvNeXt meets the last stage of an EfficientNet whatever their
+  lengths. Convs whose paths differ only in a final index (the splits of a ``MixedConv2d``, EdgeNeXt's chained
+  convs) form one layer; within the chosen layer the kernel size closest to the target's wins, then the split at
+  the same relative position. Kernels only map onto kernels of the same
+  orientation: square onto square, horizontal bands (``1x11``) onto horizontal bands, vertical onto vertical. A band
+  with no band in the bank is left untouched, and the report says so.
+- **Channels** (:func:`select_channels`): target channel ``i`` of ``m`` takes source filter ``floor(i * n / m)`` of
+  ``n``: evenly spaced when the target is narrower, each filter repeated in order when it is wider. Channels are
+  output channels, so a channel multiplier (``out = k * in``) is covered by the same rule.
+- **Kernel size** (:func:`resize_kernel`): centre-crop or zero-pad when the size difference is even on both axes,
+  bilinear resampling otherwise; then each filter's sum (its response to a constant image, the DC gain) is restored
+  exactly, and its L2 norm too whenever a filter of the new size can have both (a cropped box blur cannot: it
+  becomes the flattest filter with that sum). Zero-padding changes nothing but the size.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from .bank import FilterBank, KernelSpec
+from .errors import MappingError
+
+if TYPE_CHECKING:
+    from .extract import DepthwiseConv
+
+__all__ = [
+    "MAPPINGS",
+    "MappingFn",
+    "match_exact",
+    "match_by_depth",
+    "resolve_mapping",
+    "select_channels",
+    "resize_kernel",
+    "fit_kernel",
+    "kernel_orientation",
+    "unmapped_reason",
+]
+
+#: ``mapping`` callables take the bank and the target convs and return ``{target name: bank entry name or None}``.
+MappingFn = Callable[[FilterBank, "list[DepthwiseConv]"], Mapping[str, "str | None"]]
+
+
+def match_exact(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, str | None]:
+    """The ``"exact"`` mapping: each target conv takes the bank entry with the same module path."""
+    return {t.name: t.name if t.name in bank else None for t in targets}
+
+
+def kernel_orientation(kernel_size: tuple[int, int]) -> str:
+    """``"square"``, ``"horizontal"`` (``1x11``) or ``"vertical"`` (``11x1``): kernels only map onto their own kind."""
+    h, w = kernel_size
+    return "square" if h == w else "horizontal" if h < w else "vertical"
+
+
+def _layer(name: str) -> str:
+    # the splits of a MixedConv2d are children 0, 1, ... of one module: one layer
+    head, _, last = name.rpartition(".")
+    return head if head and last.isdigit() else name
+
+
+def _stage(layer: str) -> str:
+    parts = layer.split(".")
+    digits = [i for i, part in enumerate(parts) if part.isdigit()]
+    return ".".join(parts[: digits[0] + 1]) if digits else ""
+
+
+def _spread(keys: list[str]) -> list[float]:
+    # position of each key among equal keys, evenly spread in (0, 1): 3 keys sit at 1/6, 1/2, 5/6
+    size, seen, spread = Counter(keys), Counter(), []
+    for key in keys:
+        spread.append((seen[key] + 0.5) / size[key])
+        seen[key] += 1
+    return spread
+
+
+def _positions(names: list[str]) -> dict[str, tuple[float, float]]:
+    """``(relative depth of its layer, position among the layer's splits)`` of each conv, both in ``[0, 1]``; depth is
+    measured in stages (see the module docstring)."""
+    layers = list(dict.fromkeys(_layer(n) for n in names))  # forward order
+    stages = list(dict.fromkeys(_stage(layer) for layer in layers))
+    depth = {
+        layer: (stages.index(_stage(layer)) + within) / len(stages)
+        for layer, within in zip(layers, _spread([_stage(layer) for layer in layers]))
+    }
+    return {n: (depth[_layer(n)], split) for n, split in zip(names, _spread([_layer(n) for n in names]))}
+
+
+def match_by_depth(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, str | None]:
+    """The ``"depth"`` mapping: each target conv takes the bank entry of the same kernel orientation at the nearest
+    relative depth (measured in stages), then among a layer's splits (``MixedConv2d``) the closest kernel size and
+    the same relative position, then the earlier entry. Between two copies of one architecture it is the identity.
+
+    Example:
+        >>> import masterkey
+        >>> bank = masterkey.extract_filters("convnext_atto")
+        >>> targets = masterkey.find_depthwise_convs(timm.create_model("mobilenetv3_small_050"))
+        >>> match_by_depth(bank, targets)["blocks.5.2.conv_dw"]
+        'stages.3.blocks.1.conv_dw'
+    """
+    source_positions = _positions(bank.names)
+    target_positions = _positions([t.name for t in targets])
+    plan: dict[str, str | None] = {}
+    for target in targets:
+        size = target.spec.kernel_size
+        candidates = [s for s in bank.specs if kernel_orientation(s.kernel_size) == kernel_orientation(size)]
+        if not candidates:
+            plan[target.name] = None
+            continue
+        depth, split = target_positions[target.name]
+
+        def distance(spec: KernelSpec) -> tuple[float, int, float, int]:
+            source_depth, source_split = source_positions[spec.name]
+            # rounding keeps float noise from breaking ties between layers equally far away
+            gap = round(abs(source_depth - depth), 9)
+            size_gap = abs(spec.kernel_size[0] - size[0]) + abs(spec.kernel_size[1] - size[1])
+            return gap, size_gap, round(abs(source_split - split), 9), spec.index
+
+        plan[target.name] = min(candidates, key=distance).name
+    return plan
+
+
+#: The named mappings ``from_pretrained_filters(mapping=...)`` accepts.
+MAPPINGS: dict[str, MappingFn] = {"exact": match_exact, "depth": match_by_depth}
+
+
+def resolve_mapping(
+    bank: FilterBank, targets: list[DepthwiseConv], mapping: str | MappingFn
+) -> dict[str, str | None]:
+    """Run ``mapping`` (a name in :data:`MAPPINGS` or a callable) and check every name it returns.
+
+    Raises:
+        MappingError: an unknown mapping name, or a plan naming targets or bank entries that do not exist.
+    """
+    if isinstance(mapping, str):
+        if mapping not in MAPPINGS:
+            raise MappingError(f"mapping={mapping!r} is unknown; choose one of {', '.join(MAPPINGS)} or pass a callable.")
+        plan = MAPPINGS[mapping](bank, targets)
+    else:
+        plan = dict(mapping(bank, targets))
+    target_names = {t.name for t in targets}
+    unknown_targets = sorted(set(plan) - target_names)
+    unknown_sources = sorted({s for s in plan.values() if s is not None and s not in bank})
+    if unknown_targets or unknown_sources:
+        raise MappingError(
+            f"The mapping names modules that do not exist: targets {unknown_targets[:5]}, bank entries "
+            f"{unknown_sources[:5]}. Targets must come from find_depthwise_convs(model), sources from bank.names."
+        )
+    return {t.name: plan.get(t.name) for t in targets}
+
+
+def unmapped_reason(bank: FilterBank, target: DepthwiseConv) -> str:
+    """Why ``target`` got no bank entry, for the injection report."""
+    size = target.spec.kernel_size
+    kind = kernel_orientation(size)
+    if not any(kernel_orientation(s.kernel_size) == kind for s in bank.specs):
+        return (
+            f"{size[0]}x{size[1]} {kind} kernel and the bank has none of that orientation "
+            "(kernels are never stretched across orientations)"
+        )
+    return "no bank entry for this conv"
+
+
+def select_channels(n: int, m: int) -> torch.Tensor:
+    """Indices of the ``n`` source filters that ``m`` target channels take: channel ``i`` takes ``floor(i * n / m)``.
+
+    Example:
+        >>> select_channels(4, 2).tolist(), select_channels(2, 4).tolist()
+        ([0, 2], [0, 0, 1, 1])
+    """
+    return torch.arange(m) * n // m
+
+
+def _resize_method(source: tuple[int, int], target: tuple[int, int]) -> str:
+    if any((s - t) % 2 for s, t in zip(source, target)):
+        return "resample"
+    grows, shrinks = any(t > s for s, t in zip(source, target)), any(t < s for s, t in zip(source, target))
+    return "centre-crop/zero-pad" if grows and shrinks else "zero-pad" if grows else "centre-crop"
+
+
+def resize_kernel(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize kernels ``(n, 1, h, w)`` to ``size``, keeping each filter's sum and, where possible, its L2 norm.
+
+    Centre-crop / zero-pad when the difference is even on both axes, bilinear resampling otherwise (see the module
+    docstring for what is preserved).
+
+    Example:
+        >>> k = torch.randn(8, 1, 3, 3)
+        >>> big = resize_kernel(k, (7, 7))
+        >>> torch.equal(big[..., 2:5, 2:5], k), big.shape
+        (True, torch.Size([8, 1, 7, 7]))
+    """
+    h, w = kernel.shape[-2:]
+    th, tw = size
+    method = _resize_method((h, w), (th, tw))
+    if method == "resample":
+        resized = F.interpolate(kernel, size=(th, tw), mode="bilinear", align_corners=False, antialias=th < h or tw < w)
+    else:
+        # F.pad takes (left, right, top, bottom); negative amounts crop
+        dh, dw = (th - h) // 2, (tw - w) // 2
+        resized = F.pad(kernel, (dw, dw, dh, dh))
+    # zero-padding already keeps sum and norm; restoring them would only add rounding
+    return resized if method == "zero-pad" else _restore_sum_and_norm(resized, kernel)
+
+
+def _restore_sum_and_norm(resized: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    # f = mean + zero-mean part; the mean fixes the sum, the zero-mean part is scaled to make up the rest of the
+    # norm: |f|^2 = sum^2 / n + |zero-mean part|^2. When sum^2 / n alone exceeds the old norm, no filter of the
+    # new size has both, and the flat filter (zero-mean part 0) keeps the sum.
+    dims, n = (-2, -1), resized.shape[-2] * resized.shape[-1]
+    total = source.sum(dims, keepdim=True)
+    energy = source.pow(2).sum(dims, keepdim=True)
+    centred = resized - resized.mean(dims, keepdim=True)
+    centred_energy = centred.pow(2).sum(dims, keepdim=True)
+    wanted = (energy - total.pow(2) / n).clamp_min(0)
+    scale = torch.where(centred_energy > 0, (wanted / centred_energy.clamp_min(1e-30)).sqrt(), 0.0)
+    return total / n + scale * centred
+
+
+def fit_kernel(kernel: torch.Tensor, *, out_channels: int, kernel_size: tuple[int, int]) -> tuple[torch.Tensor, list[str]]:
+    """Fit source kernels ``(n, 1, h, w)`` to a target conv: channels with :func:`select_channels`, then size with
+    :func:`resize_kernel`. Returns the kernels and the transforms applied, as the injection report lists them.
+
+    Example:
+        >>> fitted, transforms = fit_kernel(torch.randn(40, 1, 3, 3), out_channels=48, kernel_size=(7, 7))
+        >>> transforms
+        ['channels 40->48 evenly spaced', 'kernel 3x3->7x7 zero-pad']
+    """
+    transforms = []
+    n, _, h, w = kernel.shape
+    if n != out_channels:
+        kernel = kernel[select_channels(n, out_channels)]
+        transforms.append(f"channels {n}->{out_channels} evenly spaced")
+    if (h, w) != tuple(kernel_size):
+        th, tw = kernel_size
+        transforms.append(f"kernel {h}x{w}->{th}x{tw} {_resize_method((h, w), (th, tw))}")
+        kernel = resize_kernel(kernel, (th, tw))
+    return kernel, transforms
