@@ -33,6 +33,8 @@ for _ in range(args.repeats):
     times.append(time.perf_counter() - start)
 best = min(times)
 print(f"torch threads: {torch.get_num_threads()}")
-print(f"fit_universal: {args.filters:,} filters of 7x7 in {best:.2f} s (best of {args.repeats}), "
-      f"{args.filters / best / 1e6:.2f} M filters/s; all runs: {', '.join(f'{t:.2f}' for t in times)} s")
+print(
+    f"fit_universal: {args.filters:,} filters of 7x7 in {best:.2f} s (best of {args.repeats}), "
+    f"{args.filters / best / 1e6:.2f} M filters/s; all runs: {', '.join(f'{t:.2f}' for t in times)} s"
+)
 print(f"keys recovered: {(fit.key == k).float().mean().item():.2%}, mean R^2 {fit.r2.mean().item():.3f}")

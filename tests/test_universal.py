@@ -42,7 +42,10 @@ def _affine_images(key_set: torch.Tensor, n: int, seed: int = 0):
 
 # -- the keys ------------------------------------------------------------------------------------------------------
 def test_learned_keys_equal_the_reference_file():
-    reference = next((p / "master_key_8_filters.txt" for p in REFERENCE_CANDIDATES if (p / "master_key_8_filters.txt").is_file()), None)
+    reference = next(
+        (p / "master_key_8_filters.txt" for p in REFERENCE_CANDIDATES if (p / "master_key_8_filters.txt").is_file()),
+        None,
+    )
     if reference is None:
         pytest.skip("shared/reference/master_key_8_filters.txt is not beside this checkout")
     assert torch.equal(learned_keys(), _read_reference(reference))
@@ -82,7 +85,9 @@ def test_idealized_keys_are_normalized_at_any_odd_size(size):
     assert torch.allclose(keys[4].flip(1), -keys[4], atol=1e-6)
     assert torch.allclose(keys[5].flip(0), -keys[5], atol=1e-6)
     for k in (6, 7):
-        assert torch.allclose(keys[k].flip(0), keys[k], atol=1e-6) and torch.allclose(keys[k].flip(1), keys[k], atol=1e-6)
+        assert torch.allclose(keys[k].flip(0), keys[k], atol=1e-6) and torch.allclose(
+            keys[k].flip(1), keys[k], atol=1e-6
+        )
 
 
 def test_idealized_gaussian_is_the_discrete_analogue_of_the_gaussian():
@@ -227,7 +232,7 @@ def test_injection_from_a_source_carries_key_a_and_b_across_architectures():
     model = masterkey.inject_universal("convnext_atto", source=source, num_classes=5)
     convs = masterkey.find_depthwise_convs(model)
     fit = masterkey.fit_universal(masterkey.extract_filters(model))
-    for conv, layer in zip(convs, fit.layers):
+    for conv, layer in zip(convs, fit.layers, strict=True):
         # every injected 7x7 kernel is exactly an affine image of one learned key
         assert layer.keys == "learned-7x7" and (layer.r2 > 1 - 1e-5).all()
         name = "early" if conv.spec.relative_depth <= 0.5 else "late"
@@ -308,3 +313,6 @@ def test_injection_rejects_bad_options():
         masterkey.inject_universal("convnext_atto", learn_affine="scale")
     with pytest.raises(FitError, match="not a key set"):
         masterkey.inject_universal("convnext_atto", keys="random")
+    custom = masterkey.fit_universal(torch.randn(4, 7, 7), keys=torch.randn(3, 7, 7))
+    with pytest.raises(FitError, match="custom keys"):
+        masterkey.inject_universal("convnext_atto", source=custom)

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .bank import FilterBank
+from .hub import load_master_filters
 from .universal import (
     IDEALIZED_SIGMAS,
     KEY_NAMES,
@@ -40,12 +41,12 @@ from .universal import (
 )
 
 __all__ = [
-    "load_named_bank",
     "layer_statistics",
     "layer_key_share",
     "compare_banks",
     "generality_by_depth",
     "chance_levels",
+    "explained_table",
     "plot_layer_filters",
     "plot_keys",
     "plot_key_usage",
@@ -54,32 +55,8 @@ __all__ = [
     "analyze_bank",
 ]
 
-#: Bank names understood besides paths and Hub ids (by :func:`load_named_bank` and the CLI).
-NAMED_BANKS = ("imagenet-lite0", "universal-learned", "universal-idealized")
 _CHANCE_FILTERS = 20_000
 _KEY_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-
-
-def load_named_bank(name: str | Path) -> FilterBank:
-    """A bank from a name: ``"imagenet-lite0"`` (:func:`masterkey.sources.imagenet_lite0_bank`),
-    ``"universal-learned"`` / ``"universal-idealized"`` (:func:`masterkey.universal_bank`), else a local folder or
-    Hub repo id (:func:`masterkey.load_master_filters`).
-
-    Example:
-        >>> load_named_bank("universal-idealized")["universal_keys"].shape
-        torch.Size([8, 1, 7, 7])
-    """
-    if name == "imagenet-lite0":
-        from .sources import imagenet_lite0_bank
-
-        return imagenet_lite0_bank()
-    if name in ("universal-learned", "universal-idealized"):
-        from .universal import universal_bank
-
-        return universal_bank(str(name).split("-")[1])
-    from .hub import load_master_filters
-
-    return load_master_filters(name)
 
 
 # -- statistics ----------------------------------------------------------------------------------------------------
@@ -162,7 +139,8 @@ def compare_banks(
     by chance) and the Jensen-Shannon divergence of their key usage.
 
     Example:
-        >>> rows = compare_banks(load_named_bank("imagenet-lite0"), masterkey.extract_filters("tf_efficientnet_lite0"))
+        >>> lite0 = masterkey.load_master_filters("imagenet-lite0")
+        >>> rows = compare_banks(lite0, masterkey.extract_filters("tf_efficientnet_lite0"))
         >>> [round(r["similarity"], 2) for r in rows][:3]
     """
     fit = fit_universal(bank) if fit is None else fit
@@ -213,6 +191,32 @@ def chance_levels(
     return out
 
 
+def explained_table(bank: FilterBank, *, keys: str = "learned", thresholds: Sequence[float] = R2_THRESHOLDS) -> str:
+    """A markdown table of how much of ``bank`` the 8 keys explain, per kernel size: filters, key set, and the share
+    of filters with R^2 at or above each threshold, with the chance level (random filters) in parentheses.
+
+    Example:
+        >>> print(explained_table(masterkey.load_master_filters("imagenet-lite0")))
+        | kernel | filters | keys | R² ≥ 0.5 | R² ≥ 0.7 | R² ≥ 0.9 |
+        ...
+    """
+    summary = fit_universal(bank, keys=keys).summary(thresholds)
+    chance = chance_levels(
+        [int(size.split("x")[0]) for size in summary["by_kernel_size"]], keys=keys, thresholds=thresholds
+    )
+    lines = [
+        "| kernel | filters | keys | " + " | ".join(f"R² ≥ {t:g}" for t in thresholds) + " |",
+        "|---" * (3 + len(thresholds)) + "|",
+    ]
+    for size, row in summary["by_kernel_size"].items():
+        shares = " | ".join(
+            f"{row['share_r2_at_least'][f'{t:g}']:.1%} ({chance[size]['share_r2_at_least'][f'{t:g}']:.1%})"
+            for t in thresholds
+        )
+        lines.append(f"| {size} | {row['filters']} | {', '.join(row['keys'])} | {shares} |")
+    return "\n".join(lines)
+
+
 def generality_by_depth(
     fit: UniversalFit, *, bins: int = 3, comparison: Sequence[dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
@@ -230,7 +234,9 @@ def generality_by_depth(
     out = []
     for i in range(bins):
         lo, hi = i / bins, (i + 1) / bins
-        layers = [lay for lay in fit.layers if lo <= lay.relative_depth < hi or (i == bins - 1 and lay.relative_depth == 1)]
+        layers = [
+            lay for lay in fit.layers if lo <= lay.relative_depth < hi or (i == bins - 1 and lay.relative_depth == 1)
+        ]
         if not layers:
             continue
         r2 = torch.cat([lay.r2 for lay in layers])
@@ -295,7 +301,7 @@ def plot_layer_filters(
     cols = min(8, n)
     rows = math.ceil(n / cols)
     layer = next((lay for lay in fit.layers if lay.name == name), None) if fit is not None else None
-    fig = _figure(1.2 * cols + 1.0, 1.3 * rows + 0.7)
+    fig = _figure(1.2 * cols + 1.2, 1.3 * rows + 1.3)
     axes = fig.subplots(rows, cols, squeeze=False)
     vmax = float(filters.abs().max()) or 1.0
     image = None
@@ -317,7 +323,7 @@ def plot_layer_filters(
         f"{source}: {name} ({spec.out_channels} filters, {spec.kernel_size[0]}x{spec.kernel_size[1]}), first {n}",
         fontsize=10,
     )
-    fig.colorbar(image, ax=axes, shrink=0.8, label="weight / max |weight| of the filter" if normalize else "weight")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="weight / max |weight|" if normalize else "weight")
     return _save(fig, path)
 
 
@@ -360,7 +366,9 @@ def _layer_ticks(ax: Any, fit: UniversalFit) -> None:
     ax.set_xlim(-0.6, len(fit.layers) - 0.4)
     if len(fit.layers) <= 24:
         ax.set_xticks(list(positions))
-        ax.set_xticklabels([f"{i}\n{lay.kernel_size[0]}x{lay.kernel_size[1]}" for i, lay in enumerate(fit.layers)], fontsize=8)
+        ax.set_xticklabels(
+            [f"{i}\n{lay.kernel_size[0]}x{lay.kernel_size[1]}" for i, lay in enumerate(fit.layers)], fontsize=8
+        )
     ax.set_xlabel("depthwise layer, input to output (index and kernel size)")
 
 
@@ -375,7 +383,13 @@ def plot_key_usage(fit: UniversalFit, path: str | Path, *, title: str = "") -> P
     shares = torch.tensor([layer_key_share(layer) for layer in fit.layers])
     bottom = torch.zeros(len(fit.layers))
     for k in range(fit.num_keys):
-        ax.bar(range(len(fit.layers)), shares[:, k], bottom=bottom, color=_KEY_COLORS[k % 8], label=f"{k + 1}: {KEY_NAMES[k]}")
+        ax.bar(
+            range(len(fit.layers)),
+            shares[:, k],
+            bottom=bottom,
+            color=_KEY_COLORS[k % 8],
+            label=f"{k + 1}: {KEY_NAMES[k]}",
+        )
         bottom += shares[:, k]
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of the layer's filters")
@@ -428,7 +442,9 @@ def plot_similarity(
     top, bottom = fig.subplots(2, 1, sharex=True)
     depth = [row["relative_depth"] for row in comparison]
     top.plot(depth, [row["similarity"] for row in comparison], "o-", color="#1f77b4", label=f"{labels[1]}")
-    top.plot(depth, [row["similarity_chance"] for row in comparison], "x--", color="grey", label="random filters (chance)")
+    top.plot(
+        depth, [row["similarity_chance"] for row in comparison], "x--", color="grey", label="random filters (chance)"
+    )
     top.set_ylim(0, 1.02)
     top.set_ylabel("mean best-match |cos|")
     top.legend(loc="lower right", fontsize=8)
@@ -456,7 +472,8 @@ def analyze_bank(
 ) -> dict[str, Any]:
     """Analyze a bank against the 8 universal keys and write ``report.json`` and PNG figures into ``out_dir``.
 
-    ``bank`` and ``compare`` may be :class:`FilterBank` objects or anything :func:`load_named_bank` takes. Figures:
+    ``bank`` and ``compare`` may be :class:`FilterBank` objects or anything :func:`masterkey.load_master_filters`
+    takes (a folder, a Hub id, or a built-in name such as ``"imagenet-lite0"`` or ``"universal-learned"``). Figures:
     ``keys.png`` (learned beside idealized), ``key_usage.png``, ``r2_by_depth.png``, ``filters_first.png`` and
     ``filters_last.png`` (grids of the first and last fitted layer) and, with ``compare``, ``similarity.png``.
 
@@ -469,8 +486,8 @@ def analyze_bank(
         >>> report = masterkey.analyze_bank("imagenet-lite0", out_dir="analysis/lite0")
         >>> report["summary"]["by_kernel_size"]["3x3"]["share_r2_at_least"]
     """
-    bank = bank if isinstance(bank, FilterBank) else load_named_bank(bank)
-    other = compare if compare is None or isinstance(compare, FilterBank) else load_named_bank(compare)
+    bank = bank if isinstance(bank, FilterBank) else load_master_filters(bank)
+    other = compare if compare is None or isinstance(compare, FilterBank) else load_master_filters(compare)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fit = fit_universal(bank, keys=keys)

@@ -83,7 +83,7 @@ def _run_publish(args: argparse.Namespace) -> int:
 
 
 def _add_analyze(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bank", help="local folder or Hub repo id of a bank, or imagenet-lite0, universal-learned, universal-idealized")
+    p.add_argument("bank", help="Hub repo id, local folder, or built-in name (imagenet-lite0, universal-learned, ...)")
     p.add_argument("--out", required=True, type=Path, help="folder to write report.json and the PNG figures to")
     p.add_argument("--compare", help="a second bank (same forms) to compare with, layer by layer")
     p.add_argument("--keys", choices=("learned", "idealized"), default="learned", help="key set for 7x7 kernels")
@@ -94,8 +94,10 @@ def _run_analyze(args: argparse.Namespace) -> int:
 
     report = analyze_bank(args.bank, out_dir=args.out, compare=args.compare, keys=args.keys)
     summary = report["summary"]
-    print(f"{report['bank']}: {summary['filters']} filters fitted in {summary['layers_fitted']} layers, "
-          f"{summary['layers_skipped']} layers skipped (non-square or even)")
+    print(
+        f"{report['bank']}: {summary['filters']} filters fitted in {summary['layers_fitted']} layers, "
+        f"{summary['layers_skipped']} layers skipped (non-square or even)"
+    )
     for size, row in summary["by_kernel_size"].items():
         shares = ", ".join(f"R^2>={t}: {v:.1%}" for t, v in row["share_r2_at_least"].items())
         chance = ", ".join(f"{v:.1%}" for v in report["chance"][size]["share_r2_at_least"].values())

@@ -42,11 +42,16 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from . import constants
 from .bank import FilterBank, KernelSpec
 from .errors import FitError
 from .extract import find_depthwise_convs, prepare_model
-from .inject import InjectionEntry, InjectionReport, TRAINABLE_POLICIES, freeze_depthwise, trainable_parameters
+from .inject import (
+    TRAINABLE_POLICIES,
+    InjectionEntry,
+    InjectionReport,
+    freeze_depthwise,
+    trainable_parameters,
+)
 
 __all__ = [
     "KEY_NAMES",
@@ -369,7 +374,9 @@ def _r2_stats(r2: torch.Tensor, key: torch.Tensor, num_keys: int, thresholds: Se
         "constant_filters": int((key < 0).sum()),
         "r2_mean": float(r2.mean()),
         "r2_median": float(r2.median()),
-        "r2_quartiles": [float(q) for q in torch.quantile(r2.double(), torch.tensor([0.25, 0.75], dtype=torch.float64))],
+        "r2_quartiles": [
+            float(q) for q in torch.quantile(r2.double(), torch.tensor([0.25, 0.75], dtype=torch.float64))
+        ],
         "share_r2_at_least": {f"{t:g}": float((r2 >= t).float().mean()) for t in thresholds},
         "key_usage": usage.tolist(),
         "key_share": [c / total for c in usage.tolist()],
@@ -407,7 +414,7 @@ def _fit_filters(filters: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tenso
         constant = y_var <= 1e-10 * (y * y).sum(1)
         key[constant], a[constant], r2[constant] = -1, 0.0, 1.0
         b = y_mean - a * torch.where(constant, 0.0, x_mean[key.clamp(min=0)])
-        for o, v in zip(out, (key, a, b, r2.clamp(max=1.0))):
+        for o, v in zip(out, (key, a, b, r2.clamp(max=1.0)), strict=True):
             o[start : start + _CHUNK] = v
     return tuple(out)
 
@@ -442,7 +449,7 @@ def fit_universal(bank_or_tensor: FilterBank | torch.Tensor | np.ndarray, *, key
 
     Example:
         >>> import masterkey
-        >>> fit = masterkey.fit_universal(masterkey.load_master_filters("org/lite0-imagenet-dw"))
+        >>> fit = masterkey.fit_universal(masterkey.load_master_filters("imagenet-lite0"))
         >>> fit.summary()["share_r2_at_least"]
         {'0.5': ..., '0.7': ..., '0.9': ...}
     """
@@ -453,7 +460,9 @@ def fit_universal(bank_or_tensor: FilterBank | torch.Tensor | np.ndarray, *, key
         if tensor.dim() == 2:
             tensor = tensor[None]
         if tensor.dim() not in (3, 4) or tensor.numel() == 0:
-            raise FitError(f"Nothing to fit: expected filters shaped (n, h, w) or (n, 1, h, w), got {tuple(tensor.shape)}.")
+            raise FitError(
+                f"Nothing to fit: expected filters shaped (n, h, w) or (n, 1, h, w), got {tuple(tensor.shape)}."
+            )
         tensor = tensor.reshape(-1, *tensor.shape[-2:])
         n, h, w = tensor.shape
         entries = [(KernelSpec(name="filters", in_channels=n, out_channels=n, kernel_size=(h, w)), tensor)]
@@ -546,8 +555,9 @@ def inject_universal(
         keys: ``"learned"`` or ``"idealized"``.
         learn_affine: ``False`` writes plain kernels. ``True`` keeps each kernel a frozen key and learns a
             per-channel ``scale`` and ``shift`` (a :class:`KeyAffine` parametrization); ``"shift"`` learns only the
-            shift, as the paper does. The affine parameters train whatever ``trainable`` says.
-        freeze: freeze the injected kernels (the keys).
+            shift, as the paper does. Asked for explicitly, the affine parameters train under every ``trainable``
+            policy.
+        freeze: freeze the injected kernels (with ``learn_affine``, the keys under the affine map).
         trainable: what else trains, one of :data:`masterkey.inject.TRAINABLE_POLICIES`.
         reparameterize: fuse multi-branch blocks first (FastViT, RepViT, MobileOne).
 
@@ -627,6 +637,11 @@ def _resolve_source(source: FilterBank | UniversalFit | str | Path | None) -> tu
     if source is None:
         return None, "no source"
     if isinstance(source, UniversalFit):
+        if source.num_keys != NUM_KEYS:
+            raise FitError(
+                f"The source fit uses {source.num_keys} custom keys; universal injection needs a fit to the 8 "
+                "universal keys (keys='learned' or 'idealized')."
+            )
         return source, f"assignment from a fit of {source.num_filters} filters"
     if not isinstance(source, FilterBank):
         from .hub import load_master_filters
@@ -664,7 +679,7 @@ def _keys_table() -> str:
     ]
     for k in range(NUM_KEYS):
         sx, sy = IDEALIZED_SIGMAS[k]
-        lines.append(f"| {k + 1} | `{KEY_NAMES[k]}` | {KEY_MODELS[k]} | {sx} | {sy} | {corr[k].item():+.3f} |")
+        lines.append(f"| {k + 1} | `{KEY_NAMES[k]}` | {KEY_MODELS[k]} | {sx:.3f} | {sy:.3f} | {corr[k].item():+.3f} |")
     return "\n".join(lines)
 
 
@@ -687,44 +702,48 @@ def write_cards(out_dir: str | Path, *, size: int = LEARNED_SIZE) -> list[Path]:
     usage = (
         "```python\nimport masterkey\n\n"
         "# fit any bank: best key, a, b and R^2 for every filter\n"
-        'fit = masterkey.fit_universal(masterkey.load_master_filters("org/lite0-imagenet-dw"))\n'
-        "print(fit.summary()[\"share_r2_at_least\"])\n\n"
+        'fit = masterkey.fit_universal(masterkey.load_master_filters("imagenet-lite0"))\n'
+        'print(fit.summary()["share_r2_at_least"])\n\n'
         "# a model whose depthwise kernels are frozen keys with a learnable per-channel shift\n"
         'model = masterkey.inject_universal("convnext_atto", learn_affine="shift", num_classes=10)\n'
         "model = masterkey.export_universal(model)  # fold back into a plain timm model\n```"
     )
+    from .analysis import explained_table
+    from .hub import load_master_filters, publish_bank
+
+    lite0 = (
+        "Share of the depthwise filters of `tf_efficientnet_lite0` trained on ImageNet-1k "
+        '(`masterkey.load_master_filters("imagenet-lite0")`) whose best affine fit `a * f_k + b` explains at least '
+        "the given share R² of their variance; in parentheses the same for i.i.d. Gaussian filters of that size "
+        "(chance level). Its kernels are 3x3 and 5x5, so the idealized keys are rendered at those sizes. Computed by "
+        "`masterkey.analysis.explained_table` when this card was written.\n\n"
+        + explained_table(load_master_filters("imagenet-lite0"))
+    )
     written = []
     for kind in _KINDS:
-        bank = universal_bank(kind, size=size)
         folder = Path(out_dir) / f"universal-{kind}-8"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / constants.CARD_NAME).unlink(missing_ok=True)  # save_pretrained never overwrites a card
         what = (
             "the 7x7 values learned by ConvNeXt-V2 Tiny on ImageNet-1k"
             if kind == "learned"
             else f"the idealized discrete scale-space models rendered at {size}x{size} (any odd size is available "
             f"with `masterkey.universal_bank('idealized', size=...)`)"
         )
-        bank.save_pretrained(
-            folder,
-            model_card_kwargs={
-                "repo_id": f"masterkey-filters/universal-{kind}-8",
-                "title": f"The 8 universal master key filters ({kind})",
-                "summary": f"The 8 universal depthwise filters of which nearly every trained depthwise filter is an "
-                f"affine image `a * f_k + b` (arXiv:2509.11711): {what}. The bank holds one entry, `universal_keys`, "
-                "shaped (8, 1, k, k), each filter with mean 0 and L2 norm 1. Use them with "
-                "`masterkey.fit_universal` and `masterkey.inject_universal` rather than as a per-layer bank.",
-                "example_model": "convnext_atto",
-                "sections": [
-                    ("The 8 keys", _keys_table()),
-                    ("Fitting and injecting them", usage),
-                    ("Licence", _LICENCE_TEXT),
-                ],
-                "credits": [
-                    "Learned values: CC BY 4.0, from tonylindeberg/masterfiltmodel (model-fitting/8Filters.txt).",
-                ],
-            },
-        )
+        card = {
+            "title": f"The 8 universal master key filters ({kind})",
+            "summary": "The 8 universal depthwise filters of which nearly every trained depthwise filter is an affine "
+            f"image `a * f_k + b` (arXiv:2509.11711): {what}. The bank holds one entry, `universal_keys`, shaped "
+            "(8, 1, k, k), each filter with mean 0 and L2 norm 1. Use them with `masterkey.fit_universal` and "
+            "`masterkey.inject_universal` rather than as a per-layer bank.",
+            "example_model": "convnext_atto",
+            "sections": [
+                ("The 8 keys", _keys_table()),
+                ("What they explain in an ImageNet bank", lite0),
+                ("Fitting and injecting them", usage),
+                ("Licence", _LICENCE_TEXT),
+            ],
+            "credits": ["Learned values: CC BY 4.0, from tonylindeberg/masterfiltmodel (model-fitting/8Filters.txt)."],
+        }
+        publish_bank(universal_bank(kind, size=size), folder=folder, card_kwargs=card, dry_run=True)
         written.append(folder)
     return written
 
