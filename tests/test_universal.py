@@ -13,7 +13,7 @@ from scipy.special import ive
 from torch.nn.utils import parametrize
 
 import masterkey
-from masterkey.errors import FitError
+from masterkey.errors import FitError, InvalidFiltersError
 from masterkey.universal import IDEALIZED_SIGMAS, KeyAffine, idealized_keys, learned_keys
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,6 +175,8 @@ def test_bad_input_raises_fit_error():
         masterkey.fit_universal(torch.randn(4, 3, 3), keys=torch.ones(2, 3, 3))
     with pytest.raises(FitError, match="not a key set"):
         masterkey.fit_universal(torch.randn(4, 3, 3), keys="random")
+    with pytest.raises(InvalidFiltersError, match="NaN"):
+        masterkey.fit_universal(torch.full((2, 3, 3), float("nan")))
     bands = masterkey.FilterBank.from_tensors({"band": torch.randn(4, 1, 1, 9)})
     with pytest.raises(FitError, match="non-square or even"):
         masterkey.fit_universal(bands)
@@ -204,6 +206,7 @@ def test_summary_shares_match_the_r2_values():
         assert row["share_r2_at_least"]["0.5"] == pytest.approx(fit.share_above(0.5, kernel_size=int(size[0])))
     assert sum(summary["key_usage"]) + summary["constant_filters"] == summary["filters"]
     assert [row["name"] for row in fit.layer_summaries()] == [layer.name for layer in fit.layers]
+    assert [tuple(row["stride"]) for row in fit.layer_summaries()] == [bank.spec(n).stride for n in bank.names]
 
 
 # -- universal injection -------------------------------------------------------------------------------------------

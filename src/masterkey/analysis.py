@@ -85,6 +85,7 @@ def layer_statistics(
                 "relative_depth": spec.relative_depth,
                 "channels": spec.out_channels,
                 "kernel_size": list(spec.kernel_size),
+                "stride": list(spec.stride),
                 "norm_mean": float(norms.mean()),
                 "norm_std": float(norms.std()) if spec.out_channels > 1 else 0.0,
                 "mean_mean": float(means.mean()),
@@ -367,9 +368,14 @@ def _layer_ticks(ax: Any, fit: UniversalFit) -> None:
     if len(fit.layers) <= 24:
         ax.set_xticks(list(positions))
         ax.set_xticklabels(
-            [f"{i}\n{lay.kernel_size[0]}x{lay.kernel_size[1]}" for i, lay in enumerate(fit.layers)], fontsize=8
+            [
+                f"{i}\n{lay.kernel_size[0]}x{lay.kernel_size[1]}"
+                + (f"\ns{lay.stride[0]}" if max(lay.stride) > 1 else "")
+                for i, lay in enumerate(fit.layers)
+            ],
+            fontsize=8,
         )
-    ax.set_xlabel("depthwise layer, input to output (index and kernel size)")
+    ax.set_xlabel("depthwise layer, input to output (index, kernel size, stride when > 1)")
 
 
 def plot_key_usage(fit: UniversalFit, path: str | Path, *, title: str = "") -> Path:

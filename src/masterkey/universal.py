@@ -43,7 +43,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .bank import FilterBank, KernelSpec
-from .errors import FitError
+from .errors import FitError, InvalidFiltersError
 from .extract import find_depthwise_convs, prepare_model
 from .inject import (
     TRAINABLE_POLICIES,
@@ -260,6 +260,7 @@ class LayerFit:
     a: torch.Tensor
     b: torch.Tensor
     r2: torch.Tensor
+    stride: tuple[int, int] = (1, 1)
 
     @property
     def num_filters(self) -> int:
@@ -325,6 +326,7 @@ class UniversalFit:
                 "name": layer.name,
                 "relative_depth": layer.relative_depth,
                 "kernel_size": list(layer.kernel_size),
+                "stride": list(layer.stride),
                 "keys": layer.keys,
                 **_r2_stats(layer.r2, layer.key, self.num_keys, thresholds),
             }
@@ -446,6 +448,7 @@ def fit_universal(bank_or_tensor: FilterBank | torch.Tensor | np.ndarray, *, key
     Raises:
         FitError: an empty bank or tensor, no square kernel at all, keys of another size than the filters, or an
             even size with the built-in keys.
+        InvalidFiltersError: a tensor of filters holding NaN or Inf (a bank never does).
 
     Example:
         >>> import masterkey
@@ -464,6 +467,8 @@ def fit_universal(bank_or_tensor: FilterBank | torch.Tensor | np.ndarray, *, key
                 f"Nothing to fit: expected filters shaped (n, h, w) or (n, 1, h, w), got {tuple(tensor.shape)}."
             )
         tensor = tensor.reshape(-1, *tensor.shape[-2:])
+        if not torch.isfinite(tensor).all():
+            raise InvalidFiltersError("The filters hold NaN or Inf values; fit finite filters only.")
         n, h, w = tensor.shape
         entries = [(KernelSpec(name="filters", in_channels=n, out_channels=n, kernel_size=(h, w)), tensor)]
     custom = None if isinstance(keys, str) else _as_keys(keys)
@@ -483,7 +488,7 @@ def fit_universal(bank_or_tensor: FilterBank | torch.Tensor | np.ndarray, *, key
         else:
             key_set, label = _keys_for(keys, h)
         key, a, b, r2 = _fit_filters(filters.reshape(-1, h, w), key_set)
-        layers.append(LayerFit(spec.name, (h, w), spec.relative_depth, label, key, a, b, r2))
+        layers.append(LayerFit(spec.name, (h, w), spec.relative_depth, label, key, a, b, r2, spec.stride))
     if not layers:
         what = f"all {len(skipped)} layers have non-square or even kernels" if skipped else "the bank is empty"
         raise FitError(f"Nothing to fit: {what}. The universal keys are square and of odd size.")
