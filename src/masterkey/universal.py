@@ -459,7 +459,7 @@ def fit_universal(bank_or_tensor: FilterBank | torch.Tensor | np.ndarray, *, key
     if isinstance(bank_or_tensor, FilterBank):
         entries = [(spec, bank_or_tensor[spec.name]) for spec in bank_or_tensor.specs]
     else:
-        tensor = torch.as_tensor(bank_or_tensor)
+        tensor = torch.as_tensor(bank_or_tensor).detach().cpu()  # banks live on the CPU; so do fits
         if tensor.dim() == 2:
             tensor = tensor[None]
         if tensor.dim() not in (3, 4) or tensor.numel() == 0:
