@@ -34,6 +34,7 @@ from .universal import (
     KEY_NAMES,
     LEARNED_SIZE,
     R2_THRESHOLDS,
+    LayerFit,
     UniversalFit,
     fit_universal,
     idealized_keys,
@@ -68,7 +69,7 @@ def layer_statistics(
     ``fit_universal(bank)``). Skipped layers (non-square, even) carry ``"fitted": False``.
 
     Example:
-        >>> stats = layer_statistics(masterkey.load_master_filters("org/lite0-imagenet-dw"))
+        >>> stats = layer_statistics(masterkey.load_master_filters("imagenet-lite0"))
         >>> stats[0]["r2_mean"], stats[0]["norm_mean"]
     """
     fit = fit_universal(bank) if fit is None else fit
@@ -168,7 +169,7 @@ def compare_banks(
     return rows
 
 
-def layer_key_share(layer: Any) -> list[float]:
+def layer_key_share(layer: LayerFit) -> list[float]:
     """Share of a :class:`~masterkey.universal.LayerFit`'s non-constant filters that take each of the 8 keys."""
     usage = torch.bincount(layer.key[layer.key >= 0], minlength=len(KEY_NAMES)).double()
     return (usage / usage.sum().clamp(min=1)).tolist()
