@@ -156,12 +156,7 @@ def _check_size(size: int) -> int:
 
 @functools.lru_cache(maxsize=16)
 def _render_idealized(size: int) -> torch.Tensor:
-    try:
-        from scipy.special import ive
-    except ImportError:
-        raise ImportError(
-            "Rendering the idealized keys needs scipy (scipy.special.ive): pip install 'masterkey[analysis]'."
-        ) from None
+    from scipy.special import ive  # imported here so that `import masterkey` stays light
     half = size // 2
     n = np.arange(-half - 1, half + 2)  # one extra sample each side for the differences
     inner = slice(1, -1)
