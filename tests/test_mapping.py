@@ -199,3 +199,28 @@ def test_nan_and_inf_banks_are_refused_with_their_names():
 def test_target_without_depthwise_convs_is_refused(mobilenet_bank):
     with pytest.raises(UnsupportedModelError, match="no depthwise convolution"):
         masterkey.from_pretrained_filters("resnet10t", mobilenet_bank, mapping="depth")
+
+
+# -- universal re-rendering ------------------------------------------------------------------------------------------
+def test_universal_resize_redraws_each_filter_from_its_key():
+    from masterkey.universal import fit_universal, idealized_keys
+
+    scales = torch.tensor([2.0, -1.0, 3.0, 1.0, 0.5, -2.0, 1.0, -0.5])
+    kernel = (idealized_keys(3) * scales[:, None, None] + 0.1)[:, None]
+    resized = resize_kernel(kernel, (7, 7), method="universal")
+    fit = fit_universal(resized, keys="idealized")
+    assert fit.key.tolist() == list(range(8)) and fit.r2.min() > 0.999
+    assert (torch.sign(fit.a) == torch.sign(scales)).all()
+    torch.testing.assert_close(_flat(resized).sum(1), _flat(kernel).sum(1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_flat(resized).norm(dim=1), _flat(kernel).norm(dim=1))
+
+
+def test_universal_resize_falls_back_to_geometric_for_bands_and_refuses_unknown_methods(mobilenet_bank):
+    band = torch.randn(4, 1, 1, 9)
+    fitted, transforms = fit_kernel(band, out_channels=4, kernel_size=(1, 5), resize="universal")
+    assert transforms == ["kernel 1x9->1x5 centre-crop"]
+    assert torch.equal(fitted, resize_kernel(band, (1, 5)))
+    model = masterkey.from_pretrained_filters("convnext_atto", mobilenet_bank, mapping="depth", resize="universal")
+    assert all(e.transforms[-1].endswith("universal re-render") for e in model.masterkey_report.entries)
+    with pytest.raises(ValueError, match="geometric, universal"):
+        masterkey.from_pretrained_filters("convnext_atto", mobilenet_bank, mapping="depth", resize="bicubic")

@@ -25,7 +25,7 @@ from . import _timm
 from .bank import FilterBank
 from .errors import IncompatibleBankError
 from .extract import DepthwiseConv, find_depthwise_convs, prepare_model
-from .mapping import MappingFn, fit_kernel, kernel_orientation, resolve_mapping, unmapped_reason
+from .mapping import MappingFn, check_resize, fit_kernel, kernel_orientation, resolve_mapping, unmapped_reason
 
 __all__ = [
     "from_pretrained_filters",
@@ -163,6 +163,7 @@ def from_pretrained_filters(
     freeze: bool = True,
     trainable: str = "all-but-depthwise",
     mapping: str | MappingFn = "exact",
+    resize: str = "geometric",
     reparameterize: bool = False,
     **model_kwargs: Any,
 ) -> nn.Module:
@@ -181,6 +182,8 @@ def from_pretrained_filters(
             (any architecture: nearest relative depth, see :func:`masterkey.match_by_depth`) or a callable
             ``(bank, targets) -> {target: source or None}``. Except under ``"exact"``, kernels whose channel count or
             size differ are fitted with :func:`masterkey.fit_kernel`, and the report lists each transform.
+        resize: how a kernel of another size is fitted (:data:`masterkey.mapping.RESIZE_METHODS`): ``"geometric"``
+            (centre-crop, zero-pad or resample) or ``"universal"`` (re-rendered from its best universal key).
         reparameterize: fuse multi-branch blocks (FastViT, RepViT, MobileOne) in place first; without it such
             models are refused.
 
@@ -196,6 +199,7 @@ def from_pretrained_filters(
         >>> print(model.masterkey_report.entries[0].transforms)
         ['channels 32->40 evenly spaced', 'kernel 3x3->7x7 zero-pad']
     """
+    check_resize(resize)
     if not isinstance(filters, FilterBank):
         from .hub import load_master_filters
 
@@ -217,7 +221,7 @@ def from_pretrained_filters(
             reason = f"shape {got} in the bank, {want} in the model"
             entries.append(InjectionEntry(target.name, source, False, reason=reason))
             continue
-        kernel, transforms = fit_kernel(kernel, out_channels=want[0], kernel_size=want[2:])
+        kernel, transforms = fit_kernel(kernel, out_channels=want[0], kernel_size=want[2:], resize=resize)
         entries.append(InjectionEntry(target.name, source, True, transforms=transforms or ["copied"]))
         updates.append((target, kernel))
 

@@ -17,7 +17,10 @@ Three rules, each deterministic (the same bank and model always give the same in
 - **Kernel size** (:func:`resize_kernel`): centre-crop or zero-pad when the size difference is even on both axes,
   bilinear resampling otherwise; then each filter's sum (its response to a constant image, the DC gain) is restored
   exactly, and its L2 norm too whenever a filter of the new size can have both (a cropped box blur cannot: it
-  becomes the flattest filter with that sum). Zero-padding changes nothing but the size.
+  becomes the flattest filter with that sum). Zero-padding changes nothing but the size. With
+  ``resize="universal"`` an odd square filter is instead re-rendered at the new size from the universal master key
+  it fits best (:func:`masterkey.fit_universal`, keys drawn at the new size by :func:`masterkey.idealized_keys`),
+  with the same sum and norm restored; other sizes fall back to the geometric rule.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAPPINGS",
+    "RESIZE_METHODS",
+    "check_resize",
     "MappingFn",
     "match_exact",
     "match_by_depth",
@@ -181,18 +186,37 @@ def select_channels(n: int, m: int) -> torch.Tensor:
     return torch.arange(m) * n // m
 
 
-def _resize_method(source: tuple[int, int], target: tuple[int, int]) -> str:
+#: How :func:`resize_kernel` changes a kernel's size: ``"geometric"`` (centre-crop, zero-pad or resample) or
+#: ``"universal"`` (re-rendered from the best-fitting universal key; odd square sizes only, others geometric).
+RESIZE_METHODS = ("geometric", "universal")
+
+
+def check_resize(method: str) -> None:
+    """Refuse (``ValueError``) a resize method not in :data:`RESIZE_METHODS`."""
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"resize={method!r} is not a resize method; choose one of {', '.join(RESIZE_METHODS)}.")
+
+
+def _odd_square(size: tuple[int, int]) -> bool:
+    return size[0] == size[1] and size[0] % 2 == 1 and size[0] >= 3
+
+
+def _resize_method(source: tuple[int, int], target: tuple[int, int], method: str = "geometric") -> str:
+    if method == "universal" and _odd_square(source) and _odd_square(target):
+        return "universal re-render"
     if any((s - t) % 2 for s, t in zip(source, target)):
         return "resample"
     grows, shrinks = any(t > s for s, t in zip(source, target)), any(t < s for s, t in zip(source, target))
     return "centre-crop/zero-pad" if grows and shrinks else "zero-pad" if grows else "centre-crop"
 
 
-def resize_kernel(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_kernel(kernel: torch.Tensor, size: tuple[int, int], *, method: str = "geometric") -> torch.Tensor:
     """Resize kernels ``(n, 1, h, w)`` to ``size``, keeping each filter's sum and, where possible, its L2 norm.
 
-    Centre-crop / zero-pad when the difference is even on both axes, bilinear resampling otherwise (see the module
-    docstring for what is preserved).
+    ``method="geometric"``: centre-crop / zero-pad when the difference is even on both axes, bilinear resampling
+    otherwise. ``method="universal"``: each filter becomes its best-fitting universal key drawn at ``size``, with the
+    sign of its fit (odd square sizes; others fall back to geometric). See the module docstring for what is
+    preserved.
 
     Example:
         >>> k = torch.randn(8, 1, 3, 3)
@@ -200,10 +224,18 @@ def resize_kernel(kernel: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         >>> torch.equal(big[..., 2:5, 2:5], k), big.shape
         (True, torch.Size([8, 1, 7, 7]))
     """
+    check_resize(method)
     h, w = kernel.shape[-2:]
     th, tw = size
-    method = _resize_method((h, w), (th, tw))
-    if method == "resample":
+    method = _resize_method((h, w), (th, tw), method)
+    if method == "universal re-render":
+        from .universal import fit_universal, idealized_keys  # scipy renders the keys: imported on use only
+
+        fit = fit_universal(kernel, keys="idealized")  # the keys it is drawn with: same signs
+        # a constant filter fits no key (key -1): it is rendered flat, then given back its sum below
+        rendered = idealized_keys(th)[fit.key.clamp(min=0)] * torch.where(fit.key >= 0, fit.a, 0.0)[:, None, None]
+        resized = rendered[:, None]
+    elif method == "resample":
         resized = F.interpolate(kernel, size=(th, tw), mode="bilinear", align_corners=False, antialias=th < h or tw < w)
     else:
         # F.pad takes (left, right, top, bottom); negative amounts crop
@@ -227,9 +259,12 @@ def _restore_sum_and_norm(resized: torch.Tensor, source: torch.Tensor) -> torch.
     return total / n + scale * centred
 
 
-def fit_kernel(kernel: torch.Tensor, *, out_channels: int, kernel_size: tuple[int, int]) -> tuple[torch.Tensor, list[str]]:
+def fit_kernel(
+    kernel: torch.Tensor, *, out_channels: int, kernel_size: tuple[int, int], resize: str = "geometric"
+) -> tuple[torch.Tensor, list[str]]:
     """Fit source kernels ``(n, 1, h, w)`` to a target conv: channels with :func:`select_channels`, then size with
-    :func:`resize_kernel`. Returns the kernels and the transforms applied, as the injection report lists them.
+    :func:`resize_kernel` (``resize`` is its method). Returns the kernels and the transforms applied, as the
+    injection report lists them.
 
     Example:
         >>> fitted, transforms = fit_kernel(torch.randn(40, 1, 3, 3), out_channels=48, kernel_size=(7, 7))
@@ -243,6 +278,6 @@ def fit_kernel(kernel: torch.Tensor, *, out_channels: int, kernel_size: tuple[in
         transforms.append(f"channels {n}->{out_channels} evenly spaced")
     if (h, w) != tuple(kernel_size):
         th, tw = kernel_size
-        transforms.append(f"kernel {h}x{w}->{th}x{tw} {_resize_method((h, w), (th, tw))}")
-        kernel = resize_kernel(kernel, (th, tw))
+        transforms.append(f"kernel {h}x{w}->{th}x{tw} {_resize_method((h, w), (th, tw), resize)}")
+        kernel = resize_kernel(kernel, (th, tw), method=resize)
     return kernel, transforms
