@@ -8,9 +8,9 @@ Three rules, each deterministic (the same bank and model always give the same in
   spread evenly inside it, so the last stage of a ConvNeXt meets the last stage of an EfficientNet whatever their
   lengths. Convs whose paths differ only in a final index (the splits of a ``MixedConv2d``, EdgeNeXt's chained
   convs) form one layer; within the chosen layer the kernel size closest to the target's wins, then the split at
-  the same relative position. Kernels only map onto kernels of the same
-  orientation: square onto square, horizontal bands (``1x11``) onto horizontal bands, vertical onto vertical. A band
-  with no band in the bank is left untouched, and the report says so.
+  the same relative position. Kernels only map onto kernels of the same orientation: square onto square,
+  horizontal bands (``1x11``) onto horizontal bands, vertical onto vertical. A band with no band in the bank is left
+  untouched, and the report says so.
 - **Channels** (:func:`select_channels`): target channel ``i`` of ``m`` takes source filter ``floor(i * n / m)`` of
   ``n``: evenly spaced when the target is narrower, each filter repeated in order when it is wider. Channels are
   output channels, so a channel multiplier (``out = k * in``) is covered by the same rule.
@@ -107,10 +107,10 @@ def match_by_depth(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, 
     the same relative position, then the earlier entry. Between two copies of one architecture it is the identity.
 
     Example:
-        >>> import masterkey
+        >>> import masterkey, timm
         >>> bank = masterkey.extract_filters("convnext_atto")
         >>> targets = masterkey.find_depthwise_convs(timm.create_model("mobilenetv3_small_050"))
-        >>> match_by_depth(bank, targets)["blocks.5.2.conv_dw"]
+        >>> match_by_depth(bank, targets)["blocks.4.2.conv_dw"]
         'stages.3.blocks.1.conv_dw'
     """
     source_positions = _positions(bank.names)
