@@ -61,6 +61,13 @@ FAMILIES = (
     Family("ReXNet", r"rexnet_\d+"),
     Family("StarNet", r"starnet_s\d+"),
     Family("MambaOut", r"mambaout_[a-z]+"),
+    Family("RepGhostNet", r"repghostnet_\d+", reparameterize=True),
+    Family("EfficientViT", r"efficientvit_b\d"),
+    Family("MobileViT", r"mobilevit_x*s"),
+    Family("TinyViT", r"tiny_vit_\d+m_\d+", reparameterize=True),  # conv-norm pairs with a fuse method
+    Family("FBNet", r"fbnet(c_\d+|v3_[a-z])"),
+    Family("HardCoReNAS", r"hardcorenas_[a-f]"),
+    Family("HGNetV2", r"hgnetv2_b\d"),
 )
 
 
