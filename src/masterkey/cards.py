@@ -16,7 +16,7 @@ from .errors import BankFormatError
 if TYPE_CHECKING:
     from .bank import FilterBank
 
-__all__ = ["bank_card", "results_table", "load_card_results"]
+__all__ = ["bank_card", "results_table", "load_card_results", "experiment_card_results"]
 
 _TEMPLATE = """---
 {{ card_data }}
@@ -90,6 +90,46 @@ def load_card_results(path: str | Path) -> tuple[list[EvalResult], list[tuple[st
             f"Cannot read card results from {path}: {e!r}. Expected JSON with 'results' (EvalResult fields) and "
             "optional 'sections' ({'title', 'body'})."
         ) from None
+    return results, sections
+
+
+def experiment_card_results(
+    experiments_dir: str | Path, filters: str
+) -> tuple[list[EvalResult], list[tuple[str, str]]]:
+    """The card rows of one bank from the experiments' ``results.json`` files under ``experiments_dir``.
+
+    ``filters`` is the ``--filters`` spec the experiments trained with (``"imagenet-lite0"``, a bank folder, ...).
+    Every experiment cell that used it becomes an ``EvalResult`` (accuracy, mean over seeds); every experiment that
+    used it adds a section with its whole table (so the bank is seen beside training from scratch), the scale and
+    the command that reproduces it.
+
+    Example:
+        >>> results, sections = experiment_card_results("outputs/experiments", "imagenet-lite0")
+    """
+    results, sections = [], []
+    for path in sorted(Path(experiments_dir).glob("*/results.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = [r for r in data["summary"] if r["filters"] == filters]
+        for r in rows:
+            results.append(
+                EvalResult(
+                    task_type="image-classification",
+                    dataset_type=r["dataset"],
+                    dataset_name=r["dataset"],
+                    dataset_split="test",
+                    metric_type="accuracy",
+                    metric_value=round(r["mean"], 4),
+                    metric_name=f"accuracy, {r['model']}, {r['label']}, mean of {r['n']} seeds",
+                )
+            )
+        if rows:
+            scale = data["scale"]
+            sections.append((
+                f"Experiment: {data['experiment']}",
+                "\n".join(data["table"]) + f"\n\nScale `{scale['name']}`: {len(scale['seeds'])} seeds, "
+                f"{scale['resolution']}px, wall time {data['wall_time_s'] / 60:.1f} min. Reproduce with "
+                f"`{data['command']}`.",
+            ))  # fmt: skip
     return results, sections
 
 

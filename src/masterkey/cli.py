@@ -106,11 +106,48 @@ def _run_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_cards(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("hub_cards"), help="folder to write the Hub folders into")
+    p.add_argument("--experiments", type=Path, help="experiments output folder whose results go on the cards")
+
+
+def _run_cards(args: argparse.Namespace) -> int:
+    from .hub import write_hub_cards
+
+    for folder in write_hub_cards(args.out, experiments_dir=args.experiments):
+        print(f"wrote {folder}")
+    return 0
+
+
+def _add_experiment(p: argparse.ArgumentParser) -> None:
+    from .experiments import EXPERIMENTS, SCALES
+
+    p.add_argument("name", choices=[*EXPERIMENTS, "all"], help="which experiment")
+    p.add_argument("--scale", choices=list(SCALES), default="quick", help="quick (a few steps) or full")
+    p.add_argument("--out", type=Path, default=Path("outputs/experiments"))
+    p.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
+
+
+def _run_experiment(args: argparse.Namespace) -> int:
+    from .experiments import EXPERIMENTS, run_experiment
+
+    for name in EXPERIMENTS if args.name == "all" else [args.name]:
+        command = f"masterkey experiment {name} --scale {args.scale} --out {args.out}" + (
+            f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else ""
+        )
+        results = run_experiment(name, scale=args.scale, out_dir=args.out, seeds=args.seeds, command=command)
+        print(f"\n{name} ({results['wall_time_s'] / 60:.1f} min): {args.out / name}")
+        print("\n".join(results["table"]))
+    return 0
+
+
 #: name -> (help, add_arguments, run)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "extract": ("extract the depthwise filter bank of a timm model", _add_extract, _run_extract),
     "inspect": ("summarize a bank, optionally injecting it into a model", _add_inspect, _run_inspect),
     "publish": ("build a bank's Hub repo folder (card included) and push it", _add_publish, _run_publish),
+    "cards": ("build the Hub folders of every bank masterkey publishes, results included", _add_cards, _run_cards),
+    "experiment": ("run the paper's experiments (results.json, plots)", _add_experiment, _run_experiment),
     "analyze": ("fit a bank to the 8 universal keys: report.json and PNG plots", _add_analyze, _run_analyze),
 }
 

@@ -10,7 +10,7 @@ from typing import Any
 from .bank import FilterBank
 from .constants import CARD_NAME, HUB_ORG
 
-__all__ = ["load_master_filters", "publish_bank", "BUILTIN_BANKS"]
+__all__ = ["load_master_filters", "publish_bank", "write_hub_cards", "BUILTIN_BANKS"]
 
 #: Banks masterkey builds itself, without any download: name -> (module, function, keyword arguments).
 BUILTIN_BANKS: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -102,3 +102,38 @@ def publish_bank(
             commit_message=commit_message or f"Upload masterkey filter bank ({len(bank)} kernels)",
         )
     return files
+
+
+def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None = None) -> list[Path]:
+    """Build the Hub folder (filters, config, card) of every bank masterkey publishes, with the experiments' results
+    on the cards when ``experiments_dir`` holds them: the ImageNet ``tf_efficientnet_lite0`` bank, the learned and
+    idealized universal keys, and the banks the transfer-matrix experiment trained on the built-in datasets.
+
+    Example:
+        >>> write_hub_cards("hub_cards", experiments_dir="outputs/experiments")  # or: masterkey cards --out hub_cards
+    """
+    import json
+
+    from .analysis import explained_table
+    from .cards import experiment_card_results
+    from .universal import write_cards
+
+    out_dir = Path(out_dir)
+
+    def publish(bank: FilterBank, name: str, spec: str, sections: list[tuple[str, str]]) -> Path:
+        results, experiment_sections = experiment_card_results(experiments_dir, spec) if experiments_dir else ([], [])
+        publish_bank(bank, folder=out_dir / name, results=results,
+                     card_kwargs={"sections": [*sections, *experiment_sections]}, dry_run=True)  # fmt: skip
+        return out_dir / name
+
+    lite0 = load_master_filters("imagenet-lite0")
+    explained = ("What the 8 universal keys explain", explained_table(lite0))
+    written = [publish(lite0, "tf_efficientnet_lite0-imagenet-dw", "imagenet-lite0", [explained])]
+    written += write_cards(out_dir, experiments_dir=experiments_dir)
+    matrix = Path(experiments_dir or "") / "transfer-matrix" / "results.json"
+    if experiments_dir and matrix.is_file():
+        for dataset, folder in json.loads(matrix.read_text())["details"]["own_banks"].items():
+            bank = load_master_filters(folder)
+            name = f"{bank.config['source_model']}-{dataset}-dw"
+            written.append(publish(bank, name, folder, [("What the 8 universal keys explain", explained_table(bank))]))
+    return written

@@ -692,9 +692,14 @@ _LICENCE_TEXT = (
 )
 
 
-def write_cards(out_dir: str | Path, *, size: int = LEARNED_SIZE) -> list[Path]:
+def write_cards(
+    out_dir: str | Path, *, size: int = LEARNED_SIZE, experiments_dir: str | Path | None = None
+) -> list[Path]:
     """Write the Hub folders ``universal-learned-8`` and ``universal-idealized-8`` (``filters.safetensors``,
-    ``config.json``, ``README.md``) under ``out_dir``; returns their paths. The cards' tables are computed here.
+    ``config.json``, ``README.md``) under ``out_dir``; returns their paths. The cards' tables are computed here;
+    with ``experiments_dir`` the cards also carry the experiments' results for ``--filters universal-<kind>`` (and,
+    on the idealized card, ``universal-imagenet-lite0``, whose keys are rendered from the idealized definitions at
+    3x3 and 5x5).
 
     Example:
         >>> write_cards("hub_cards")  # or: python -m masterkey.universal --write-cards hub_cards
@@ -743,7 +748,16 @@ def write_cards(out_dir: str | Path, *, size: int = LEARNED_SIZE) -> list[Path]:
             ],
             "credits": ["Learned values: CC BY 4.0, from tonylindeberg/masterfiltmodel (model-fitting/8Filters.txt)."],
         }
-        publish_bank(universal_bank(kind, size=size), folder=folder, card_kwargs=card, dry_run=True)
+        results = []
+        if experiments_dir is not None:
+            from .cards import experiment_card_results
+
+            specs = [f"universal-{kind}"] + (["universal-imagenet-lite0"] if kind == "idealized" else [])
+            for spec in specs:
+                rows, sections = experiment_card_results(experiments_dir, spec)
+                results += rows
+                card["sections"] += sections
+        publish_bank(universal_bank(kind, size=size), folder=folder, results=results, card_kwargs=card, dry_run=True)
         written.append(folder)
     return written
 

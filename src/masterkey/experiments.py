@@ -1,0 +1,393 @@
+"""The Master Key Filters paper's experiments, runnable on any timm DS-CNN and dataset masterkey can train on.
+
+Each experiment is a grid of training runs (cells x seeds) through :func:`masterkey.training.train_transfer`, so the
+same code scales from the offline datasets on 2 CPU cores to GPUs with Accelerate. Every experiment writes, under
+``out_dir/<experiment>/``: ``results.json`` (every run, the per-cell mean and standard deviation, the scale, the
+exact command), ``<experiment>.png``, and the runs' own folders under ``runs/``.
+
+1. ``transfer-matrix``: frozen filters from several sources (the ImageNet bank, banks trained on each built-in
+   dataset, the 8 universal keys, frozen random filters) on each built-in dataset, against training from scratch.
+2. ``layer-split``: Yosinski-style AnB / BnB: the first ``n`` depthwise layers of a network trained on classes A (or
+   B) copied and frozen into a fresh network trained on B; and the same with the first ``n`` pointwise layers.
+3. ``source-size``: banks trained on 10%, 30% and 100% of a source dataset, transferred frozen to a target.
+4. ``across-architectures``: the ImageNet ``tf_efficientnet_lite0`` bank injected into other families
+   (``mapping="depth"``), against the same architecture from scratch and with frozen random filters.
+
+Example:
+    >>> from masterkey.experiments import run_experiment
+    >>> results = run_experiment("source-size", scale="quick", out_dir="outputs/experiments")
+    >>> results["summary"][0]["mean"]
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import TrainingConfigError
+
+__all__ = ["Scale", "SCALES", "EXPERIMENTS", "run_experiment", "summarize"]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big every training run of an experiment is."""
+
+    name: str
+    seeds: tuple[int, ...]
+    resolution: int
+    num_train_epochs: int
+    max_train_steps: int | None
+    max_train_samples: int | None
+    max_eval_samples: int | None
+    batch_size: int
+    learning_rate: float
+    #: training of the source networks whose filters are transferred (one seed: they are the "given" filters)
+    source_epochs: int
+    source_max_steps: int | None
+    source_train_samples: int | None
+
+
+#: ``quick`` runs in the test suite (a few steps per run); ``full`` is the setting whose numbers the README reports.
+SCALES = {
+    "quick": Scale("quick", seeds=(0, 1, 2), resolution=32, num_train_epochs=1, max_train_steps=1,
+                   max_train_samples=16, max_eval_samples=16, batch_size=8, learning_rate=2e-3, source_epochs=1,
+                   source_max_steps=1, source_train_samples=32),  # fmt: skip
+    "full": Scale("full", seeds=(0, 1, 2), resolution=32, num_train_epochs=2, max_train_steps=None,
+                  max_train_samples=600, max_eval_samples=400, batch_size=32, learning_rate=3e-3, source_epochs=3,
+                  source_max_steps=None, source_train_samples=2000),  # fmt: skip
+}
+
+MODEL = "tf_efficientnet_lite0"  # the architecture of our real ImageNet bank
+DATASETS = ("digits", "animal-mnist")
+
+
+# -- running cells ---------------------------------------------------------------------------------------------------
+class _Runner:
+    """Runs training jobs for one experiment and records one row per run."""
+
+    def __init__(self, experiment: str, scale: Scale, out_dir: Path):
+        self.experiment, self.scale, self.out_dir = experiment, scale, out_dir
+        self.records: list[dict[str, Any]] = []
+
+    def train(self, output_dir: Path, **options: Any) -> dict[str, Any]:
+        """One training run into ``output_dir``; ``options`` are :func:`train_transfer`'s keyword arguments."""
+        from .training import train_transfer
+
+        s = self.scale
+        settings = dict(
+            model=MODEL, resolution=s.resolution, num_train_epochs=s.num_train_epochs, max_train_steps=s.max_train_steps,
+            max_train_samples=s.max_train_samples, max_eval_samples=s.max_eval_samples,
+            per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=128, learning_rate=s.learning_rate,
+            output_dir=str(output_dir), overwrite_output_dir=True,
+        )  # fmt: skip
+        return train_transfer(**{**settings, **options})
+
+    def cell(self, group: str, label: str, *, x: float | None = None, **options: Any) -> None:
+        """Every seed of one cell of the grid."""
+        for seed in self.scale.seeds:
+            folder = self.out_dir / "runs" / f"{_slug(group)}__{_slug(label)}__seed{seed}"
+            result = self.train(folder, seed=seed, **options)
+            self.records.append({
+                "group": group, "label": label, "x": x, "seed": seed, "dataset": options["dataset_name"],
+                "model": options.get("model", MODEL),
+                "accuracy": result["final"]["accuracy"], "eval_loss": result["final"]["eval_loss"],
+                "train_loss": result["final"]["train_loss"],
+                "train_time_s": result["train_time_s"], "filters": options.get("filters", "none"),
+                "trainable_percent": result["parameters"]["trainable_percent"], "run": result["output_dir"],
+            })  # fmt: skip
+
+    def source_model(self, name: str, **options: Any) -> Path:
+        """Train a source network from scratch, every parameter trainable, one seed (its filters are the "given"
+        filters of the transfer); returns its output folder."""
+        s = self.scale
+        folder = self.out_dir / "sources" / _slug(name)
+        options = {"max_train_samples": s.source_train_samples, **options}
+        self.train(folder, filters="none", trainable="all", seed=0, num_train_epochs=s.source_epochs,
+                   max_train_steps=s.source_max_steps, **options)  # fmt: skip
+        return folder
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-")
+
+
+def source_bank(folder: Path, *, name: str, dataset: str, model: str = MODEL, first: int | None = None) -> Path:
+    """Extract the depthwise bank of a trained source network (optionally only its first ``first`` convs) into
+    ``folder/bank-<first>``; returns the bank folder."""
+    from .bank import FilterBank
+    from .extract import extract_filters
+
+    config = json.loads((folder / "config.json").read_text())
+    bank = extract_filters(model, weights=folder / "model.safetensors",
+                           model_kwargs={"num_classes": config["num_classes"]},
+                           source_dataset=dataset, description=f"{model} trained from scratch on {dataset} ({name})")  # fmt: skip
+    if first is not None:
+        bank = FilterBank.from_tensors({n: bank[n] for n in bank.names[:first]}, specs=bank.specs[:first],
+                                       **{k: v for k, v in bank.config.items() if k.startswith("source")})  # fmt: skip
+    out = folder / f"bank-{'all' if first is None else first}"
+    bank.save_pretrained(out)
+    return out
+
+
+# -- the experiments -------------------------------------------------------------------------------------------------
+def transfer_matrix(run: _Runner) -> dict[str, Any]:
+    """Frozen filters from each source on each built-in dataset, against from scratch."""
+    own_banks = {
+        dataset: str(source_bank(run.source_model(f"{MODEL}-{dataset}", dataset_name=dataset), name="source",
+                                 dataset=dataset))
+        for dataset in DATASETS
+    }  # fmt: skip
+    sources = {"from scratch": "none", "imagenet-lite0 (frozen)": "imagenet-lite0",
+               **{f"{d} bank (frozen)": path for d, path in own_banks.items()},
+               "universal 8 fitted to imagenet-lite0 (frozen)": "universal-imagenet-lite0",
+               "universal 8, key = channel mod 8 (frozen)": "universal-idealized", "random (frozen)": "random"}  # fmt: skip
+    # the quick setting (the test suite) trains on one target; the full one on every built-in dataset
+    for target in DATASETS[:1] if run.scale.name == "quick" else DATASETS:
+        for label, filters in sources.items():
+            run.cell(target, label, filters=filters, dataset_name=target)
+    return {"sources": sources, "own_banks": own_banks}
+
+
+def split_classes(dataset: str) -> tuple[str, str]:
+    """Register two built-in datasets holding the first and the second half of ``dataset``'s classes (labels
+    renumbered from 0); returns their names, ``<dataset>-A`` and ``<dataset>-B``."""
+    from .training.data import BUILTIN_DATASETS, BuiltinDataset, register_dataset
+
+    parent = BUILTIN_DATASETS[dataset]
+    half = len(parent.class_names) // 2
+    names = []
+    for tag, classes in (("A", range(half)), ("B", range(half, len(parent.class_names)))):
+        name = f"{dataset}-{tag}"
+        names.append(name)
+        if name not in BUILTIN_DATASETS:
+            register_dataset(BuiltinDataset(
+                name=name, class_names=tuple(parent.class_names[c] for c in classes),
+                load=functools.partial(_class_subset, parent.load, tuple(classes)),
+                description=f"classes {classes.start}-{classes.stop - 1} of {dataset}", source=parent.source,
+                license=parent.license,
+            ))  # fmt: skip
+    return names[0], names[1]
+
+
+def _class_subset(load: Callable[[], tuple[np.ndarray, np.ndarray]], classes: tuple[int, ...]):
+    images, labels = load()
+    keep = np.isin(labels, classes)
+    return images[keep], np.searchsorted(np.array(classes), labels[keep])
+
+
+def pointwise_filters(source_folder: Path, n_depthwise: int, *, bank) -> str:
+    """Register (in ``masterkey.training.filters.NAMED_FILTERS``) the pointwise control of the layer-split
+    experiment and return its ``--filters`` name: the pointwise (1x1) convs of a trained source network that lie in
+    the same first share of the network as its first ``n_depthwise`` depthwise convs (the first
+    ``round(n / N_depthwise * N_pointwise)``), copied and frozen; every other parameter, depthwise included, trains.
+    ``bank`` (the source network's depthwise bank) records where the layers came from.
+    """
+    from .training.filters import NAMED_FILTERS, ResolvedFilters
+
+    name = f"pointwise:{source_folder}:{n_depthwise}"
+
+    def inject(model, *, strict: bool, freeze: bool, trainable: str, mapping: str):
+        from safetensors.torch import load_file
+        from torch import nn
+
+        from .extract import find_depthwise_convs
+        from .inject import InjectionEntry, InjectionReport, trainable_parameters
+
+        state = load_file(source_folder / "model.safetensors")
+        pointwise = [(n, m) for n, m in model.named_modules()
+                     if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1]  # fmt: skip
+        count = round(n_depthwise / len(find_depthwise_convs(model)) * len(pointwise))
+        entries = []
+        for module_name, module in pointwise[:count]:
+            for param_name, param in module.named_parameters(recurse=False):
+                param.data.copy_(state[f"{module_name}.{param_name}"])
+                param.requires_grad_(not freeze)
+            entries.append(InjectionEntry(module_name, module_name, True, transforms=["pointwise copied"]))
+        model.masterkey_report = InjectionReport(
+            bank=f"pointwise convs of {source_folder}", mapping="pointwise", entries=entries, unused=[],
+            frozen=freeze, trainable_policy=trainable, parameters=trainable_parameters(model),
+        )  # fmt: skip
+        return model
+
+    def resolve(model) -> ResolvedFilters:
+        return ResolvedFilters(name, bank, inject=inject)
+
+    NAMED_FILTERS[name] = resolve
+    return name
+
+
+def layer_split(run: _Runner, *, dataset: str = "animal-mnist") -> dict[str, Any]:
+    """AnB / BnB with the first n depthwise layers copied and frozen, and the pointwise control."""
+    half_a, half_b = split_classes(dataset)
+    base = {half: run.source_model(f"{MODEL}-{half}", dataset_name=half) for half in (half_a, half_b)}
+    from .extract import find_depthwise_convs
+    from ._timm import create_model
+
+    n_layers = len(find_depthwise_convs(create_model(MODEL)))
+    steps = _layer_steps(n_layers, quick=run.scale.name == "quick")
+    from .hub import load_master_filters
+
+    banks = {half: load_master_filters(source_bank(base[half], name=half, dataset=half)) for half in base}
+    run.cell("from scratch on B", "n=0", x=0, filters="none", dataset_name=half_b)  # n = 0 is the same for every arm
+    for n in steps:
+        for origin, tag in ((half_a, "AnB"), (half_b, "BnB")):
+            dw = str(source_bank(base[origin], name=tag, dataset=origin, first=n))
+            pw = pointwise_filters(base[origin], n, bank=banks[origin])
+            run.cell(f"{tag} depthwise", f"n={n}", x=n, filters=dw, no_strict=True, dataset_name=half_b)
+            run.cell(f"{tag} pointwise", f"n={n}", x=n, filters=pw, no_strict=True, dataset_name=half_b)
+    return {"halves": [half_a, half_b], "layers": n_layers, "n": steps}
+
+
+def _layer_steps(n_layers: int, *, quick: bool) -> list[int]:
+    """n = 1..N in groups of a quarter of the network (the quick setting: only n = N)."""
+    return [n_layers] if quick else sorted({1, *(round(i * n_layers / 4) for i in range(1, 5))})
+
+
+def source_size(run: _Runner, *, source: str = "animal-mnist", target: str = "digits") -> dict[str, Any]:
+    """Banks trained on 10%, 30% and 100% of the source's training examples, frozen on the target."""
+    from .training.data import load_builtin_dataset
+
+    n_train = len(load_builtin_dataset(source)["train"])
+    cap = run.scale.source_train_samples
+    full = min(n_train, cap) if cap else n_train
+    run.cell(target, "from scratch", x=0.0, filters="none", dataset_name=target)
+    for fraction in (0.1, 0.3, 1.0):
+        count = max(1, round(fraction * full))
+        folder = run.source_model(f"{MODEL}-{source}-{fraction:g}", dataset_name=source, max_train_samples=count)
+        bank = source_bank(folder, name=f"{fraction:.0%} of {source}", dataset=source)
+        run.cell(target, f"{fraction:.0%} of {source} ({count} images)", x=fraction, filters=str(bank),
+                 dataset_name=target)  # fmt: skip
+    return {"source": source, "target": target, "source_train_images": full}
+
+
+def across_architectures(
+    run: _Runner, *, targets: Sequence[str] = ("mobilenetv3_small_100", "convnext_atto"), dataset: str = "digits"
+) -> dict[str, Any]:
+    """The ImageNet lite0 bank in other families, against scratch and frozen random filters (and, in families with
+    7x7 kernels, the learned and idealized universal keys)."""
+    from ._timm import create_model
+    from .extract import find_depthwise_convs
+
+    cells = {"from scratch": "none", "imagenet-lite0 (frozen, mapping=depth)": "imagenet-lite0",
+             "random (frozen)": "random"}  # fmt: skip
+    for model in targets[-1:] if run.scale.name == "quick" else targets:
+        # the learned keys exist at 7x7 only: where the model's kernels are 7x7 both key sets are compared
+        sevens = {c.spec.kernel_size for c in find_depthwise_convs(create_model(model))} == {(7, 7)}
+        universal = {"universal learned 8 (frozen)": "universal-learned",
+                     "universal idealized 8 (frozen)": "universal-idealized"} if sevens else {}  # fmt: skip
+        for label, filters in {**cells, **universal}.items():
+            run.cell(model, label, model=model, filters=filters, mapping="depth", dataset_name=dataset)
+    return {"targets": list(targets), "dataset": dataset}
+
+
+EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
+    "transfer-matrix": transfer_matrix,
+    "layer-split": layer_split,
+    "source-size": source_size,
+    "across-architectures": across_architectures,
+}
+
+
+# -- results ---------------------------------------------------------------------------------------------------------
+def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean, standard deviation (ddof=1) and count of accuracy per (group, label), in first-seen order."""
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        cells.setdefault((r["group"], r["label"]), []).append(r)
+    summary = []
+    for (group, label), rows in cells.items():
+        acc = np.array([r["accuracy"] for r in rows], dtype=float)
+        summary.append({
+            "group": group, "label": label, "x": rows[0]["x"], "filters": rows[0]["filters"], "n": len(rows),
+            "dataset": rows[0]["dataset"], "model": rows[0]["model"],
+            "mean": float(acc.mean()), "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+            "seeds": [r["seed"] for r in rows],
+        })  # fmt: skip
+    return summary
+
+
+def markdown_table(summary: Sequence[dict[str, Any]]) -> str:
+    """The summary as a Markdown table: accuracy as mean ± std over seeds."""
+    lines = ["| group | filters | accuracy (mean ± std) | seeds |", "|---|---|---|---|"]
+    for row in summary:
+        lines.append(f"| {row['group']} | {row['label']} | {row['mean']:.3f} ± {row['std']:.3f} | {row['n']} |")
+    return "\n".join(lines)
+
+
+def _plot(experiment: str, summary: Sequence[dict[str, Any]], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = list(dict.fromkeys(r["group"] for r in summary))
+    fig = Figure(figsize=(9, 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if all(r["x"] is not None for r in summary):  # a curve per group against x
+        for group in groups:
+            rows = [r for r in summary if r["group"] == group]
+            ax.errorbar([r["x"] for r in rows], [r["mean"] for r in rows], yerr=[r["std"] for r in rows],
+                        marker="o", capsize=3, label=group)  # fmt: skip
+        ax.set_xlabel("copied layers n" if experiment == "layer-split" else "share of the source's training images")
+        ax.legend()
+    else:  # grouped bars: one group per target, one bar per source
+        labels = list(dict.fromkeys(r["label"] for r in summary))
+        width = 0.8 / len(labels)
+        for i, label in enumerate(labels):
+            rows = {r["group"]: r for r in summary if r["label"] == label}
+            xs = [g + i * width for g, name in enumerate(groups) if name in rows]
+            ax.bar(xs, [rows[n]["mean"] for n in groups if n in rows], width,
+                   yerr=[rows[n]["std"] for n in groups if n in rows], capsize=2, label=label)  # fmt: skip
+        ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], groups)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_ylabel("test accuracy (mean ± std over seeds)")
+    ax.set_title(f"{experiment}: {MODEL if experiment != 'across-architectures' else 'target families'}")
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=110)
+
+
+def run_experiment(
+    name: str,
+    *,
+    scale: str | Scale = "quick",
+    out_dir: str | Path = "outputs/experiments",
+    seeds: Sequence[int] | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Run one experiment of :data:`EXPERIMENTS` and write its results, plot and command under ``out_dir/name``.
+
+    Example:
+        >>> run_experiment("across-architectures", scale="quick", out_dir="outputs/experiments")["summary"]
+    """
+    if name not in EXPERIMENTS:
+        raise TrainingConfigError(f"Unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}.")
+    if isinstance(scale, str):
+        if scale not in SCALES:
+            raise TrainingConfigError(f"Unknown scale {scale!r}; choose one of {', '.join(SCALES)}.")
+        scale = SCALES[scale]
+    if seeds is not None:
+        scale = replace(scale, seeds=tuple(seeds))
+    folder = Path(out_dir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    run = _Runner(name, scale, folder)
+    start = time.perf_counter()
+    details = EXPERIMENTS[name](run)
+    summary = summarize(run.records)
+    results = {
+        "experiment": name, "model": MODEL, "scale": asdict(scale), "details": details,
+        "command": command or " ".join(shlex.quote(a) for a in sys.argv), "wall_time_s": time.perf_counter() - start,
+        "summary": summary, "table": markdown_table(summary).splitlines(), "runs": run.records,
+    }  # fmt: skip
+    (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (folder / "command.txt").write_text(results["command"] + "\n")
+    _plot(name, summary, folder / f"{name}.png")
+    return results
