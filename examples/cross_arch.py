@@ -54,7 +54,9 @@ def load_images(dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images).float()[:, None] / 255.0, torch.from_numpy(labels).long()
 
 
-def make_splits(dataset: str, *, train_size: int, test_size: int, resolution: int) -> tuple[TensorDataset, TensorDataset]:
+def make_splits(
+    dataset: str, *, train_size: int, test_size: int, resolution: int
+) -> tuple[TensorDataset, TensorDataset]:
     """A fixed (seed 0) train/test split, resized to ``resolution`` and normalised with the training statistics."""
     images, labels = load_images(dataset)
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
@@ -67,7 +69,9 @@ def make_splits(dataset: str, *, train_size: int, test_size: int, resolution: in
     return TensorDataset(images[train], labels[train]), TensorDataset(images[test], labels[test])
 
 
-def build_model(arm: str, *, model_name: str, num_classes: int, seed: int, bank: masterkey.FilterBank) -> torch.nn.Module:
+def build_model(
+    arm: str, *, model_name: str, num_classes: int, seed: int, bank: masterkey.FilterBank
+) -> torch.nn.Module:
     torch.manual_seed(seed)  # same initialisation of every other weight in all three arms
     model = timm.create_model(model_name, pretrained=False, num_classes=num_classes)
     if arm == "random-frozen":
@@ -115,7 +119,8 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    train, test = make_splits(args.dataset, train_size=args.train_size, test_size=args.test_size, resolution=args.resolution)
+    sizes = {"train_size": args.train_size, "test_size": args.test_size, "resolution": args.resolution}
+    train, test = make_splits(args.dataset, **sizes)
     num_classes = int(train.tensors[1].max()) + 1
     bank = imagenet_lite0_bank()
     preview = build_model("imagenet-lite0-frozen", model_name=args.model, num_classes=num_classes, seed=0, bank=bank)

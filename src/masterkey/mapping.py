@@ -149,7 +149,9 @@ def resolve_mapping(
     """
     if isinstance(mapping, str):
         if mapping not in MAPPINGS:
-            raise MappingError(f"mapping={mapping!r} is unknown; choose one of {', '.join(MAPPINGS)} or pass a callable.")
+            raise MappingError(
+                f"mapping={mapping!r} is unknown; choose one of {', '.join(MAPPINGS)} or pass a callable."
+            )
         plan = MAPPINGS[mapping](bank, targets)
     else:
         plan = dict(mapping(bank, targets))
