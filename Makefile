@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: venv demo test bench cards clean
+.PHONY: venv demo test bench cards experiments clean
 
 venv: $(STAMP)
 
@@ -31,9 +31,15 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bank_io.py
 
-# Hub repo folders (filters, config, card) of the banks we publish, built by the publishing command
+# Hub repo folders (filters, config, card) of every bank we publish, with the experiments' measured results
 cards: $(STAMP)
-	$(VENV)/bin/masterkey publish imagenet-lite0 --out hub_cards/tf_efficientnet_lite0-imagenet-dw --dry-run
+	$(VENV)/bin/masterkey cards --out hub_cards --experiments docs/experiments
 
-clean:
-	rm -rf $(VENV) .pytest_cache
+# The paper's experiments at full scale (hours on 2 CPU cores); results.json, command.txt and plots are kept in
+# docs/experiments, the trained runs stay in outputs/
+experiments: $(STAMP)
+	for e in transfer-matrix across-architectures source-size layer-split; do \
+		$(VENV)/bin/masterkey experiment $$e --scale full --out outputs/experiments && \
+		mkdir -p docs/experiments/$$e && \
+		cp outputs/experiments/$$e/results.json outputs/experiments/$$e/command.txt outputs/experiments/$$e/$$e.png docs/experiments/$$e/; \
+	done
