@@ -7,7 +7,9 @@ data order):
 - ``scratch``: every parameter trains;
 - ``random-frozen``: the model's own random depthwise kernels, frozen;
 - ``imagenet-lite0-frozen``: the 16 ImageNet kernels of EfficientNet-Lite0 mapped onto the target's depthwise convs
-  with ``mapping="depth"`` (channels selected evenly, kernels cropped or padded), frozen.
+  with ``mapping="depth"`` (channels selected evenly, kernels cropped or padded), frozen;
+- ``imagenet-lite0-universal-frozen`` (only with ``--arms``): the same, but kernels of another size are re-rendered
+  from their best universal master key (``resize="universal"``).
 
 The data is Animal-MNIST (10 classes of 28x28 grey animal drawings, the ``animal-mnist`` PyPI package) or sklearn's
 8x8 ``digits``, upsampled and repeated to three channels. A plain PyTorch loop (AdamW, cosine schedule) keeps the
@@ -34,7 +36,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import masterkey
 from masterkey.sources import imagenet_lite0_bank
 
-ARMS = ("scratch", "random-frozen", "imagenet-lite0-frozen")
+ARMS = ("scratch", "random-frozen", "imagenet-lite0-frozen", "imagenet-lite0-universal-frozen")
 
 
 def load_images(dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,6 +80,8 @@ def build_model(
         masterkey.freeze_depthwise(model)
     elif arm == "imagenet-lite0-frozen":
         masterkey.from_pretrained_filters(model, bank, mapping="depth")
+    elif arm == "imagenet-lite0-universal-frozen":
+        masterkey.from_pretrained_filters(model, bank, mapping="depth", resize="universal")
     return model
 
 
@@ -108,6 +112,7 @@ def main() -> None:
     parser.add_argument("--model", default="mobilenetv3_small_100", help="timm architecture receiving the bank")
     parser.add_argument("--dataset", choices=("animal-mnist", "digits"), default="animal-mnist")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS[:3]))
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--train-size", type=int, default=1500)
     parser.add_argument("--test-size", type=int, default=1000)
@@ -126,16 +131,16 @@ def main() -> None:
     preview = build_model("imagenet-lite0-frozen", model_name=args.model, num_classes=num_classes, seed=0, bank=bank)
     print(preview.masterkey_report, end="\n\n")
 
-    results: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    results: dict[str, list[float]] = {arm: [] for arm in args.arms}
     start = time.time()
     for seed in args.seeds:
-        for arm in ARMS:
+        for arm in args.arms:
             model = build_model(arm, model_name=args.model, num_classes=num_classes, seed=seed, bank=bank)
             accuracy = train_and_evaluate(
                 model, train, test, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed
             )
             results[arm].append(accuracy)
-            print(f"seed {seed}  {arm:<22} test accuracy {accuracy:.4f}  ({time.time() - start:.0f}s)", flush=True)
+            print(f"seed {seed}  {arm:<31} test accuracy {accuracy:.4f}  ({time.time() - start:.0f}s)", flush=True)
 
     rows = ["| arm | test accuracy, mean ± std | per seed |", "|---|---|---|"]
     for arm, accs in results.items():
