@@ -132,8 +132,10 @@ def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None =
     written += write_cards(out_dir, experiments_dir=experiments_dir)
     matrix = Path(experiments_dir or "") / "transfer-matrix" / "results.json"
     if experiments_dir and matrix.is_file():
-        for dataset, folder in json.loads(matrix.read_text())["details"]["own_banks"].items():
-            bank = load_master_filters(folder)
-            name = f"{bank.config['source_model']}-{dataset}-dw"
+        data = json.loads(matrix.read_text())
+        for dataset, folder in data["details"]["own_banks"].items():
+            name = f"{data['model']}-{dataset}-dw"
+            # the trained bank itself, or (on a clone without the training outputs) the folder published before
+            bank = load_master_filters(folder if Path(folder).is_dir() else out_dir / name)
             written.append(publish(bank, name, folder, [("What the 8 universal keys explain", explained_table(bank))]))
     return written
