@@ -126,6 +126,7 @@ def _add_experiment(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", choices=list(SCALES), default="quick", help="quick (a few steps) or full")
     p.add_argument("--out", type=Path, default=Path("outputs/experiments"))
     p.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
+    p.add_argument("--cpu-threads", type=int, help="torch threads per run on CPU (1 on a busy machine)")
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
@@ -134,8 +135,9 @@ def _run_experiment(args: argparse.Namespace) -> int:
     for name in EXPERIMENTS if args.name == "all" else [args.name]:
         command = f"masterkey experiment {name} --scale {args.scale} --out {args.out}" + (
             f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else ""
-        )
-        results = run_experiment(name, scale=args.scale, out_dir=args.out, seeds=args.seeds, command=command)
+        ) + (f" --cpu-threads {args.cpu_threads}" if args.cpu_threads else "")
+        results = run_experiment(name, scale=args.scale, out_dir=args.out, seeds=args.seeds,
+                                 cpu_threads=args.cpu_threads, command=command)  # fmt: skip
         print(f"\n{name} ({results['wall_time_s'] / 60:.1f} min): {args.out / name}")
         print("\n".join(results["table"]))
     return 0
