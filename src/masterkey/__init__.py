@@ -38,6 +38,9 @@ _LAZY_ATTRS = {
     "export_universal": "universal",
     "UniversalFit": "universal",
     "analyze_bank": "analysis",
+    "train_transfer": "training",
+    "load_image_dataset": "training",
+    "BUILTIN_DATASETS": "training",
     "errors": None,
 }
 
@@ -73,4 +76,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         from_pretrained_filters,
         trainable_parameters,
     )
+    from .training import BUILTIN_DATASETS, load_image_dataset, train_transfer
     from .universal import UniversalFit, export_universal, fit_universal, inject_universal, universal_bank

@@ -1,0 +1,405 @@
+"""What a transfer run leaves in ``--output_dir``, and the checks that keep runs from mixing.
+
+A finished run folder holds:
+
+- ``model.safetensors`` and ``config.json`` in the layout timm's Hub helpers write (``timm.models.save_for_hf``),
+  adjusted so that the folder loads both with ``timm.create_model("local-dir:<dir>", pretrained=True)`` and with
+  transformers' ``pipeline("image-classification", model=<dir>)``: the wrapper passes ``num_classes`` itself, so
+  ``model_args`` must not (``KeyError: 'num_classes'`` otherwise); label names and the evaluation preprocessing
+  (input size, crop, mean/std) are in the config;
+- ``README.md``: a model card whose metadata carries the results as ``model-index`` eval results, and whose text
+  says which filters were frozen and where they came from;
+- ``results.json``: final and per-epoch metrics, parameter counts, timings, the full configuration, versions;
+- ``run_config.json`` (written when the run starts: the folder belongs to that run), ``checkpoints/`` when
+  ``--checkpointing_steps`` is set, ``logs/`` with ``--with_tracking``, ``sample_ids.jsonl`` with
+  ``--log_sample_ids``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ..errors import TrainingConfigError
+
+__all__ = [
+    "RESULTS_NAME",
+    "RUN_CONFIG_NAME",
+    "CHECKPOINTS_DIR",
+    "STATE_NAME",
+    "check_output_dir",
+    "claim_output_dir",
+    "find_checkpoint",
+    "read_checkpoint_state",
+    "save_model",
+    "write_json",
+    "transfer_card",
+    "library_versions",
+    "push_folder",
+]
+
+RESULTS_NAME = "results.json"
+RUN_CONFIG_NAME = "run_config.json"
+CHECKPOINTS_DIR = "checkpoints"
+STATE_NAME = "masterkey_state.json"
+COMPARISON_NAME = "comparison.json"
+#: Everything a run writes into its folder; ``--overwrite_output_dir`` removes these and nothing else.
+RUN_ARTIFACTS = (
+    RESULTS_NAME,
+    RUN_CONFIG_NAME,
+    CHECKPOINTS_DIR,
+    "model.safetensors",
+    "config.json",
+    "README.md",
+    "logs",
+    "sample_ids.jsonl",
+    COMPARISON_NAME,
+)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a half-written results file never exists)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _differences(want: Mapping[str, Any], got: Mapping[str, Any]) -> list[str]:
+    """``key: value there, value now`` for each differing key, keys known on both sides first."""
+    keys = sorted(set(want) | set(got), key=lambda k: (k not in want or k not in got, k))
+    return [f"{k}: {got.get(k)!r} there, {want.get(k)!r} now" for k in keys if want.get(k) != got.get(k)]
+
+
+# -- output folder ---------------------------------------------------------------------------------------------------
+def check_output_dir(output_dir: Path, identity: Mapping[str, Any], *, overwrite: bool, resume: str | None,
+                     checkpoint: Path | None) -> bool:  # fmt: skip
+    """Refuse an output folder that holds another run, unless ``overwrite``; returns whether to clear it first.
+
+    A folder belongs to a run once it holds ``run_config.json`` or ``results.json``. It may be used again when
+    resuming from one of its checkpoints (whose configuration :func:`find_checkpoint` checked), or with
+    ``--resume_from_checkpoint latest`` when it holds an unfinished run of the same configuration that saved no
+    checkpoint yet (it starts over).
+    """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise TrainingConfigError(f"--output_dir {str(output_dir)!r} is a file, not a folder.")
+    taken = [n for n in (RESULTS_NAME, RUN_CONFIG_NAME) if (output_dir / n).exists()]
+    if not taken or checkpoint is not None:
+        return False
+    if overwrite:
+        return True
+    previous = _read_json(output_dir / RUN_CONFIG_NAME) or {}
+    if resume == "latest" and RESULTS_NAME not in taken and previous == dict(identity):
+        return True
+    hint = ""
+    if previous and previous != dict(identity):
+        hint = f" Its configuration differs: {'; '.join(_differences(identity, previous)[:6])}."
+    raise TrainingConfigError(
+        f"The output folder {str(output_dir)!r} holds another run's results ({', '.join(taken)}).{hint} Pass "
+        "--overwrite_output_dir to replace them, another --output_dir, or --resume_from_checkpoint to continue it."
+    )
+
+
+def claim_output_dir(output_dir: Path, identity: Mapping[str, Any], *, clear: bool) -> None:
+    """Make ``output_dir`` this run's folder: remove the previous run's files when ``clear``, write
+    ``run_config.json``. Main process only."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if clear:
+        for name in RUN_ARTIFACTS:
+            path = output_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    write_json(output_dir / RUN_CONFIG_NAME, dict(identity))
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------------------
+def _checkpoint_order(path: Path) -> tuple[int, int]:
+    state = _read_json(path / STATE_NAME) or {}
+    return int(state.get("completed_steps", -1)), int(path.stat().st_mtime_ns)
+
+
+def find_checkpoint(resume: str | None, output_dir: Path, identity: Mapping[str, Any]) -> Path | None:
+    """The checkpoint folder ``--resume_from_checkpoint`` names (a path, or ``latest``: the most advanced complete
+    checkpoint in ``output_dir/checkpoints``, ``None`` when there is none yet), checked against this run's
+    configuration.
+
+    Raises:
+        TrainingConfigError: the path does not exist, is not a masterkey checkpoint, or belongs to a run with
+            another configuration (the differences are listed).
+    """
+    if resume is None:
+        return None
+    if resume == "latest":
+        folder = output_dir / CHECKPOINTS_DIR
+        found = [p for p in folder.iterdir() if (p / STATE_NAME).is_file()] if folder.is_dir() else []
+        if not found:
+            return None
+        path = max(found, key=_checkpoint_order)
+    else:
+        path = Path(resume)
+        if not path.is_dir():
+            raise TrainingConfigError(f"--resume_from_checkpoint {resume!r} does not exist (or is not a folder).")
+    state = _read_json(path / STATE_NAME)
+    if not isinstance(state, dict) or "identity" not in state:
+        raise TrainingConfigError(
+            f"{str(path)!r} is not a complete masterkey checkpoint (no {STATE_NAME}); checkpoints are the step_* and "
+            f"epoch_* folders under <output_dir>/{CHECKPOINTS_DIR}."
+        )
+    if state["identity"] != dict(identity):
+        raise TrainingConfigError(
+            f"The checkpoint {str(path)!r} belongs to a run with another configuration: "
+            f"{'; '.join(_differences(identity, state['identity']))}. Resume with the same arguments, or start a new "
+            "run without --resume_from_checkpoint."
+        )
+    return path
+
+
+def read_checkpoint_state(path: Path) -> dict[str, Any]:
+    return json.loads((path / STATE_NAME).read_text())
+
+
+# -- model folder ----------------------------------------------------------------------------------------------------
+def save_model(model, output_dir: Path, *, label_names: Sequence[str], data_config: Mapping[str, Any]) -> None:
+    """Save the trained model as ``model.safetensors`` + ``config.json`` (timm's Hub layout), loadable by
+    ``timm.create_model("local-dir:...", pretrained=True)`` and transformers' image-classification pipeline."""
+    from timm.models import save_for_hf
+
+    save_for_hf(model, str(output_dir), model_config={"label_names": list(label_names)}, safe_serialization=True)
+    path = output_dir / "config.json"
+    config = json.loads(path.read_text())
+    config["label_names"] = list(label_names)
+    # transformers' TimmWrapperForImageClassification calls timm.create_model(num_classes=..., **model_args)
+    model_args = {k: v for k, v in (config.get("model_args") or {}).items() if k != "num_classes"}
+    if model_args:
+        config["model_args"] = model_args
+    else:
+        config.pop("model_args", None)
+    pretrained_cfg = config.setdefault("pretrained_cfg", {})
+    for key in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std"):
+        if key in data_config:
+            value = data_config[key]
+            pretrained_cfg[key] = list(value) if isinstance(value, (tuple, list)) else value
+    pretrained_cfg["num_classes"] = len(label_names)
+    for key in ("tag", "hf_hub_id", "url", "license", "pool_size"):  # they describe timm's weights, not these
+        pretrained_cfg.pop(key, None)
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+# -- model card ------------------------------------------------------------------------------------------------------
+_CARD = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+{{ summary }}
+
+## Results
+
+{{ results_table }}
+
+{{ training_line }}
+
+{% if dataset_line %}## Dataset
+
+{{ dataset_line }}
+
+{% endif %}## Frozen filters
+
+{{ filters_section }}
+
+## How to use
+
+With timm:
+
+```python
+import timm
+
+model = timm.create_model("{{ timm_name }}", pretrained=True).eval()
+```
+
+With transformers (its timm wrapper):
+
+```python
+from transformers import pipeline
+
+classifier = pipeline("image-classification", model="{{ pipeline_name }}")
+classifier("image.png")
+```
+
+Classes ({{ num_labels }}): {{ label_list }}.
+
+## Training configuration
+
+| argument | value |
+|---|---|
+{% for key, value in config_rows %}| {{ key }} | {{ value }} |
+{% endfor %}
+
+Library versions: {{ versions }}.
+
+## Credits
+
+{{ credits }}
+
+Trained with [masterkey](https://github.com/masterkey-filters/masterkey)'s `examples/transfer.py`.
+"""
+
+
+def transfer_card(results: Mapping[str, Any], *, repo_id: str | None = None):
+    """The model card of a trained model (``huggingface_hub.ModelCard``), from its ``results.json`` content."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    from ..cards import results_table
+    from ..constants import CITATION_MASTER_KEY, CITATION_SCALE_SPACE, CITATION_UNIVERSAL
+
+    data, final, cfg, filters = results["dataset"], results["final"], results["config"], results["filters"]
+    common = {
+        "task_type": "image-classification",
+        "task_name": "Image Classification",
+        "dataset_type": data["id"],
+        "dataset_name": data["name"],
+        "dataset_split": data["eval_split"],
+        "dataset_config": cfg.get("dataset_config_name"),
+    }
+    evals = [EvalResult(metric_type="accuracy", metric_name="Accuracy", metric_value=final["accuracy"], **common)]
+    if final.get("top5_accuracy") is not None:
+        evals.append(
+            EvalResult(metric_type="top_5_accuracy", metric_name="Top-5 accuracy", metric_value=final["top5_accuracy"],
+                       **common)  # fmt: skip
+        )
+    name = repo_id.split("/")[-1] if repo_id else Path(results["output_dir"]).name
+    card_data = ModelCardData(
+        library_name="timm",
+        pipeline_tag="image-classification",
+        tags=["masterkey", "image-classification", "timm", "depthwise-filters", "transfer-learning"],
+        datasets=[data["id"]] if data.get("hub") else None,
+        model_name=name,
+        eval_results=evals,
+    )
+    params = results["parameters"]
+    training_line = (
+        f"`{results['model']}` trained for {results['completed_steps']} steps ({results['epochs']} epochs) on "
+        f"{data['num_train']:,} images at {results['resolution']} px and evaluated on {data['num_eval']:,}; "
+        f"{params['trainable']:,} of {params['total']:,} parameters trainable ({params['trainable_percent']:.2f}%); "
+        f"{results['train_samples_per_second']:.1f} training samples/s on {results['num_processes']} x "
+        f"{results['device']}."
+    )
+    if filters.get("scratch"):
+        filters_section = (
+            "None: this model was trained from scratch (`--filters none`), every depthwise convolution included. "
+            "It is the baseline for the master-key runs."
+        )
+    else:
+        state = "frozen" if filters["frozen"] else "injected but trained further (`--no_freeze`)"
+        provenance = filters["provenance"]
+        rows = [
+            ("filters", f"`{filters['spec']}`"),
+            ("bank", provenance.get("bank", "")),
+            ("source model", f"`{provenance['source_model']}`" if provenance.get("source_model") else "not recorded"),
+            ("source weights", provenance.get("source_weights", "not recorded")),
+            ("source dataset", provenance.get("source_dataset", "not recorded")),
+            ("licence of the source", provenance.get("source_license", "not recorded")),
+        ]
+        table = "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+        convs = "\n".join(
+            ["| depthwise conv | bank entry | kernel | transforms |", "|---|---|---|---|"]
+            + [f"| `{e['target']}` | `{e['source']}` | {e['kernel']} | {', '.join(e['transforms'])} |"
+               for e in filters["injected"]]  # fmt: skip
+        )
+        untouched = (
+            f"\n\n{len(filters['untouched'])} depthwise convs had no fitting bank entry and were trained: "
+            + ", ".join(f"`{t}`" for t in filters["untouched"])
+            if filters["untouched"]
+            else ""
+        )
+        filters_section = (
+            f"{len(filters['injected'])} of {filters['num_depthwise']} depthwise convolutions hold filters from "
+            f"`{filters['spec']}`, {state} during training (`--trainable {cfg['trainable']}`).\n\n{table}\n\n"
+            f"{convs}{untouched}"
+        )
+    keys = ("model", "filters", "trainable", "mapping", "dataset_name", "train_dir", "resolution", "crop_scale",
+            "per_device_train_batch_size", "learning_rate", "weight_decay", "num_train_epochs", "max_train_steps",
+            "gradient_accumulation_steps", "lr_scheduler_type", "num_warmup_steps", "seed")  # fmt: skip
+    config_rows = [(k, f"`{cfg[k]}`") for k in keys if cfg.get(k) is not None]
+    config_rows.append(("processes", str(results["num_processes"])))
+    location = repo_id or results["output_dir"]
+    timm_name = f"hf-hub:{repo_id}" if repo_id else f"local-dir:{results['output_dir']}"
+    final_line = f"accuracy {final['accuracy']:.4f}" + (
+        f", top-5 {final['top5_accuracy']:.4f}" if final.get("top5_accuracy") is not None else ""
+    )
+    source = (
+        "trained from scratch" if filters.get("scratch") else f"with the frozen master-key filters `{filters['spec']}`"
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_str=_CARD,
+        title=f"{results['model']} on {data['name']}, {'from scratch' if filters.get('scratch') else filters['spec']}",
+        summary=f"A `{results['model']}` image classifier for {data['name']}, {data['num_labels']} classes, "
+        f"{source}: {final_line} on the {data['eval_split']} split.",
+        dataset_line=f"{data['description']} From {data['source']}; licence {data['license']}."
+        if data.get("description")
+        else "",
+        results_table=results_table(evals),
+        training_line=training_line,
+        filters_section=filters_section,
+        timm_name=timm_name,
+        pipeline_name=location,
+        num_labels=data["num_labels"],
+        label_list=", ".join(data["label_names"][:50]) + (" ..." if data["num_labels"] > 50 else ""),
+        config_rows=config_rows,
+        versions=", ".join(f"{k} {v}" for k, v in results["versions"].items()),
+        credits="\n".join(f"- {c}" for c in (CITATION_MASTER_KEY, CITATION_UNIVERSAL, CITATION_SCALE_SPACE)),
+    )
+
+
+# -- misc ------------------------------------------------------------------------------------------------------------
+def library_versions() -> dict[str, str]:
+    from .. import __version__
+
+    versions = {"masterkey": __version__, "python": platform.python_version()}
+    for name in ("torch", "timm", "accelerate", "datasets", "evaluate", "transformers", "huggingface-hub"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def push_folder(output_dir: Path, repo_id: str, *, token: str | None = None) -> str:
+    """Upload the model folder (not checkpoints or logs) to the Hub model repo ``repo_id``; returns its URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, exist_ok=True).repo_id
+    api.upload_folder(
+        repo_id=url,
+        folder_path=str(output_dir),
+        commit_message="masterkey transfer run",
+        ignore_patterns=[f"{CHECKPOINTS_DIR}/**", "logs/**", "sample_ids.jsonl", "*.tmp", RUN_CONFIG_NAME],
+    )
+    return f"https://huggingface.co/{url}"
