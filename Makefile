@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/imagenet_bank.py
+	$(VENV)/bin/accelerate launch examples/transfer.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q

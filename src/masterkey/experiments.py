@@ -94,6 +94,7 @@ class _Runner:
             max_train_samples=s.max_train_samples, max_eval_samples=s.max_eval_samples,
             per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=128, learning_rate=s.learning_rate,
             lr_scheduler_type="cosine", num_warmup_steps=s.num_warmup_steps,
+            crop_scale=(0.5, 1.0),  # timm's default (0.08, 1) crops small images beyond recognition
             output_dir=str(output_dir), overwrite_output_dir=True, cpu_threads=self.cpu_threads,
         )  # fmt: skip
         return train_transfer(**{**settings, **options})

@@ -1,0 +1,77 @@
+"""The paper's experiments in their quick setting, end to end, and the Hub cards generated from their results."""
+
+import json
+import math
+
+import pytest
+import yaml
+from huggingface_hub import ModelCard
+
+from masterkey import cli
+from masterkey.errors import TrainingConfigError
+from masterkey.experiments import EXPERIMENTS, run_experiment
+from masterkey.hub import write_hub_cards
+
+
+@pytest.fixture(scope="module")
+def experiments_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("experiments")
+    for name in EXPERIMENTS:
+        assert cli.main(["experiment", name, "--scale", "quick", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_quick_experiment_writes_results_plot_and_command(experiments_dir, name):
+    folder = experiments_dir / name
+    results = json.loads((folder / "results.json").read_text())
+    assert (folder / f"{name}.png").stat().st_size > 10_000
+    assert (folder / "command.txt").read_text().strip() == results["command"]
+    assert results["command"].startswith(f"masterkey experiment {name} --scale quick")
+    assert results["summary"] and len(results["table"]) == len(results["summary"]) + 2
+    by_cell = {}
+    for run in results["runs"]:
+        assert math.isfinite(run["accuracy"]) and 0.0 <= run["accuracy"] <= 1.0 and math.isfinite(run["train_loss"])
+        by_cell.setdefault((run["group"], run["label"]), []).append(run)
+    for (group, label), runs in by_cell.items():
+        assert [r["seed"] for r in runs] == [0, 1, 2], (group, label)
+        assert len({r["run"] for r in runs}) == 3
+        assert len({round(r["train_loss"], 6) for r in runs}) > 1, f"seeds gave identical training in {group}/{label}"
+    for row in results["summary"]:
+        assert row["n"] == 3 and math.isfinite(row["mean"]) and math.isfinite(row["std"])
+
+
+def test_layer_split_copies_depthwise_and_pointwise_layers(experiments_dir):
+    results = json.loads((experiments_dir / "layer-split" / "results.json").read_text())
+    groups = {r["group"] for r in results["summary"]}
+    assert groups == {"from scratch on B", "AnB depthwise", "BnB depthwise", "AnB pointwise", "BnB pointwise"}
+    run = next(r for r in results["runs"] if r["group"] == "AnB pointwise" and r["x"] == results["details"]["layers"])
+    transfer = json.loads((experiments_dir / "layer-split" / "runs" / run["run"].split("/runs/")[-1] /
+                           "results.json").read_text())
+    assert transfer["filters"]["injected"] and all("pointwise" in e["transforms"][0] for e in transfer["filters"]["injected"])
+
+
+def test_cards_from_experiment_results(experiments_dir, tmp_path):
+    written = write_hub_cards(tmp_path / "cards", experiments_dir=experiments_dir)
+    names = {p.name for p in written}
+    assert {"tf_efficientnet_lite0-imagenet-dw", "universal-learned-8", "universal-idealized-8",
+            "tf_efficientnet_lite0-digits-dw", "tf_efficientnet_lite0-animal-mnist-dw"} <= names
+    matrix = json.loads((experiments_dir / "transfer-matrix" / "results.json").read_text())
+    lite0_rows = [r for r in matrix["summary"] if r["filters"] == "imagenet-lite0"]
+    text = (tmp_path / "cards" / "tf_efficientnet_lite0-imagenet-dw" / "README.md").read_text()
+    metadata = yaml.safe_load(text.split("---")[1])  # the YAML front matter parses
+    assert metadata["library_name"] == "masterkey"
+    card = ModelCard.load(tmp_path / "cards" / "tf_efficientnet_lite0-imagenet-dw" / "README.md")
+    values = {(r.dataset_type, r.metric_value) for r in card.data.eval_results}
+    for row in lite0_rows:
+        assert (row["dataset"], round(row["mean"], 4)) in values
+        # the same number is in the card's table
+        assert f"| {row['group']} | {row['label']} | {row['mean']:.3f} ± {row['std']:.3f} |" in text
+    assert "masterkey experiment transfer-matrix --scale quick" in text
+
+
+def test_unknown_experiment_or_scale():
+    with pytest.raises(TrainingConfigError, match="choose one of"):
+        run_experiment("nope")
+    with pytest.raises(TrainingConfigError, match="Unknown scale"):
+        run_experiment("source-size", scale="huge")
