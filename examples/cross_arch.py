@@ -21,9 +21,7 @@ example self-contained.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import pickle
 import statistics
 import time
 from pathlib import Path
@@ -35,24 +33,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import masterkey
 from masterkey.sources import imagenet_lite0_bank
+from masterkey.training import BUILTIN_DATASETS
 
 ARMS = ("scratch", "random-frozen", "imagenet-lite0-frozen", "imagenet-lite0-universal-frozen")
 
 
 def load_images(dataset: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grey images as float ``(n, 1, h, w)`` in ``[0, 1]`` and integer labels."""
-    if dataset == "digits":
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        return torch.tensor(digits.images, dtype=torch.float32)[:, None] / 16.0, torch.tensor(digits.target)
-    import animal_mnist
-
-    folder = Path(animal_mnist.__file__).parent / "data" / "Animal_MNIST"
-    with gzip.open(folder / "animal_data_version_3.gz") as f:
-        images = pickle.load(f)  # the package's own data files, a uint8 array
-    with gzip.open(folder / "animal_label_version_3.gz") as f:
-        labels = pickle.load(f)
+    """Grey images as float ``(n, 1, h, w)`` in ``[0, 1]`` and integer labels, from masterkey's built-in datasets
+    (their loader reads the animal-mnist pickles with an unpickler that accepts numpy arrays only)."""
+    images, labels = BUILTIN_DATASETS[dataset].load()
     return torch.from_numpy(images).float()[:, None] / 255.0, torch.from_numpy(labels).long()
 
 
