@@ -603,7 +603,8 @@ def fit(
             if accelerator.sync_gradients:
                 state.completed_steps += 1
                 bar.update(1)
-                if isinstance(checkpointing_steps, int) and state.completed_steps % checkpointing_steps == 0:
+                every = checkpointing_steps if isinstance(checkpointing_steps, int) and on_checkpoint else 0
+                if every and state.completed_steps % every == 0:
                     state.loss_sum = loss_sum.item()
                     _timed_pause(state, start, lambda: on_checkpoint(f"step_{state.completed_steps}"))
                     start = time.perf_counter()
