@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .errors import TrainingConfigError
+from .training.loop import slugify
 
 __all__ = ["Scale", "SCALES", "EXPERIMENTS", "run_experiment", "summarize"]
 
@@ -102,7 +103,7 @@ class _Runner:
     def cell(self, group: str, label: str, *, x: float | None = None, **options: Any) -> None:
         """Every seed of one cell of the grid."""
         for seed in self.scale.seeds:
-            folder = self.out_dir / "runs" / f"{_slug(group)}__{_slug(label)}__seed{seed}"
+            folder = self.out_dir / "runs" / f"{slugify(group)}__{slugify(label)}__seed{seed}"
             result = self.train(folder, seed=seed, **options)
             self.records.append({
                 "group": group, "label": label, "x": x, "seed": seed, "dataset": options["dataset_name"],
@@ -117,15 +118,11 @@ class _Runner:
         """Train a source network from scratch, every parameter trainable, one seed (its filters are the "given"
         filters of the transfer); returns its output folder."""
         s = self.scale
-        folder = self.out_dir / "sources" / _slug(name)
+        folder = self.out_dir / "sources" / slugify(name)
         options = {"max_train_samples": s.source_train_samples, **options}
         self.train(folder, filters="none", trainable="all", seed=0, num_train_epochs=s.source_epochs,
                    max_train_steps=s.source_max_steps, **options)  # fmt: skip
         return folder
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-")
 
 
 def source_bank(folder: Path, *, name: str, dataset: str, model: str = MODEL, first: int | None = None) -> Path:

@@ -120,10 +120,11 @@ def _resolve_output_dir(config: argparse.Namespace, state) -> Path:
     if state.num_processes > 1:
         broadcast_object_list(stamp)  # every process must agree on the folder
     dataset = config.dataset_name or Path(config.train_dir).name
-    return Path("outputs") / "transfer" / f"{config.model}_{_slug(dataset)}_{stamp[0]}"
+    return Path("outputs") / "transfer" / f"{config.model}_{slugify(dataset)}_{stamp[0]}"
 
 
-def _slug(text: str) -> str:
+def slugify(text: str) -> str:
+    """A folder-name-safe form of ``text`` (runs of other characters become one dash)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text).strip("/").replace("/", "--")).strip("-") or "run"
 
 
@@ -134,7 +135,7 @@ def _compare(config: argparse.Namespace, output_dir: Path, state) -> dict[str, A
         sub = copy.copy(config)
         sub.filters, sub.compare_with_scratch = filters, False
         name = "scratch" if filters == "none" else filters
-        runs[name] = _train(sub, output_dir / (name if filters == "none" else f"filters-{_slug(filters)}"))
+        runs[name] = _train(sub, output_dir / (name if filters == "none" else f"filters-{slugify(filters)}"))
     table = comparison_table(runs)
     comparison = {"output_dir": str(output_dir), "table": table.splitlines(), "runs": runs}
     if state.is_main_process:
