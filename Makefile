@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: venv demo test bench cards experiments clean
+.PHONY: venv demo test bench cards experiments $(EXPERIMENTS:%=experiment-%) clean
 
 venv: $(STAMP)
 
@@ -35,11 +35,13 @@ bench: $(STAMP)
 cards: $(STAMP)
 	$(VENV)/bin/masterkey cards --out hub_cards --experiments docs/experiments
 
-# The paper's experiments at full scale (hours on 2 CPU cores); results.json, command.txt and plots are kept in
-# docs/experiments, the trained runs stay in outputs/
-experiments: $(STAMP)
-	for e in transfer-matrix across-architectures source-size layer-split; do \
-		$(VENV)/bin/masterkey experiment $$e --scale full --out outputs/experiments && \
-		mkdir -p docs/experiments/$$e && \
-		cp outputs/experiments/$$e/results.json outputs/experiments/$$e/command.txt outputs/experiments/$$e/$$e.png docs/experiments/$$e/; \
-	done
+# The paper's experiments at full scale, one torch thread per run: `make -j2 experiments` runs two at a time on
+# 2 CPU cores. results.json, command.txt and the plot are kept in docs/experiments; the trained runs stay in outputs/
+EXPERIMENTS := layer-split transfer-matrix source-size across-architectures
+
+experiments: $(EXPERIMENTS:%=experiment-%)
+
+experiment-%: $(STAMP)
+	$(VENV)/bin/masterkey experiment $* --scale full --out outputs/experiments --cpu-threads 1
+	mkdir -p docs/experiments/$*
+	cp outputs/experiments/$*/results.json outputs/experiments/$*/command.txt outputs/experiments/$*/$*.png docs/experiments/$*/

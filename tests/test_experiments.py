@@ -45,7 +45,7 @@ def test_layer_split_copies_depthwise_and_pointwise_layers(experiments_dir):
     results = json.loads((experiments_dir / "layer-split" / "results.json").read_text())
     groups = {r["group"] for r in results["summary"]}
     assert groups == {"from scratch on B", "AnB depthwise", "BnB depthwise", "AnB pointwise", "BnB pointwise"}
-    run = next(r for r in results["runs"] if r["group"] == "AnB pointwise" and r["x"] == results["details"]["layers"])
+    run = next(r for r in results["runs"] if r["group"] == "AnB pointwise" and r["x"] == max(results["details"]["n"]))
     transfer = json.loads((experiments_dir / "layer-split" / "runs" / run["run"].split("/runs/")[-1] /
                            "results.json").read_text())
     assert transfer["filters"]["injected"] and all("pointwise" in e["transforms"][0] for e in transfer["filters"]["injected"])

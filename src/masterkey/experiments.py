@@ -57,6 +57,10 @@ class Scale:
     source_epochs: int
     source_max_steps: int | None
     source_train_samples: int | None
+    #: how many target datasets / architectures an experiment trains on (``None``: all of them)
+    max_targets: int | None = None
+    #: layer-split copies n = 1 and then every ``N / layer_groups`` depthwise layers up to all N (0: n = 1 only)
+    layer_groups: int = 4
 
 
 #: ``quick`` runs in the test suite (one step per run); ``small`` is what the README's numbers were measured with on
@@ -64,7 +68,8 @@ class Scale:
 SCALES = {
     "quick": Scale("quick", seeds=(0, 1, 2), resolution=32, num_train_epochs=1, max_train_steps=1,
                    max_train_samples=16, max_eval_samples=16, batch_size=8, learning_rate=2e-3, num_warmup_steps=0,
-                   source_epochs=1, source_max_steps=1, source_train_samples=32),
+                   source_epochs=1, source_max_steps=1, source_train_samples=32, max_targets=1,
+                   layer_groups=0),
     "small": Scale("small", seeds=(0, 1, 2), resolution=32, num_train_epochs=3, max_train_steps=None,
                    max_train_samples=2000, max_eval_samples=500, batch_size=64, learning_rate=2e-3,
                    num_warmup_steps=10, source_epochs=4, source_max_steps=None, source_train_samples=2000),
@@ -155,8 +160,7 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
                **{f"{d} bank (frozen)": path for d, path in own_banks.items()},
                "universal 8 fitted to imagenet-lite0 (frozen)": "universal-imagenet-lite0",
                "universal 8, key = channel mod 8 (frozen)": "universal-idealized", "random (frozen)": "random"}  # fmt: skip
-    # the quick setting (the test suite) trains on one target; the full one on every built-in dataset
-    for target in DATASETS[:1] if run.scale.name == "quick" else DATASETS:
+    for target in DATASETS[: run.scale.max_targets]:
         for label, filters in sources.items():
             run.cell(target, label, filters=filters, dataset_name=target)
     return {"sources": sources, "own_banks": own_banks}
@@ -238,7 +242,8 @@ def layer_split(run: _Runner, *, dataset: str = "animal-mnist") -> dict[str, Any
     from ._timm import create_model
 
     n_layers = len(find_depthwise_convs(create_model(MODEL)))
-    steps = _layer_steps(n_layers, quick=run.scale.name == "quick")
+    groups = run.scale.layer_groups
+    steps = sorted({1, *(round(i * n_layers / groups) for i in range(1, groups + 1))})
     from .hub import load_master_filters
 
     banks = {half: load_master_filters(source_bank(base[half], name=half, dataset=half)) for half in base}
@@ -250,11 +255,6 @@ def layer_split(run: _Runner, *, dataset: str = "animal-mnist") -> dict[str, Any
             run.cell(f"{tag} depthwise", f"n={n}", x=n, filters=dw, no_strict=True, dataset_name=half_b)
             run.cell(f"{tag} pointwise", f"n={n}", x=n, filters=pw, no_strict=True, dataset_name=half_b)
     return {"halves": [half_a, half_b], "layers": n_layers, "n": steps}
-
-
-def _layer_steps(n_layers: int, *, quick: bool) -> list[int]:
-    """n = 1..N in groups of a quarter of the network (the quick setting: only n = N)."""
-    return [n_layers] if quick else sorted({1, *(round(i * n_layers / 4) for i in range(1, 5))})
 
 
 def source_size(run: _Runner, *, source: str = "animal-mnist", target: str = "digits") -> dict[str, Any]:
@@ -275,7 +275,7 @@ def source_size(run: _Runner, *, source: str = "animal-mnist", target: str = "di
 
 
 def across_architectures(
-    run: _Runner, *, targets: Sequence[str] = ("mobilenetv3_small_100", "convnext_atto"), dataset: str = "digits"
+    run: _Runner, *, targets: Sequence[str] = ("convnext_atto", "mobilenetv3_small_100"), dataset: str = "digits"
 ) -> dict[str, Any]:
     """The ImageNet lite0 bank in other families, against scratch and frozen random filters (and, in families with
     7x7 kernels, the learned and idealized universal keys)."""
@@ -284,7 +284,7 @@ def across_architectures(
 
     cells = {"from scratch": "none", "imagenet-lite0 (frozen, mapping=depth)": "imagenet-lite0",
              "random (frozen)": "random"}  # fmt: skip
-    for model in targets[-1:] if run.scale.name == "quick" else targets:
+    for model in targets[: run.scale.max_targets]:
         # the learned keys exist at 7x7 only: where the model's kernels are 7x7 both key sets are compared
         sevens = {c.spec.kernel_size for c in find_depthwise_convs(create_model(model))} == {(7, 7)}
         universal = {"universal learned 8 (frozen)": "universal-learned",
