@@ -9,7 +9,7 @@ from huggingface_hub import ModelCard
 
 from masterkey import cli
 from masterkey.errors import TrainingConfigError
-from masterkey.experiments import EXPERIMENTS, run_experiment
+from masterkey.experiments import EXPERIMENTS, SCALES, ExperimentConfig, run_experiment
 from masterkey.hub import write_hub_cards
 
 
@@ -28,6 +28,9 @@ def test_quick_experiment_writes_results_plot_and_command(experiments_dir, name)
     assert (folder / f"{name}.png").stat().st_size > 10_000
     assert (folder / "command.txt").read_text().strip() == results["command"]
     assert results["command"].startswith(f"masterkey experiment {name} --scale quick")
+    # the config that ran is saved beside the results, and reads back as the same config
+    config = ExperimentConfig.from_json(folder / "config.json")
+    assert config == ExperimentConfig(scale=SCALES["quick"]) == ExperimentConfig.from_dict(results["config"])
     assert results["summary"] and len(results["table"]) == len(results["summary"]) + 2
     by_cell = {}
     for run in results["runs"]:
@@ -75,3 +78,48 @@ def test_unknown_experiment_or_scale():
         run_experiment("nope")
     with pytest.raises(TrainingConfigError, match="Unknown scale"):
         run_experiment("source-size", scale="huge")
+
+
+def test_config_file_runs_another_model_and_dataset(tmp_path, capsys):
+    """A config picks the architecture and datasets; the config.json written reproduces the run."""
+    config = tmp_path / "mine.json"
+    config.write_text(json.dumps({"model": "mobilenetv3_small_100", "source": "digits",
+                                  "scale": {"name": "quick", "seeds": [3, 4]}}))  # fmt: skip
+    out = tmp_path / "out"
+    assert cli.main(["experiment", "source-size", "--config", str(config), "--out", str(out)]) == 0
+    results = json.loads((out / "source-size" / "results.json").read_text())
+    assert results["command"] == f"masterkey experiment source-size --config {config} --out {out}"
+    assert {r["model"] for r in results["runs"]} == {"mobilenetv3_small_100"}
+    assert {r["seed"] for r in results["runs"]} == {3, 4}
+    assert results["details"]["source"] == "digits"
+    saved = ExperimentConfig.from_json(out / "source-size" / "config.json")
+    assert saved.model == "mobilenetv3_small_100" and saved.scale.seeds == (3, 4)
+    assert saved.scale.max_train_steps == SCALES["quick"].max_train_steps  # the rest of the named scale
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"modle": "resnet"}, r"Unknown experiment config key\(s\) \['modle'\]"),
+        ({"scale": "huge"}, "Unknown scale 'huge'"),
+        ({"scale": {"name": "mine", "seeds": [0]}}, "needs every field; missing: resolution"),
+        ({"scale": {"name": "quick", "batchsize": 4}}, r"Unknown scale key\(s\) \['batchsize'\]"),
+        (["model"], "JSON object of fields"),
+    ],
+)
+def test_bad_config_is_a_clear_error(config, message):
+    with pytest.raises(TrainingConfigError, match=message):
+        ExperimentConfig.from_dict(config)
+
+
+def test_bad_config_file_from_the_cli(tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{model: ")
+    assert cli.main(["experiment", "source-size", "--config", str(broken), "--out", str(tmp_path)]) == 2
+    assert "Cannot read the experiment config" in capsys.readouterr().err
+    assert cli.main(["experiment", "source-size", "--config", str(tmp_path / "missing.json")]) == 2
+
+
+def test_layer_split_needs_a_builtin_dataset(tmp_path):
+    with pytest.raises(TrainingConfigError, match="layer-split splits a built-in dataset"):
+        run_experiment("layer-split", {"split_dataset": "user/my-photos"}, out_dir=tmp_path)

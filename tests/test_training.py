@@ -303,3 +303,26 @@ def test_push_to_hub_uploads_the_model_folder_only(tmp_path, monkeypatch):
     upload = calls["upload"]
     assert upload["repo_id"] == "org/lite0-animals" and upload["folder_path"] == str(tmp_path)
     assert {"checkpoints/**", "logs/**", "run_config.json"} <= set(upload["ignore_patterns"])
+
+
+def test_universal_keys_fitted_to_any_bank(tmp_path):
+    """``--filters universal-<bank>``: the 8 learned keys fitted to any bank (here a saved folder), frozen."""
+    import timm
+
+    from masterkey.extract import extract_filters, find_depthwise_convs
+    from masterkey.training.filters import resolve_filters
+
+    source = timm.create_model("mobilenetv3_small_050", num_classes=10)
+    extract_filters(source).save_pretrained(tmp_path / "bank")
+    target = timm.create_model("mobilenetv3_small_050", num_classes=10)
+    resolved = resolve_filters(f"universal-{tmp_path / 'bank'}", target)
+    assert resolved.spec == f"universal-{tmp_path / 'bank'}" and len(resolved.bank) == len(find_depthwise_convs(source))
+    resolved.apply(target, strict=True, freeze=True, trainable="all-but-depthwise", mapping="exact")
+    convs = find_depthwise_convs(target)
+    assert convs and not any(c.module.weight.requires_grad for c in convs)
+    # the 3x3 kernels are affine images of the 8 keys, so they are no longer the source's random kernels
+    assert not all(
+        np.allclose(c.module.weight.detach().numpy(), resolved.bank[c.name].numpy()) for c in convs
+    )
+    with pytest.raises(MasterKeyError, match="universal-<bank>"):
+        resolve_filters(f"universal-{tmp_path / 'no-bank'}", target)

@@ -123,7 +123,10 @@ def _add_experiment(p: argparse.ArgumentParser) -> None:
     from .experiments import EXPERIMENTS, SCALES
 
     p.add_argument("name", choices=[*EXPERIMENTS, "all"], help="which experiment")
-    p.add_argument("--scale", choices=list(SCALES), default="quick", help="quick (a few steps) or full")
+    p.add_argument("--scale", choices=list(SCALES), help="quick (a few steps, the default), small or full; overrides "
+                   "the config's scale")
+    p.add_argument("--config", type=Path, help="JSON of ExperimentConfig fields (model, bank, datasets, ..., scale), "
+                   "such as the config.json an experiment wrote")
     p.add_argument("--out", type=Path, default=Path("outputs/experiments"))
     p.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
     p.add_argument("--cpu-threads", type=int, help="torch threads per run on CPU (1 on a busy machine)")
@@ -133,10 +136,13 @@ def _run_experiment(args: argparse.Namespace) -> int:
     from .experiments import EXPERIMENTS, run_experiment
 
     for name in EXPERIMENTS if args.name == "all" else [args.name]:
-        command = f"masterkey experiment {name} --scale {args.scale} --out {args.out}" + (
-            f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds else ""
-        ) + (f" --cpu-threads {args.cpu_threads}" if args.cpu_threads else "")
-        results = run_experiment(name, scale=args.scale, out_dir=args.out, seeds=args.seeds,
+        scale = args.scale or (None if args.config else "quick")
+        command = " ".join(part for part in (
+            f"masterkey experiment {name}", args.config and f"--config {args.config}", scale and f"--scale {scale}",
+            f"--out {args.out}", args.seeds and f"--seeds {' '.join(map(str, args.seeds))}",
+            args.cpu_threads and f"--cpu-threads {args.cpu_threads}",
+        ) if part)  # fmt: skip
+        results = run_experiment(name, args.config, scale=scale, out_dir=args.out, seeds=args.seeds,
                                  cpu_threads=args.cpu_threads, command=command)  # fmt: skip
         print(f"\n{name} ({results['wall_time_s'] / 60:.1f} min): {args.out / name}")
         print("\n".join(results["table"]))

@@ -3,14 +3,15 @@
 Each experiment is a grid of training runs (cells x seeds) through :func:`masterkey.training.train_transfer`, so the
 same code scales from the offline datasets on 2 CPU cores to GPUs with Accelerate. Every experiment writes, under
 ``out_dir/<experiment>/``: ``results.json`` (every run, the per-cell mean and standard deviation, the scale, the
-exact command), ``<experiment>.png``, and the runs' own folders under ``runs/``.
+exact command), ``config.json`` (the :class:`ExperimentConfig`, which ``--config`` takes back), ``<experiment>.png``,
+and the runs' own folders under ``runs/``. The config picks the model, datasets and bank (defaults in brackets).
 
-1. ``transfer-matrix``: frozen filters from several sources (the ImageNet bank, banks trained on each built-in
-   dataset, the 8 universal keys, frozen random filters) on each built-in dataset, against training from scratch.
+1. ``transfer-matrix``: frozen filters from several sources (the bank [ImageNet lite0], banks trained on each dataset
+   [the built-in ones], the 8 universal keys, frozen random filters) on each dataset, against training from scratch.
 2. ``layer-split``: Yosinski-style AnB / BnB: the first ``n`` depthwise layers of a network trained on classes A (or
    B) copied and frozen into a fresh network trained on B; and the same with the first ``n`` pointwise layers.
 3. ``source-size``: banks trained on 10%, 30% and 100% of a source dataset, transferred frozen to a target.
-4. ``across-architectures``: the ImageNet ``tf_efficientnet_lite0`` bank injected into other families
+4. ``across-architectures``: the bank [ImageNet ``tf_efficientnet_lite0``] injected into other families
    (``mapping="depth"``), against the same architecture from scratch and with frozen random filters.
 
 Example:
@@ -26,8 +27,8 @@ import json
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ import numpy as np
 from .errors import TrainingConfigError
 from .training.loop import slugify
 
-__all__ = ["Scale", "SCALES", "EXPERIMENTS", "run_experiment", "summarize"]
+__all__ = ["Scale", "SCALES", "ExperimentConfig", "EXPERIMENTS", "run_experiment", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -78,16 +79,106 @@ SCALES = {
                   num_warmup_steps=50, source_epochs=4, source_max_steps=None, source_train_samples=None),
 }  # fmt: skip
 
-MODEL = "tf_efficientnet_lite0"  # the architecture of our real ImageNet bank
-DATASETS = ("digits", "animal-mnist")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """What the experiments train: the architecture, the datasets, the transferred bank, and the :class:`Scale`.
+
+    The defaults are the README's setting: our real ImageNet ``tf_efficientnet_lite0`` bank and the built-in offline
+    datasets. Any dataset ``--dataset_name`` takes (a Hub id, a local folder) and any timm DS-CNN serve, except that
+    ``split_dataset`` must be a built-in dataset. Every run writes its whole config as ``config.json`` beside its
+    results; ``masterkey experiment NAME --config config.json`` runs it again.
+
+    Example:
+        >>> config = ExperimentConfig.from_dict({"model": "mobilenetv3_small_100", "scale": "small"})
+        >>> run_experiment("transfer-matrix", config, out_dir="outputs/experiments")
+    """
+
+    scale: Scale = SCALES["quick"]
+    #: the architecture trained by transfer-matrix, layer-split and source-size (the bank's own by default)
+    model: str = "tf_efficientnet_lite0"
+    #: the pretrained bank of transfer-matrix and across-architectures (anything ``load_master_filters`` takes)
+    bank: str = "imagenet-lite0"
+    #: how transfer-matrix maps the bank onto ``model``: ``exact``, or ``depth`` when the bank is another family's
+    mapping: str = "exact"
+    #: transfer-matrix: every dataset is a target, and a bank is trained on each
+    datasets: tuple[str, ...] = ("digits", "animal-mnist")
+    #: layer-split: the built-in dataset whose classes are split into halves A and B
+    split_dataset: str = "animal-mnist"
+    #: source-size: banks trained on shares of ``source`` transfer to ``target``
+    source: str = "animal-mnist"
+    target: str = "digits"
+    #: across-architectures: the families the bank is injected into (``mapping="depth"``)
+    architectures: tuple[str, ...] = ("convnext_atto", "mobilenetv3_small_100")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExperimentConfig:
+        """A config from a mapping of its fields (missing ones keep their defaults). ``scale`` is a name of
+        :data:`SCALES` or a mapping of :class:`Scale` fields; fields it leaves out come from the scale its ``name``
+        names.
+
+        Raises:
+            TrainingConfigError: an unknown key or scale, or a value of the wrong kind.
+        """
+        if not isinstance(data, Mapping):
+            raise TrainingConfigError(f"An experiment config is a JSON object of fields, not {type(data).__name__}.")
+        _check_keys("experiment config", data, cls)
+        values = dict(data)
+        if "scale" in values:
+            values["scale"] = _scale_from(values["scale"])
+        for key in ("datasets", "architectures"):
+            if key in values:
+                values[key] = (values[key],) if isinstance(values[key], str) else tuple(values[key])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> ExperimentConfig:
+        """A config from a JSON file (such as the ``config.json`` an experiment wrote)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise TrainingConfigError(f"Cannot read the experiment config {str(path)!r}: {e}") from None
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_keys(what: str, data: Mapping[str, Any], cls: type) -> None:
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise TrainingConfigError(f"Unknown {what} key(s) {unknown}; known: {', '.join(known)}.")
+
+
+def _scale_from(value: str | Scale | Mapping[str, Any]) -> Scale:
+    if isinstance(value, Scale):
+        return value
+    if isinstance(value, str):
+        if value not in SCALES:
+            raise TrainingConfigError(f"Unknown scale {value!r}; choose one of {', '.join(SCALES)}.")
+        return SCALES[value]
+    if not isinstance(value, Mapping):
+        raise TrainingConfigError(f"A scale is a name ({', '.join(SCALES)}) or an object of Scale fields.")
+    _check_keys("scale", value, Scale)
+    base = SCALES.get(value.get("name", ""))
+    missing = [f.name for f in fields(Scale) if f.name not in value and f.default is MISSING]
+    if base is None and missing:
+        raise TrainingConfigError(f"The scale {value.get('name')!r} is not one of {', '.join(SCALES)}, so it needs "
+                                  f"every field; missing: {', '.join(missing)}.")  # fmt: skip
+    merged = {**(asdict(base) if base else {}), **value}
+    merged["seeds"] = tuple(merged["seeds"])
+    return Scale(**merged)
 
 
 # -- running cells ---------------------------------------------------------------------------------------------------
 class _Runner:
     """Runs training jobs for one experiment and records one row per run."""
 
-    def __init__(self, experiment: str, scale: Scale, out_dir: Path, cpu_threads: int | None):
-        self.experiment, self.scale, self.out_dir, self.cpu_threads = experiment, scale, out_dir, cpu_threads
+    def __init__(self, experiment: str, config: ExperimentConfig, out_dir: Path, cpu_threads: int | None):
+        self.experiment, self.config, self.out_dir, self.cpu_threads = experiment, config, out_dir, cpu_threads
+        self.scale = config.scale
         self.records: list[dict[str, Any]] = []
 
     def train(self, output_dir: Path, **options: Any) -> dict[str, Any]:
@@ -96,7 +187,7 @@ class _Runner:
 
         s = self.scale
         settings = dict(
-            model=MODEL, resolution=s.resolution, num_train_epochs=s.num_train_epochs, max_train_steps=s.max_train_steps,
+            model=self.config.model, resolution=s.resolution, num_train_epochs=s.num_train_epochs, max_train_steps=s.max_train_steps,
             max_train_samples=s.max_train_samples, max_eval_samples=s.max_eval_samples,
             per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=128, learning_rate=s.learning_rate,
             lr_scheduler_type="cosine", num_warmup_steps=s.num_warmup_steps,
@@ -112,7 +203,7 @@ class _Runner:
             result = self.train(folder, seed=seed, **options)
             self.records.append({
                 "group": group, "label": label, "x": x, "seed": seed, "dataset": options["dataset_name"],
-                "model": options.get("model", MODEL),
+                "model": options.get("model", self.config.model),
                 "accuracy": result["final"]["accuracy"], "eval_loss": result["final"]["eval_loss"],
                 "train_loss": result["final"]["train_loss"],
                 "train_time_s": result["train_time_s"], "filters": options.get("filters", "none"),
@@ -130,7 +221,7 @@ class _Runner:
         return folder
 
 
-def source_bank(folder: Path, *, name: str, dataset: str, model: str = MODEL, first: int | None = None) -> Path:
+def source_bank(folder: Path, *, name: str, dataset: str, model: str, first: int | None = None) -> Path:
     """Extract the depthwise bank of a trained source network (optionally only its first ``first`` convs) into
     ``folder/bank-<first>``; returns the bank folder."""
     from .bank import FilterBank
@@ -151,18 +242,21 @@ def source_bank(folder: Path, *, name: str, dataset: str, model: str = MODEL, fi
 # -- the experiments -------------------------------------------------------------------------------------------------
 def transfer_matrix(run: _Runner) -> dict[str, Any]:
     """Frozen filters from each source on each built-in dataset, against from scratch."""
+    from .training.filters import FITTED_PREFIX
+
+    model, bank = run.config.model, run.config.bank
     own_banks = {
-        dataset: str(source_bank(run.source_model(f"{MODEL}-{dataset}", dataset_name=dataset), name="source",
-                                 dataset=dataset))
-        for dataset in DATASETS
+        dataset: str(source_bank(run.source_model(f"{model}-{dataset}", dataset_name=dataset), name="source",
+                                 dataset=dataset, model=model))
+        for dataset in run.config.datasets
     }  # fmt: skip
-    sources = {"from scratch": "none", "imagenet-lite0 (frozen)": "imagenet-lite0",
+    sources = {"from scratch": "none", f"{bank} (frozen)": bank,
                **{f"{d} bank (frozen)": path for d, path in own_banks.items()},
-               "universal 8 fitted to imagenet-lite0 (frozen)": "universal-imagenet-lite0",
+               f"universal 8 fitted to {bank} (frozen)": FITTED_PREFIX + bank,
                "universal 8, key = channel mod 8 (frozen)": "universal-idealized", "random (frozen)": "random"}  # fmt: skip
-    for target in DATASETS[: run.scale.max_targets]:
+    for target in run.config.datasets[: run.scale.max_targets]:
         for label, filters in sources.items():
-            run.cell(target, label, filters=filters, dataset_name=target)
+            run.cell(target, label, filters=filters, mapping=run.config.mapping, dataset_name=target)
     return {"sources": sources, "own_banks": own_banks}
 
 
@@ -171,6 +265,11 @@ def split_classes(dataset: str) -> tuple[str, str]:
     renumbered from 0); returns their names, ``<dataset>-A`` and ``<dataset>-B``."""
     from .training.data import BUILTIN_DATASETS, BuiltinDataset, register_dataset
 
+    if dataset not in BUILTIN_DATASETS:
+        raise TrainingConfigError(
+            f"layer-split splits a built-in dataset's classes; {dataset!r} is not one of {', '.join(BUILTIN_DATASETS)}. "
+            "Register yours with masterkey.training.data.register_dataset, or pick a built-in split_dataset."
+        )
     parent = BUILTIN_DATASETS[dataset]
     half = len(parent.class_names) // 2
     names = []
@@ -234,56 +333,56 @@ def pointwise_filters(source_folder: Path, n_depthwise: int, *, bank) -> str:
     return name
 
 
-def layer_split(run: _Runner, *, dataset: str = "animal-mnist") -> dict[str, Any]:
+def layer_split(run: _Runner) -> dict[str, Any]:
     """AnB / BnB with the first n depthwise layers copied and frozen, and the pointwise control."""
-    half_a, half_b = split_classes(dataset)
-    base = {half: run.source_model(f"{MODEL}-{half}", dataset_name=half) for half in (half_a, half_b)}
-    from .extract import find_depthwise_convs
     from ._timm import create_model
+    from .extract import find_depthwise_convs
 
-    n_layers = len(find_depthwise_convs(create_model(MODEL)))
+    model = run.config.model
+    half_a, half_b = split_classes(run.config.split_dataset)
+    base = {half: run.source_model(f"{model}-{half}", dataset_name=half) for half in (half_a, half_b)}
+    n_layers = len(find_depthwise_convs(create_model(model)))
     groups = run.scale.layer_groups
     steps = sorted({1, *(round(i * n_layers / groups) for i in range(1, groups + 1))})
     from .hub import load_master_filters
 
-    banks = {half: load_master_filters(source_bank(base[half], name=half, dataset=half)) for half in base}
+    banks = {half: load_master_filters(source_bank(base[half], name=half, dataset=half, model=model)) for half in base}
     run.cell("from scratch on B", "n=0", x=0, filters="none", dataset_name=half_b)  # n = 0 is the same for every arm
     for n in steps:
         for origin, tag in ((half_a, "AnB"), (half_b, "BnB")):
-            dw = str(source_bank(base[origin], name=tag, dataset=origin, first=n))
+            dw = str(source_bank(base[origin], name=tag, dataset=origin, model=model, first=n))
             pw = pointwise_filters(base[origin], n, bank=banks[origin])
             run.cell(f"{tag} depthwise", f"n={n}", x=n, filters=dw, no_strict=True, dataset_name=half_b)
             run.cell(f"{tag} pointwise", f"n={n}", x=n, filters=pw, no_strict=True, dataset_name=half_b)
     return {"halves": [half_a, half_b], "layers": n_layers, "n": steps}
 
 
-def source_size(run: _Runner, *, source: str = "animal-mnist", target: str = "digits") -> dict[str, Any]:
+def source_size(run: _Runner) -> dict[str, Any]:
     """Banks trained on 10%, 30% and 100% of the source's training examples, frozen on the target."""
-    from .training.data import load_builtin_dataset
+    from .training.data import load_image_dataset
 
-    n_train = len(load_builtin_dataset(source)["train"])
+    model, source, target = run.config.model, run.config.source, run.config.target
+    n_train = len(load_image_dataset(source)["train"])
     cap = run.scale.source_train_samples
     full = min(n_train, cap) if cap else n_train
     run.cell(target, "from scratch", x=0.0, filters="none", dataset_name=target)
     for fraction in (0.1, 0.3, 1.0):
         count = max(1, round(fraction * full))
-        folder = run.source_model(f"{MODEL}-{source}-{fraction:g}", dataset_name=source, max_train_samples=count)
-        bank = source_bank(folder, name=f"{fraction:.0%} of {source}", dataset=source)
+        folder = run.source_model(f"{model}-{source}-{fraction:g}", dataset_name=source, max_train_samples=count)
+        bank = source_bank(folder, name=f"{fraction:.0%} of {source}", dataset=source, model=model)
         run.cell(target, f"{fraction:.0%} of {source} ({count} images)", x=fraction, filters=str(bank),
                  dataset_name=target)  # fmt: skip
     return {"source": source, "target": target, "source_train_images": full}
 
 
-def across_architectures(
-    run: _Runner, *, targets: Sequence[str] = ("convnext_atto", "mobilenetv3_small_100"), dataset: str = "digits"
-) -> dict[str, Any]:
-    """The ImageNet lite0 bank in other families, against scratch and frozen random filters (and, in families with
-    7x7 kernels, the learned and idealized universal keys)."""
+def across_architectures(run: _Runner) -> dict[str, Any]:
+    """The bank (the ImageNet lite0 bank by default) in other families, against scratch and frozen random filters
+    (and, in families with 7x7 kernels, the learned and idealized universal keys), on the ``target`` dataset."""
     from ._timm import create_model
     from .extract import find_depthwise_convs
 
-    cells = {"from scratch": "none", "imagenet-lite0 (frozen, mapping=depth)": "imagenet-lite0",
-             "random (frozen)": "random"}  # fmt: skip
+    targets, dataset, bank = run.config.architectures, run.config.target, run.config.bank
+    cells = {"from scratch": "none", f"{bank} (frozen, mapping=depth)": bank, "random (frozen)": "random"}
     for model in targets[: run.scale.max_targets]:
         # the learned keys exist at 7x7 only: where the model's kernels are 7x7 both key sets are compared
         sevens = {c.spec.kernel_size for c in find_depthwise_convs(create_model(model))} == {(7, 7)}
@@ -328,7 +427,7 @@ def markdown_table(summary: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _plot(experiment: str, summary: Sequence[dict[str, Any]], path: Path) -> None:
+def _plot(experiment: str, model: str, summary: Sequence[dict[str, Any]], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -354,47 +453,58 @@ def _plot(experiment: str, summary: Sequence[dict[str, Any]], path: Path) -> Non
         ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], groups)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_ylabel("test accuracy (mean ± std over seeds)")
-    ax.set_title(f"{experiment}: {MODEL if experiment != 'across-architectures' else 'target families'}")
+    ax.set_title(f"{experiment}: {model if experiment != 'across-architectures' else 'target families'}")
     ax.grid(alpha=0.3)
     fig.savefig(path, dpi=110)
 
 
 def run_experiment(
     name: str,
+    config: ExperimentConfig | Mapping[str, Any] | str | Path | None = None,
     *,
-    scale: str | Scale = "quick",
+    scale: str | Scale | None = None,
     out_dir: str | Path = "outputs/experiments",
     seeds: Sequence[int] | None = None,
     cpu_threads: int | None = None,
     command: str | None = None,
 ) -> dict[str, Any]:
-    """Run one experiment of :data:`EXPERIMENTS` and write its results, plot and command under ``out_dir/name``.
+    """Run one experiment of :data:`EXPERIMENTS` and write its results, config, plot and command under
+    ``out_dir/name``.
 
+    ``config`` is an :class:`ExperimentConfig`, a mapping of its fields, or the path of a JSON file of them (the
+    defaults without it); ``scale`` (a name of :data:`SCALES` or a :class:`Scale`) and ``seeds`` override its scale.
     ``cpu_threads`` sets torch's threads per run on CPU (1 avoids oversubscription on a busy machine).
+
+    Raises:
+        TrainingConfigError: an unknown experiment, scale or config key.
 
     Example:
         >>> run_experiment("across-architectures", scale="quick", out_dir="outputs/experiments")["summary"]
     """
     if name not in EXPERIMENTS:
         raise TrainingConfigError(f"Unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}.")
-    if isinstance(scale, str):
-        if scale not in SCALES:
-            raise TrainingConfigError(f"Unknown scale {scale!r}; choose one of {', '.join(SCALES)}.")
-        scale = SCALES[scale]
+    if isinstance(config, (str, Path)):
+        config = ExperimentConfig.from_json(config)
+    elif config is None or isinstance(config, Mapping):
+        config = ExperimentConfig.from_dict(config or {})
+    if scale is not None:
+        config = replace(config, scale=_scale_from(scale))
     if seeds is not None:
-        scale = replace(scale, seeds=tuple(seeds))
+        config = replace(config, scale=replace(config.scale, seeds=tuple(seeds)))
     folder = Path(out_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
-    run = _Runner(name, scale, folder, cpu_threads)
+    run = _Runner(name, config, folder, cpu_threads)
     start = time.perf_counter()
     details = EXPERIMENTS[name](run)
     summary = summarize(run.records)
     results = {
-        "experiment": name, "model": MODEL, "scale": asdict(scale), "cpu_threads": cpu_threads, "details": details,
+        "experiment": name, "model": config.model, "scale": asdict(config.scale), "config": config.to_dict(),
+        "cpu_threads": cpu_threads, "details": details,
         "command": command or " ".join(shlex.quote(a) for a in sys.argv), "wall_time_s": time.perf_counter() - start,
         "summary": summary, "table": markdown_table(summary).splitlines(), "runs": run.records,
     }  # fmt: skip
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (folder / "command.txt").write_text(results["command"] + "\n")
-    _plot(name, summary, folder / f"{name}.png")
+    (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    _plot(name, config.model, summary, folder / f"{name}.png")
     return results

@@ -1,7 +1,8 @@
 """What ``--filters`` names: the single place where a filter spec becomes filters injected into the model.
 
-A spec is ``none`` (train from scratch), one of :data:`NAMED_FILTERS`, or anything
-:func:`masterkey.load_master_filters` accepts (a Hub repo id, a local folder, a built-in bank name). A named entry is
+A spec is ``none`` (train from scratch), one of :data:`NAMED_FILTERS`, ``universal-<bank>`` (the 8 learned keys
+fitted to any bank, e.g. ``universal-imagenet-lite0``), or anything :func:`masterkey.load_master_filters` accepts (a
+Hub repo id, a local folder, a built-in bank name). A named entry is
 a function of the target model returning :class:`ResolvedFilters`, so filters that adapt to the model (rendered at
 its kernel sizes, fitted per channel) fit here too, with their own ``inject`` function: adding one is one line in
 :data:`NAMED_FILTERS`.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -89,8 +91,8 @@ NAMED_FILTERS: dict[str, Callable[[nn.Module], ResolvedFilters]] = {
     "random": _random,
     "universal-learned": _universal("learned"),
     "universal-idealized": _universal("idealized"),
-    "universal-imagenet-lite0": _universal("learned", source="imagenet-lite0"),
 }
+FITTED_PREFIX = "universal-"  # ``universal-<bank>``: the learned keys fitted to that bank
 
 
 def is_scratch(spec: str | None) -> bool:
@@ -112,6 +114,9 @@ def resolve_filters(spec: str | None, model: nn.Module) -> ResolvedFilters | Non
     from ..hub import load_master_filters
 
     try:
+        if spec.startswith(FITTED_PREFIX) and not Path(spec).exists():  # a local folder of that name is a bank
+            return _universal("learned", source=spec[len(FITTED_PREFIX) :])(model)
         return ResolvedFilters(spec, load_master_filters(spec))
     except BankNotFoundError as e:
-        raise BankNotFoundError(f"{e} Named filters: {', '.join(NAMED_FILTERS)}; 'none' trains from scratch.") from None
+        raise BankNotFoundError(f"{e} Named filters: {', '.join(NAMED_FILTERS)}; "
+                                f"'{FITTED_PREFIX}<bank>' fits the 8 keys to a bank; 'none' trains from scratch.")  from None
