@@ -693,16 +693,21 @@ _LICENCE_TEXT = (
 
 
 def write_cards(
-    out_dir: str | Path, *, size: int = LEARNED_SIZE, experiments_dir: str | Path | None = None
+    out_dir: str | Path,
+    *,
+    size: int = LEARNED_SIZE,
+    experiments_dir: str | Path | None = None,
+    lite0_explained: str | None = None,
 ) -> list[Path]:
     """Write the Hub folders ``universal-learned-8`` and ``universal-idealized-8`` (``filters.safetensors``,
     ``config.json``, ``README.md``) under ``out_dir``; returns their paths. The cards' tables are computed here;
     with ``experiments_dir`` the cards also carry the experiments' results for ``--filters universal-<kind>`` (and,
     on the idealized card, ``universal-imagenet-lite0``, whose keys are rendered from the idealized definitions at
-    3x3 and 5x5).
+    3x3 and 5x5). ``lite0_explained`` is :func:`masterkey.analysis.explained_table` of the ImageNet lite0 bank
+    (computed here when not given).
 
     Example:
-        >>> write_cards("hub_cards")  # or: python -m masterkey.universal --write-cards hub_cards
+        >>> write_cards("hub_cards")  # masterkey cards --out hub_cards writes these and every other bank's folder
     """
     usage = (
         "```python\nimport masterkey\n\n"
@@ -722,7 +727,7 @@ def write_cards(
         "the given share R² of their variance; in parentheses the same for i.i.d. Gaussian filters of that size "
         "(chance level). Its kernels are 3x3 and 5x5, so the idealized keys are rendered at those sizes. Computed by "
         "`masterkey.analysis.explained_table` when this card was written.\n\n"
-        + explained_table(load_master_filters("imagenet-lite0"))
+        + (lite0_explained or explained_table(load_master_filters("imagenet-lite0")))
     )
     written = []
     for kind in _KINDS:
@@ -761,17 +766,3 @@ def write_cards(
         written.append(folder)
     return written
 
-
-def _main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m masterkey.universal", description="The 8 universal keys.")
-    parser.add_argument("--write-cards", type=Path, required=True, metavar="DIR", help="write the two Hub folders")
-    args = parser.parse_args(argv)
-    for folder in write_cards(args.write_cards):
-        print(f"wrote {folder}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())
