@@ -36,7 +36,8 @@ cards: $(STAMP)
 	$(VENV)/bin/masterkey cards --out hub_cards --experiments docs/experiments
 
 # The paper's experiments at full scale, one torch thread per run: `make -j2 experiments` runs two at a time on
-# 2 CPU cores. results.json, command.txt and the plot are kept in docs/experiments; the trained runs stay in outputs/
+# 2 CPU cores. results.json, config.json, command.txt and the plot are kept in docs/experiments; the trained runs
+# stay in outputs/
 EXPERIMENTS := layer-split transfer-matrix source-size across-architectures
 
 experiments: $(EXPERIMENTS:%=experiment-%)
@@ -44,4 +45,4 @@ experiments: $(EXPERIMENTS:%=experiment-%)
 experiment-%: $(STAMP)
 	$(VENV)/bin/masterkey experiment $* --scale full --out outputs/experiments --cpu-threads 1
 	mkdir -p docs/experiments/$*
-	cp outputs/experiments/$*/results.json outputs/experiments/$*/command.txt outputs/experiments/$*/$*.png docs/experiments/$*/
+	cp $(addprefix outputs/experiments/$*/,results.json config.json command.txt $*.png) docs/experiments/$*/
