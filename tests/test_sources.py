@@ -56,6 +56,13 @@ def test_cli_extract_and_inspect(tmp_path, capsys):
     assert cli.main(["inspect", str(tmp_path / "b"), "--into", "mobilenetv3_small_050", "--strict"]) == 0
     out = capsys.readouterr().out
     assert "Injected 11/11 depthwise convs" in out and "trainable params:" in out
+    # another family: the exact mapping refuses it, the depth mapping reports what it did to each conv
+    assert cli.main(["inspect", str(tmp_path / "b"), "--into", "convnext_atto", "--strict"]) == 2
+    assert "mapping" in capsys.readouterr().err
+    assert cli.main(["inspect", str(tmp_path / "b"), "--into", "convnext_atto", "--mapping", "depth",
+                     "--resize", "universal"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "Injected 12/12 depthwise convs" in out and "universal" in out
 
 
 def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):

@@ -42,6 +42,10 @@ def _add_inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--into", help="timm model name to inject the bank into (prints the injection report)")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--strict", action="store_true", help="fail when any target conv is left untouched")
+    p.add_argument("--mapping", choices=("exact", "depth"), default="exact",
+                   help="exact: same layer names and shapes; depth: another architecture, by relative depth")
+    p.add_argument("--resize", choices=("geometric", "universal"), default="geometric",
+                   help="how kernels of another size are made (depth mapping): crop/pad, or re-rendered universal key")
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
@@ -53,7 +57,8 @@ def _run_inspect(args: argparse.Namespace) -> int:
         from .inject import from_pretrained_filters
 
         kwargs = {} if args.num_classes is None else {"num_classes": args.num_classes}
-        model = from_pretrained_filters(args.into, bank, strict=args.strict, **kwargs)
+        model = from_pretrained_filters(args.into, bank, strict=args.strict, mapping=args.mapping, resize=args.resize,
+                                        **kwargs)  # fmt: skip
         print(model.masterkey_report)
     return 0
 
