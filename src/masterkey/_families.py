@@ -62,6 +62,7 @@ FAMILIES = (
     Family("StarNet", r"starnet_s\d+"),
     Family("MambaOut", r"mambaout_[a-z]+"),
     Family("RepGhostNet", r"repghostnet_\d+", reparameterize=True),
+    Family("GhostNetV3", r"ghostnetv3_\d+", reparameterize=True),
     Family("EfficientViT", r"efficientvit_b\d"),
     Family("MobileViT", r"mobilevit_x*s"),
     Family("TinyViT", r"tiny_vit_\d+m_\d+", reparameterize=True),  # conv-norm pairs with a fuse method

@@ -65,40 +65,38 @@ def model_name(model: nn.Module) -> str | None:
 
 
 def unfused_branches(model: nn.Module, is_depthwise: Callable[[nn.Module], bool]) -> list[str]:
-    """Depthwise convs that are one branch of a reparameterizable block not fused yet.
-
-    A block is reparameterizable when it has one of timm's fuse methods; it is still unfused while a depthwise conv
-    inside it sits beside a BatchNorm (conv-norm branches are what fusion folds away). The methods stay on a fused
-    block, so their presence alone says nothing.
-    """
-    found = []
-    for block_name, block in model.named_modules():
-        if not any(callable(getattr(block, m, None)) for m in REPARAM_METHODS):
-            continue
-        for parent_name, parent in block.named_modules(prefix=block_name):
-            children = dict(parent.named_children())
-            if any(isinstance(c, nn.modules.batchnorm._BatchNorm) for c in children.values()):
-                found += [f"{parent_name}.{n}" for n, c in children.items() if is_depthwise(c)]
-    return sorted(set(found))
+    """Depthwise convs that are one branch of a reparameterizable block not fused yet: those that fusing a copy of
+    the model (:func:`reparameterize`) removes. A plain conv-norm pair that fusion keeps (GhostNetV3's depthwise
+    shortcut) is not a branch; a model without timm's fuse methods has none and is not copied. Fusing a second time
+    fails in some blocks (FastViT's ``RepMixer`` deletes what its method reads), which also says it is fused."""
+    if not any(callable(getattr(m, method, None)) for m in model.modules() for method in REPARAM_METHODS):
+        return []
+    try:
+        fused = reparameterize(model, inplace=False)
+    except (AttributeError, TypeError, RuntimeError):
+        return []
+    kept = {name for name, m in fused.named_modules() if is_depthwise(m)}
+    return sorted(name for name, m in model.named_modules() if is_depthwise(m) and name not in kept)
 
 
 def reparameterize(model: nn.Module, *, inplace: bool) -> nn.Module:
-    """Fuse multi-branch blocks into single convs, as ``timm.utils.reparameterize_model`` does, except that a block
-    that fused itself is not walked again: its own method already fused its children (walking them again breaks
-    FastViT's ``RepMixer``, whose ``reparameterize`` is not idempotent)."""
+    """Fuse multi-branch blocks into single convs, as ``timm.utils.reparameterize_model`` does: a block is fused by its
+    own method first, then its children as they are after that (FastViT's ``RepMixer`` fuses and removes its
+    children itself, and its ``reparameterize`` is not idempotent; GhostNetV3's bottleneck fuses only its own
+    depthwise branch and leaves its ghost modules to be fused)."""
     if not inplace:
         model = copy.deepcopy(model)
 
     def fuse_children(parent: nn.Module) -> None:
-        for child_name, child in parent.named_children():
+        for child_name, child in list(parent.named_children()):
             if callable(getattr(child, "fuse", None)):
-                setattr(parent, child_name, child.fuse())
+                child = child.fuse()
+                setattr(parent, child_name, child)
             elif callable(getattr(child, "reparameterize", None)):
                 child.reparameterize()
             elif callable(getattr(child, "switch_to_deploy", None)):
                 child.switch_to_deploy()
-            else:
-                fuse_children(child)
+            fuse_children(child)
 
     fuse_children(model)
     return model
