@@ -123,3 +123,19 @@ def test_bad_config_file_from_the_cli(tmp_path, capsys):
 def test_layer_split_needs_a_builtin_dataset(tmp_path):
     with pytest.raises(TrainingConfigError, match="layer-split splits a built-in dataset"):
         run_experiment("layer-split", {"split_dataset": "user/my-photos"}, out_dir=tmp_path)
+
+
+def test_resume_keeps_finished_runs_and_trains_the_rest(tmp_path):
+    """An interrupted grid continues: runs that finished with the same configuration are read back, not retrained."""
+    first = run_experiment("source-size", scale="quick", seeds=[0, 1], out_dir=tmp_path)
+    n_runs = len(first["runs"]) + 3  # the cells' runs and the 3 source networks
+    missing = tmp_path / "source-size" / "runs" / "digits__from-scratch__seed1"
+    (missing / "results.json").unlink()  # as if killed during that run
+    again = run_experiment("source-size", scale="quick", seeds=[0, 1], out_dir=tmp_path, resume=True)
+    assert again["reused_runs"] == n_runs - 1
+    assert [r["accuracy"] for r in again["runs"]] == [r["accuracy"] for r in first["runs"]]
+    assert (missing / "results.json").is_file()
+    # sources trained anew (another configuration) make every later run stale, even one whose own settings match
+    other = run_experiment("source-size", {"scale": {"name": "quick", "seeds": [0, 1], "source_train_samples": 24}},
+                           out_dir=tmp_path, resume=True)  # fmt: skip
+    assert other["reused_runs"] == 2  # only the from-scratch cell (2 seeds), which runs before the sources

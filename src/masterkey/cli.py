@@ -135,6 +135,8 @@ def _add_experiment(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("outputs/experiments"))
     p.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
     p.add_argument("--cpu-threads", type=int, help="torch threads per run on CPU (1 on a busy machine)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep runs that finished in --out with the same configuration (continue an interrupted run)")
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
@@ -145,10 +147,10 @@ def _run_experiment(args: argparse.Namespace) -> int:
         command = " ".join(part for part in (
             f"masterkey experiment {name}", args.config and f"--config {args.config}", scale and f"--scale {scale}",
             f"--out {args.out}", args.seeds and f"--seeds {' '.join(map(str, args.seeds))}",
-            args.cpu_threads and f"--cpu-threads {args.cpu_threads}",
+            args.cpu_threads and f"--cpu-threads {args.cpu_threads}", args.resume and "--resume",
         ) if part)  # fmt: skip
         results = run_experiment(name, args.config, scale=scale, out_dir=args.out, seeds=args.seeds,
-                                 cpu_threads=args.cpu_threads, command=command)  # fmt: skip
+                                 cpu_threads=args.cpu_threads, resume=args.resume, command=command)  # fmt: skip
         print(f"\n{name} ({results['wall_time_s'] / 60:.1f} min): {args.out / name}")
         print("\n".join(results["table"]))
     return 0

@@ -176,14 +176,20 @@ def _scale_from(value: str | Scale | Mapping[str, Any]) -> Scale:
 class _Runner:
     """Runs training jobs for one experiment and records one row per run."""
 
-    def __init__(self, experiment: str, config: ExperimentConfig, out_dir: Path, cpu_threads: int | None):
+    def __init__(
+        self, experiment: str, config: ExperimentConfig, out_dir: Path, cpu_threads: int | None, resume: bool
+    ):
         self.experiment, self.config, self.out_dir, self.cpu_threads = experiment, config, out_dir, cpu_threads
-        self.scale = config.scale
+        self.scale, self.resume = config.scale, resume
+        self.reused = 0
         self.records: list[dict[str, Any]] = []
 
     def train(self, output_dir: Path, **options: Any) -> dict[str, Any]:
-        """One training run into ``output_dir``; ``options`` are :func:`train_transfer`'s keyword arguments."""
-        from .training import train_transfer
+        """One training run into ``output_dir``; ``options`` are :func:`train_transfer`'s keyword arguments. With
+        ``resume``, a run that already finished there with the same configuration is not trained again."""
+        from .training import make_config, train_transfer
+        from .training.args import run_identity
+        from .training.outputs import finished_run
 
         s = self.scale
         settings = dict(
@@ -194,7 +200,13 @@ class _Runner:
             crop_scale=(0.5, 1.0),  # timm's default (0.08, 1) crops small images beyond recognition
             output_dir=str(output_dir), overwrite_output_dir=True, cpu_threads=self.cpu_threads,
         )  # fmt: skip
-        return train_transfer(**{**settings, **options})
+        settings.update(options)
+        if self.resume:
+            done = finished_run(output_dir, run_identity(make_config(**settings)))
+            if done is not None:
+                self.reused += 1
+                return done
+        return train_transfer(**settings)
 
     def cell(self, group: str, label: str, *, x: float | None = None, **options: Any) -> None:
         """Every seed of one cell of the grid."""
@@ -216,8 +228,11 @@ class _Runner:
         s = self.scale
         folder = self.out_dir / "sources" / slugify(name)
         options = {"max_train_samples": s.source_train_samples, **options}
+        reused = self.reused
         self.train(folder, filters="none", trainable="all", seed=0, num_train_epochs=s.source_epochs,
                    max_train_steps=s.source_max_steps, **options)  # fmt: skip
+        if self.reused == reused:  # trained anew: runs that used its filters are stale, whatever their folders say
+            self.resume = False
         return folder
 
 
@@ -466,6 +481,7 @@ def run_experiment(
     out_dir: str | Path = "outputs/experiments",
     seeds: Sequence[int] | None = None,
     cpu_threads: int | None = None,
+    resume: bool = False,
     command: str | None = None,
 ) -> dict[str, Any]:
     """Run one experiment of :data:`EXPERIMENTS` and write its results, config, plot and command under
@@ -473,7 +489,10 @@ def run_experiment(
 
     ``config`` is an :class:`ExperimentConfig`, a mapping of its fields, or the path of a JSON file of them (the
     defaults without it); ``scale`` (a name of :data:`SCALES` or a :class:`Scale`) and ``seeds`` override its scale.
-    ``cpu_threads`` sets torch's threads per run on CPU (1 avoids oversubscription on a busy machine).
+    ``cpu_threads`` sets torch's threads per run on CPU (1 avoids oversubscription on a busy machine). With
+    ``resume``, runs that already finished under ``out_dir`` with the same configuration are read back instead of
+    trained again, so an interrupted experiment continues where it stopped (``results["reused_runs"]`` counts them);
+    once a source network is trained anew, every later run is trained too, since it may use that network's filters.
 
     Raises:
         TrainingConfigError: an unknown experiment, scale or config key.
@@ -493,7 +512,7 @@ def run_experiment(
         config = replace(config, scale=replace(config.scale, seeds=tuple(seeds)))
     folder = Path(out_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
-    run = _Runner(name, config, folder, cpu_threads)
+    run = _Runner(name, config, folder, cpu_threads, resume)
     start = time.perf_counter()
     details = EXPERIMENTS[name](run)
     summary = summarize(run.records)
@@ -501,6 +520,7 @@ def run_experiment(
         "experiment": name, "model": config.model, "scale": asdict(config.scale), "config": config.to_dict(),
         "cpu_threads": cpu_threads, "details": details,
         "command": command or " ".join(shlex.quote(a) for a in sys.argv), "wall_time_s": time.perf_counter() - start,
+        "reused_runs": run.reused,
         "summary": summary, "table": markdown_table(summary).splitlines(), "runs": run.records,
     }  # fmt: skip
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")

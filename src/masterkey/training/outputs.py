@@ -122,6 +122,20 @@ def check_output_dir(output_dir: Path, identity: Mapping[str, Any], *, overwrite
     )
 
 
+def finished_run(output_dir: Path, identity: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``results.json`` of a run that finished in ``output_dir`` with this configuration (``identity``, from
+    :func:`masterkey.training.args.run_identity`; the process count aside), or ``None``: lets a grid of runs that was
+    interrupted continue where it stopped."""
+    results, previous = _read_json(output_dir / RESULTS_NAME), _read_json(output_dir / RUN_CONFIG_NAME)
+    if not isinstance(results, dict) or not isinstance(previous, dict):
+        return None
+    want = json.loads(json.dumps(dict(identity), default=_jsonable))  # tuples as JSON has them
+    same = {k: v for k, v in previous.items() if k != "num_processes"} == {
+        k: v for k, v in want.items() if k != "num_processes"
+    }
+    return results if same else None
+
+
 def claim_output_dir(output_dir: Path, identity: Mapping[str, Any], *, clear: bool) -> None:
     """Make ``output_dir`` this run's folder: remove the previous run's files when ``clear``, write
     ``run_config.json``. Main process only."""
