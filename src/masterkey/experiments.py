@@ -64,8 +64,9 @@ class Scale:
     layer_groups: int = 4
 
 
-#: ``quick`` runs in the test suite (one step per run); ``small`` is what the README's numbers were measured with on
-#: 2 shared CPU cores (2,000 training images per run); ``full`` trains on every image (the demo's setting).
+#: ``quick`` runs in the test suite (one step per run); ``small`` trains on 2,000 images per run
+#: (``docs/experiments-small``); ``full`` on every image (the demo's setting; the README's numbers, ``make -j2
+#: experiments``, 2 h 13 min on 2 CPU cores).
 SCALES = {
     "quick": Scale("quick", seeds=(0, 1, 2), resolution=32, num_train_epochs=1, max_train_steps=1,
                    max_train_samples=16, max_eval_samples=16, batch_size=8, learning_rate=2e-3, num_warmup_steps=0,
