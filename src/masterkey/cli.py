@@ -142,8 +142,8 @@ def _add_experiment(p: argparse.ArgumentParser) -> None:
 def _run_experiment(args: argparse.Namespace) -> int:
     from .experiments import EXPERIMENTS, run_experiment
 
+    scale = args.scale or (None if args.config else "quick")  # a config brings its own scale
     for name in EXPERIMENTS if args.name == "all" else [args.name]:
-        scale = args.scale or (None if args.config else "quick")
         command = " ".join(part for part in (
             f"masterkey experiment {name}", args.config and f"--config {args.config}", scale and f"--scale {scale}",
             f"--out {args.out}", args.seeds and f"--seeds {' '.join(map(str, args.seeds))}",

@@ -30,12 +30,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import TrainingConfigError
 from .training.loop import slugify
+
+if TYPE_CHECKING:
+    from .bank import FilterBank
 
 __all__ = ["Scale", "SCALES", "ExperimentConfig", "EXPERIMENTS", "run_experiment", "summarize"]
 
@@ -79,7 +82,6 @@ SCALES = {
                   max_train_samples=None, max_eval_samples=None, batch_size=64, learning_rate=2e-3,
                   num_warmup_steps=50, source_epochs=4, source_max_steps=None, source_train_samples=None),
 }  # fmt: skip
-
 
 
 @dataclass(frozen=True)
@@ -181,9 +183,12 @@ class _Runner:
         self, experiment: str, config: ExperimentConfig, out_dir: Path, cpu_threads: int | None, resume: bool
     ):
         self.experiment, self.config, self.out_dir, self.cpu_threads = experiment, config, out_dir, cpu_threads
-        self.scale, self.resume = config.scale, resume
-        self.reused = 0
+        self.resume, self.reused = resume, 0
         self.records: list[dict[str, Any]] = []
+
+    @property
+    def scale(self) -> Scale:
+        return self.config.scale
 
     def train(self, output_dir: Path, **options: Any) -> dict[str, Any]:
         """One training run into ``output_dir``; ``options`` are :func:`train_transfer`'s keyword arguments. With
@@ -194,10 +199,11 @@ class _Runner:
 
         s = self.scale
         settings = dict(
-            model=self.config.model, resolution=s.resolution, num_train_epochs=s.num_train_epochs, max_train_steps=s.max_train_steps,
-            max_train_samples=s.max_train_samples, max_eval_samples=s.max_eval_samples,
-            per_device_train_batch_size=s.batch_size, per_device_eval_batch_size=128, learning_rate=s.learning_rate,
-            lr_scheduler_type="cosine", num_warmup_steps=s.num_warmup_steps,
+            model=self.config.model, resolution=s.resolution, num_train_epochs=s.num_train_epochs,
+            max_train_steps=s.max_train_steps, max_train_samples=s.max_train_samples,
+            max_eval_samples=s.max_eval_samples, per_device_train_batch_size=s.batch_size,
+            per_device_eval_batch_size=128, learning_rate=s.learning_rate, lr_scheduler_type="cosine",
+            num_warmup_steps=s.num_warmup_steps,
             crop_scale=(0.5, 1.0),  # timm's default (0.08, 1) crops small images beyond recognition
             output_dir=str(output_dir), overwrite_output_dir=True, cpu_threads=self.cpu_threads,
         )  # fmt: skip
@@ -237,21 +243,28 @@ class _Runner:
         return folder
 
 
-def source_bank(folder: Path, *, name: str, dataset: str, model: str, first: int | None = None) -> Path:
-    """Extract the depthwise bank of a trained source network (optionally only its first ``first`` convs) into
-    ``folder/bank-<first>``; returns the bank folder."""
-    from .bank import FilterBank
+def source_bank(folder: Path, *, name: str, dataset: str, model: str) -> Path:
+    """Extract the depthwise bank of a trained source network into ``folder/bank-all``; returns the bank folder."""
     from .extract import extract_filters
 
     config = json.loads((folder / "config.json").read_text())
     bank = extract_filters(model, weights=folder / "model.safetensors",
                            model_kwargs={"num_classes": config["num_classes"]},
                            source_dataset=dataset, description=f"{model} trained from scratch on {dataset} ({name})")  # fmt: skip
-    if first is not None:
-        bank = FilterBank.from_tensors({n: bank[n] for n in bank.names[:first]}, specs=bank.specs[:first],
-                                       **{k: v for k, v in bank.config.items() if k.startswith("source")})  # fmt: skip
-    out = folder / f"bank-{'all' if first is None else first}"
+    out = folder / "bank-all"
     bank.save_pretrained(out)
+    return out
+
+
+def first_layers(bank: FilterBank, n: int, folder: Path) -> Path:
+    """Save the first ``n`` kernels of ``bank`` (with its ``source*`` provenance) into ``folder/bank-<n>``; returns
+    the bank folder."""
+    from .bank import FilterBank
+
+    first = FilterBank.from_tensors({name: bank[name] for name in bank.names[:n]}, specs=bank.specs[:n],
+                                    **{k: v for k, v in bank.config.items() if k.startswith("source")})  # fmt: skip
+    out = folder / f"bank-{n}"
+    first.save_pretrained(out)
     return out
 
 
@@ -283,7 +296,8 @@ def split_classes(dataset: str) -> tuple[str, str]:
 
     if dataset not in BUILTIN_DATASETS:
         raise TrainingConfigError(
-            f"layer-split splits a built-in dataset's classes; {dataset!r} is not one of {', '.join(BUILTIN_DATASETS)}. "
+            f"layer-split splits a built-in dataset's classes; {dataset!r} is not one of "
+            f"{', '.join(BUILTIN_DATASETS)}. "
             "Register yours with masterkey.training.data.register_dataset, or pick a built-in split_dataset."
         )
     parent = BUILTIN_DATASETS[dataset]
@@ -353,6 +367,7 @@ def layer_split(run: _Runner) -> dict[str, Any]:
     """AnB / BnB with the first n depthwise layers copied and frozen, and the pointwise control."""
     from ._timm import create_model
     from .extract import find_depthwise_convs
+    from .hub import load_master_filters
 
     model = run.config.model
     half_a, half_b = split_classes(run.config.split_dataset)
@@ -360,13 +375,11 @@ def layer_split(run: _Runner) -> dict[str, Any]:
     n_layers = len(find_depthwise_convs(create_model(model)))
     groups = run.scale.layer_groups
     steps = sorted({1, *(round(i * n_layers / groups) for i in range(1, groups + 1))})
-    from .hub import load_master_filters
-
     banks = {half: load_master_filters(source_bank(base[half], name=half, dataset=half, model=model)) for half in base}
     run.cell("from scratch on B", "n=0", x=0, filters="none", dataset_name=half_b)  # n = 0 is the same for every arm
     for n in steps:
         for origin, tag in ((half_a, "AnB"), (half_b, "BnB")):
-            dw = str(source_bank(base[origin], name=tag, dataset=origin, model=model, first=n))
+            dw = str(first_layers(banks[origin], n, base[origin]))
             pw = pointwise_filters(base[origin], n, bank=banks[origin])
             run.cell(f"{tag} depthwise", f"n={n}", x=n, filters=dw, no_strict=True, dataset_name=half_b)
             run.cell(f"{tag} pointwise", f"n={n}", x=n, filters=pw, no_strict=True, dataset_name=half_b)
