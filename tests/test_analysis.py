@@ -108,7 +108,7 @@ def test_analyze_bank_writes_report_and_figures(bank, tmp_path):
 
 
 def test_cli_analyze_builtin_banks(tmp_path, capsys):
-    assert main(["analyze", "universal-learned", "--out", str(tmp_path), "--compare", "universal-idealized"]) == 0
+    assert main(["analyze", "universal-learned-8", "--out", str(tmp_path), "--compare", "universal-idealized-8"]) == 0
     out = capsys.readouterr().out
     assert "7x7: 8 filters" in out and "R^2>=0.9: 100.0%" in out
     report = json.loads((tmp_path / "report.json").read_text())

@@ -30,7 +30,8 @@ def test_save_writes_the_three_files_in_the_documented_layout(saved_bank):
     first = config["filters"][0]
     assert first["name"] == "stages.0.blocks.0.conv_dw"
     assert first["kernel_size"] == [7, 7] and first["channel_multiplier"] == 1 and first["stage"] == 0
-    assert first["relative_depth"] == 0.0 and config["filters"][-1]["relative_depth"] == 1.0
+    # relative depth counts stages: ConvNeXt-atto has 4, of 2, 2, 6 and 2 blocks; a stage's blocks spread inside it
+    assert first["relative_depth"] == (0 + 0.5 / 2) / 4 and config["filters"][-1]["relative_depth"] == (3 + 1.5 / 2) / 4
     for entry in config["filters"]:
         assert tensors[entry["name"]].dtype == torch.float32
         assert list(tensors[entry["name"]].shape) == [entry["out_channels"], 1, *entry["kernel_size"]]
@@ -60,7 +61,8 @@ def test_bank_values_are_the_model_weights(tiny_model):
 
 def test_from_tensors_builds_a_valid_bank(tmp_path):
     bank = FilterBank.from_tensors({"a": torch.randn(4, 3, 3), "b": torch.randn(6, 1, 5, 5)}, source_dataset="noise")
-    assert bank.names == ["a", "b"] and bank.spec("b").kernel_size == (5, 5) and bank.spec("b").relative_depth == 1.0
+    assert bank.names == ["a", "b"] and bank.spec("b").kernel_size == (5, 5) and bank.spec("b").relative_depth == 0.75
+    # names without a stage number make one stage: its layers spread evenly, at 1/4 and 3/4
     bank.save_pretrained(tmp_path / "b")
     assert torch.equal(masterkey.load_master_filters(tmp_path / "b")["a"], bank["a"])
 

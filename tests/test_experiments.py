@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 from masterkey import cli
 from masterkey.errors import TrainingConfigError
 from masterkey.experiments import EXPERIMENTS, SCALES, ExperimentConfig, run_experiment
-from masterkey.hub import write_hub_cards
+from masterkey.publishing import write_hub_cards
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,8 @@ def test_channel_multiplier_and_manifest_fields():
     assert [c.name for c in convs] == ["1", "2"]  # the 1x1 depthwise conv is a per-channel scale, not a filter
     first = convs[0].spec
     assert first.channel_multiplier == 2 and first.stride == (2, 2) and first.dilation == (2, 2)
-    assert first.shape == (16, 1, 3, 3) and first.relative_depth == 0.0 and convs[1].spec.relative_depth == 1.0
+    assert first.shape == (16, 1, 3, 3) and first.relative_depth == 0.25 and convs[1].spec.relative_depth == 0.75
+    # modules "1" and "2" are two stages of one conv each: each sits in the middle of its half
     bank = masterkey.extract_filters(model)
     assert bank.config["source_model"] == "Sequential" and tuple(bank["1"].shape) == (16, 1, 3, 3)
 

@@ -203,7 +203,8 @@ def test_target_without_depthwise_convs_is_refused(mobilenet_bank):
 
 # -- universal re-rendering ------------------------------------------------------------------------------------------
 def test_universal_resize_redraws_each_filter_from_its_key():
-    from masterkey.universal import fit_universal, idealized_keys
+    from masterkey.fitting import fit_universal
+    from masterkey.keys import idealized_keys
 
     scales = torch.tensor([2.0, -1.0, 3.0, 1.0, 0.5, -2.0, 1.0, -0.5])
     kernel = (idealized_keys(3) * scales[:, None, None] + 0.1)[:, None]

@@ -8,9 +8,8 @@ from huggingface_hub import ModelCard
 
 import masterkey
 from masterkey import cli
-from masterkey.cards import load_card_results
 from masterkey.errors import BankFormatError
-from masterkey.hub import publish_bank
+from masterkey.publishing import load_card_results, publish_bank
 
 
 @pytest.fixture

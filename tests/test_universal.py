@@ -14,7 +14,8 @@ from torch.nn.utils import parametrize
 
 import masterkey
 from masterkey.errors import FitError, InvalidFiltersError
-from masterkey.universal import IDEALIZED_SIGMAS, KeyAffine, idealized_keys, learned_keys
+from masterkey.universal_injection import KeyAffine
+from masterkey.keys import IDEALIZED_SIGMAS, idealized_keys, learned_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 # the published values, as handed to the project in shared/reference (beside the repo, or inside a checkout)
@@ -129,7 +130,7 @@ def test_affine_image_plus_noise_is_fitted_back(keys, size):
     noisy = filters + 0.01 * torch.randn(filters.shape, generator=torch.Generator().manual_seed(1))
     fit = masterkey.fit_universal(noisy, keys=keys)
     layer = fit.layers[0]
-    assert layer.keys == f"{'learned' if (keys, size) == ('learned', 7) else 'idealized'}-{size}x{size}"
+    assert layer.key_set == f"{'learned' if (keys, size) == ('learned', 7) else 'idealized'}-{size}x{size}"
     assert torch.equal(fit.key, k)
     # the noise (std 0.01 per weight) projects onto a with std 0.01 and onto b with std 0.01 / size
     assert torch.allclose(fit.a, a, atol=0.05)
@@ -237,7 +238,7 @@ def test_injection_from_a_source_carries_key_a_and_b_across_architectures():
     fit = masterkey.fit_universal(masterkey.extract_filters(model))
     for conv, layer in zip(convs, fit.layers, strict=True):
         # every injected 7x7 kernel is exactly an affine image of one learned key
-        assert layer.keys == "learned-7x7" and (layer.r2 > 1 - 1e-5).all()
+        assert layer.key_set == "learned-7x7" and (layer.r2 > 1 - 1e-5).all()
         name = "early" if conv.spec.relative_depth <= 0.5 else "late"
         k, a, b = truth[name]
         channels = torch.arange(conv.spec.out_channels) * len(k) // conv.spec.out_channels

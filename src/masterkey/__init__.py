@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .constants import LIBRARY_VERSION as __version__
 
 # public name -> submodule that defines it
 _LAZY_ATTRS = {
@@ -32,11 +32,12 @@ _LAZY_ATTRS = {
     "fit_kernel": "mapping",
     "resize_kernel": "mapping",
     "select_channels": "mapping",
-    "fit_universal": "universal",
-    "universal_bank": "universal",
-    "inject_universal": "universal",
-    "export_universal": "universal",
-    "UniversalFit": "universal",
+    "fit_universal": "fitting",
+    "UniversalFit": "fitting",
+    "universal_bank": "keys",
+    "inject_universal": "universal_injection",
+    "export_universal": "universal_injection",
+    "inject_pointwise": "inject",
     "analyze_bank": "analysis",
     "train_transfer": "training",
     "load_image_dataset": "training",
@@ -74,7 +75,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         TrainableParameters,
         freeze_depthwise,
         from_pretrained_filters,
+        inject_pointwise,
         trainable_parameters,
     )
     from .training import BUILTIN_DATASETS, load_image_dataset, train_transfer
-    from .universal import UniversalFit, export_universal, fit_universal, inject_universal, universal_bank
+    from .fitting import UniversalFit, fit_universal
+    from .universal_injection import export_universal, inject_universal
+    from .keys import universal_bank

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import timm
 import torch
+from timm.models import load_state_dict, remap_state_dict
 from torch import nn
 
 from .errors import UnsupportedModelError
@@ -44,8 +45,6 @@ def load_weights(model: nn.Module, weights: str | Path) -> None:
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist.")
-    from timm.models import load_state_dict, remap_state_dict
-
     state = load_state_dict(str(path), weights_only=True)
     try:
         if set(state) != set(model.state_dict()):

@@ -28,22 +28,12 @@ from typing import Any
 import torch
 
 from .bank import FilterBank
+from .fitting import R2_THRESHOLDS, UniversalFit, fit_universal, key_usage
 from .hub import load_master_filters
-from .universal import (
-    IDEALIZED_SIGMAS,
-    KEY_NAMES,
-    LEARNED_SIZE,
-    R2_THRESHOLDS,
-    LayerFit,
-    UniversalFit,
-    fit_universal,
-    idealized_keys,
-    learned_keys,
-)
+from .keys import IDEALIZED_SIGMAS, KEY_NAMES, LEARNED_SIZE, idealized_keys, key_correlation, learned_keys
 
 __all__ = [
     "layer_statistics",
-    "layer_key_share",
     "compare_banks",
     "generality_by_depth",
     "chance_levels",
@@ -163,16 +153,10 @@ def compare_banks(
                 "compared_size": size,
                 "similarity": _best_match(mine, theirs),
                 "similarity_chance": _best_match(mine, noise),
-                "key_usage_divergence": _js_divergence(layer_key_share(layer), layer_key_share(partner)),
+                "key_usage_divergence": _js_divergence(layer.key_share(), partner.key_share()),
             }
         )
     return rows
-
-
-def layer_key_share(layer: LayerFit) -> list[float]:
-    """Share of a :class:`~masterkey.universal.LayerFit`'s non-constant filters that take each of the 8 keys."""
-    usage = torch.bincount(layer.key[layer.key >= 0], minlength=len(KEY_NAMES)).double()
-    return (usage / usage.sum().clamp(min=1)).tolist()
 
 
 def chance_levels(
@@ -243,7 +227,7 @@ def generality_by_depth(
             continue
         r2 = torch.cat([lay.r2 for lay in layers])
         key = torch.cat([lay.key for lay in layers])
-        share = torch.bincount(key[key >= 0], minlength=fit.num_keys).double()
+        share = key_usage(key, fit.num_keys).double()
         share = share / share.sum().clamp(min=1)
         entropy = -float((share[share > 0] * share[share > 0].log2()).sum()) / math.log2(fit.num_keys)
         row = {
@@ -266,7 +250,7 @@ def generality_by_depth(
 
 # -- plots ---------------------------------------------------------------------------------------------------------
 def _figure(width: float, height: float):
-    try:
+    try:  # matplotlib is the optional 'analysis' extra: the statistics above work without it
         from matplotlib.figure import Figure
     except ImportError:
         raise ImportError("Plots need matplotlib: pip install 'masterkey[analysis]'.") from None
@@ -336,7 +320,7 @@ def plot_keys(path: str | Path) -> Path:
         >>> plot_keys("keys.png")
     """
     learned, ideal = learned_keys(), idealized_keys(LEARNED_SIZE)
-    corr = (learned * ideal).sum((1, 2))
+    corr = key_correlation()
     fig = _figure(13.5, 4.2)
     axes = fig.subplots(2, 8, squeeze=False)
     vmax = float(torch.cat([learned, ideal]).abs().max())
@@ -387,7 +371,7 @@ def plot_key_usage(fit: UniversalFit, path: str | Path, *, title: str = "") -> P
     """
     fig = _figure(max(7.0, 0.45 * len(fit.layers) + 3.5), 4.2)
     ax = fig.subplots()
-    shares = torch.tensor([layer_key_share(layer) for layer in fit.layers])
+    shares = torch.tensor([layer.key_share(fit.num_keys) for layer in fit.layers])
     bottom = torch.zeros(len(fit.layers))
     for k in range(fit.num_keys):
         ax.bar(
@@ -480,7 +464,7 @@ def analyze_bank(
     """Analyze a bank against the 8 universal keys and write ``report.json`` and PNG figures into ``out_dir``.
 
     ``bank`` and ``compare`` may be :class:`FilterBank` objects or anything :func:`masterkey.load_master_filters`
-    takes (a folder, a Hub id, or a built-in name such as ``"imagenet-lite0"`` or ``"universal-learned"``). Figures:
+    takes (a folder, a Hub id, or a built-in name such as ``"imagenet-lite0"`` or ``"universal-learned-8"``). Figures:
     ``keys.png`` (learned beside idealized), ``key_usage.png``, ``r2_by_depth.png``, ``filters_first.png`` and
     ``filters_last.png`` (grids of the first and last fitted layer) and, with ``compare``, ``similarity.png``.
 
@@ -511,7 +495,6 @@ def analyze_bank(
     if other is not None:
         comparison = compare_banks(bank, other, fit=fit, other_fit=fit_universal(other, keys=keys))
         figures.append(plot_similarity(comparison, out / "similarity.png", labels=(_label(bank), _label(other))))
-    learned, ideal = learned_keys(), idealized_keys(LEARNED_SIZE)
     report = {
         "bank": repr(bank),
         "source_model": bank.config.get("source_model"),
@@ -520,7 +503,7 @@ def analyze_bank(
         "summary": fit.summary(),
         "chance": chance,
         "generality_by_depth": generality_by_depth(fit, comparison=comparison),
-        "key_correlation": [float(c) for c in (learned * ideal).sum((1, 2))],
+        "key_correlation": key_correlation(),
         "layers": layer_statistics(bank, fit=fit),
         "comparison": comparison,
         "figures": [f.name for f in figures],

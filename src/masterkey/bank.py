@@ -12,13 +12,15 @@ On disk (a local folder or a Hub model repo) a bank is three files:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import ModelCard, ModelHubMixin, hf_hub_download
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, ModelHubMixin, hf_hub_download
+from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HFValidationError,
@@ -29,11 +31,11 @@ from huggingface_hub.errors import (
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .constants import CONFIG_NAME, FILTERS_NAME, FORMAT_VERSION, LIBRARY_NAME, PAPER_MASTER_KEY
+from .cards import render_card, results_table
+from .constants import CONFIG_NAME, FILTERS_NAME, FORMAT_VERSION, LIBRARY_NAME, LIBRARY_VERSION, PAPER_MASTER_KEY
 from .errors import BankFormatError, BankNotFoundError, InvalidFiltersError
 
-__all__ = ["FilterBank", "KernelSpec"]
+__all__ = ["FilterBank", "KernelSpec", "bank_card", "layer_positions", "relative_depths", "stage_index", "stage_path"]
 
 # Source fields a bank's config may carry (all optional); anything else passed as source info is kept under "extra".
 SOURCE_FIELDS = ("source_model", "source_weights", "source_dataset", "source_license", "description")
@@ -43,9 +45,10 @@ SOURCE_FIELDS = ("source_model", "source_weights", "source_dataset", "source_lic
 class KernelSpec:
     """Manifest entry of one depthwise kernel.
 
-    ``index`` and ``relative_depth`` (``index / (n - 1)``, 0 for the first conv and 1 for the last) place the conv
-    among all depthwise convs of its model in forward order; ``stage`` is the index of the top-level block container
-    holding it (the first integer in its module path, e.g. ``stages.2.blocks.0.conv_dw`` -> 2) or ``None``.
+    ``index`` places the conv among the depthwise convs of its bank in forward order and ``relative_depth`` in
+    ``(0, 1)`` is its depth counted in stages (:func:`layer_positions`, derived from the bank's module paths);
+    ``stage`` is the first integer in its module path (``stages.2.blocks.0.conv_dw`` -> 2, :func:`stage_index`) or
+    ``None``.
     """
 
     name: str
@@ -103,9 +106,59 @@ def _pair(value: Any) -> tuple[int, int]:
     return int(value), int(value)
 
 
-def relative_depths(n: int) -> list[float]:
-    """Relative depth of each of ``n`` convs in forward order: evenly spaced from 0 to 1."""
-    return [0.0] * n if n == 1 else [i / (n - 1) for i in range(n)]
+def _layer(name: str) -> str:
+    # the splits of a MixedConv2d are children 0, 1, ... of one module: one layer
+    head, _, last = name.rpartition(".")
+    return head if head and last.isdigit() else name
+
+
+def stage_path(name: str) -> str:
+    """The stage a module path belongs to: the path up to its first integer (``stages.2.blocks.0.conv_dw`` ->
+    ``stages.2``), or ``""`` when it has none."""
+    parts = name.split(".")
+    digits = [i for i, part in enumerate(parts) if part.isdigit()]
+    return ".".join(parts[: digits[0] + 1]) if digits else ""
+
+
+def stage_index(name: str) -> int | None:
+    """The stage number of a module path: its first integer (``stages.2.blocks.0.conv_dw`` -> 2), or ``None``."""
+    path = stage_path(name)
+    return int(path.rpartition(".")[2]) if path else None
+
+
+def _spread(keys: list[str]) -> list[float]:
+    # position of each key among equal keys, evenly spread in (0, 1): 3 keys sit at 1/6, 1/2, 5/6
+    size, seen, spread = Counter(keys), Counter(), []
+    for key in keys:
+        spread.append((seen[key] + 0.5) / size[key])
+        seen[key] += 1
+    return spread
+
+
+def layer_positions(names: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """``(relative depth, position among its layer's splits)`` of each depthwise conv, both in ``(0, 1)``, from the
+    module paths in forward order. This is masterkey's one definition of **relative depth**: depth is counted in
+    stages (:func:`stage_path`): stage ``k`` of ``S`` covers ``[k/S, (k+1)/S)`` and its layers spread evenly inside
+    it, so the last stage of a ConvNeXt meets the last stage of an EfficientNet whatever their lengths. Convs whose
+    paths differ only in a final index (the splits of a ``MixedConv2d``) form one layer and share its depth.
+
+    Example:
+        >>> layer_positions(["stages.0.conv", "stages.1.a.conv", "stages.1.b.conv"])["stages.1.b.conv"]
+        (0.875, 0.5)
+    """
+    layers = list(dict.fromkeys(_layer(n) for n in names))  # forward order
+    stages = list(dict.fromkeys(stage_path(layer) for layer in layers))
+    depth = {
+        layer: (stages.index(stage_path(layer)) + within) / len(stages)
+        for layer, within in zip(layers, _spread([stage_path(layer) for layer in layers]))
+    }
+    return {n: (depth[_layer(n)], split) for n, split in zip(names, _spread([_layer(n) for n in names]))}
+
+
+def relative_depths(names: Sequence[str]) -> list[float]:
+    """The relative depth (:func:`layer_positions`) of each of ``names``, in order."""
+    positions = layer_positions(names)
+    return [positions[n][0] for n in names]
 
 
 class FilterBank(
@@ -128,8 +181,10 @@ class FilterBank(
     """
 
     def __init__(self, filters: Mapping[str, torch.Tensor], config: Mapping[str, Any]):
-        specs = [KernelSpec.from_dict(entry) for entry in config.get("filters", [])]
-        self._specs = {spec.name: spec for spec in sorted(specs, key=lambda s: s.index)}
+        specs = sorted((KernelSpec.from_dict(entry) for entry in config.get("filters", [])), key=lambda s: s.index)
+        # relative depth is derived from the module paths (one definition everywhere), whatever a file says
+        depths = relative_depths([spec.name for spec in specs])
+        self._specs = {spec.name: replace(spec, relative_depth=d) for spec, d in zip(specs, depths)}
         self._filters = {name: filters[name].detach().to("cpu", torch.float32).contiguous() for name in filters}
         self._config = {k: v for k, v in config.items() if k != "filters"}
         self._config.setdefault("format_version", FORMAT_VERSION)
@@ -154,7 +209,6 @@ class FilterBank(
         """
         tensors = {name: t if t.dim() == 4 else t.reshape(t.shape[0], 1, *t.shape[-2:]) for name, t in filters.items()}
         if specs is None:
-            depths = relative_depths(len(tensors))
             specs = [
                 KernelSpec(
                     name=name,
@@ -162,7 +216,7 @@ class FilterBank(
                     out_channels=t.shape[0],
                     kernel_size=(t.shape[2], t.shape[3]),
                     index=i,
-                    relative_depth=depths[i],
+                    stage=stage_index(name),
                 )
                 for i, (name, t) in enumerate(tensors.items())
             ]
@@ -224,8 +278,6 @@ class FilterBank(
         (save_directory / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n")
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        from .cards import bank_card  # cards pull in templating only when a card is written
-
         return bank_card(self, **kwargs)
 
     @classmethod
@@ -284,7 +336,7 @@ class FilterBank(
                         local_files_only=local_files_only,
                         token=token,
                         library_name=LIBRARY_NAME,
-                        library_version=__version__,
+                        library_version=LIBRARY_VERSION,
                     )
                 )
             except EntryNotFoundError:
@@ -320,7 +372,7 @@ def _check_config(config: Any, *, origin: str) -> dict[str, Any]:
     version = config.get("format_version")
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise BankFormatError(
-            f"{origin!r} uses filter-bank format version {version!r}; this masterkey ({__version__}) reads versions "
+            f"{origin!r} uses filter-bank format version {version!r}; this masterkey ({LIBRARY_VERSION}) reads versions "
             f"1 to {FORMAT_VERSION}. Upgrade masterkey (pip install -U masterkey)."
         )
     return config
@@ -368,8 +420,6 @@ def _validate(filters: Mapping[str, torch.Tensor], specs: Mapping[str, KernelSpe
 
 
 def _not_found(source: str, kwargs: Mapping[str, Any], error: Exception) -> BankNotFoundError:
-    from huggingface_hub import constants as hf_constants
-
     if isinstance(error, HFValidationError):
         hint = "It is neither an existing local folder nor a valid Hub repo id ('org/name')."
     elif isinstance(error, LocalEntryNotFoundError):
@@ -388,3 +438,108 @@ def _not_found(source: str, kwargs: Mapping[str, Any], error: Exception) -> Bank
         hint = f"No such repo{at} on the Hub (or it is private: pass token=...)."
     return BankNotFoundError(f"Filter bank {source!r} not found. {hint}")
 
+
+
+# -- the bank's model card -------------------------------------------------------------------------------------------
+def _layer_summary(bank: FilterBank) -> str:
+    by_stage: dict[Any, list] = {}
+    for spec in bank.specs:
+        by_stage.setdefault(spec.stage, []).append(spec)
+    lines = [
+        f"The bank holds **{len(bank)}** depthwise kernels ({bank.num_parameters:,} parameters).",
+        "",
+        "| stage | convs | channels | kernel sizes | relative depth |",
+        "|---|---|---|---|---|",
+    ]
+    for stage, specs in by_stage.items():
+        sizes = Counter(f"{s.kernel_size[0]}x{s.kernel_size[1]}" for s in specs)
+        channels = sorted({s.out_channels for s in specs})
+        lines.append(
+            f"| {'-' if stage is None else stage} | {len(specs)} | {', '.join(map(str, channels))} | "
+            f"{', '.join(f'{k} ({v})' for k, v in sizes.items())} | "
+            f"{specs[0].relative_depth:.2f} - {specs[-1].relative_depth:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+_USAGE = """```python
+import masterkey
+
+bank = masterkey.load_master_filters("{repo_id}")
+# inject into a fresh {example_model} and freeze the depthwise kernels; everything else stays trainable
+model = masterkey.from_pretrained_filters("{example_model}", bank, num_classes=10{extra_kwargs})
+print(model.masterkey_report.parameters)
+```"""
+
+
+def bank_card(
+    bank: FilterBank,
+    *,
+    repo_id: str | None = None,
+    title: str | None = None,
+    summary: str | None = None,
+    results: Sequence[EvalResult] = (),
+    sections: Sequence[tuple[str, str]] = (),
+    example_model: str | None = None,
+    usage: str | None = None,
+    credits: Sequence[str] = (),
+) -> ModelCard:
+    """The model card of a bank: metadata (``library_name: masterkey``, licence, tags, ``model-index`` eval results
+    when given), where the filters came from, a layer summary, a runnable snippet (``usage`` replaces it), results
+    and extra ``sections``, and credits. ``FilterBank.save_pretrained`` writes it; its keyword arguments come from
+    ``save_pretrained(..., model_card_kwargs=...)``.
+
+    Example:
+        >>> card = bank_card(bank, repo_id="org/lite0-imagenet-dw")
+        >>> card.save("README.md")
+    """
+    cfg = bank.config
+    source_model = cfg.get("source_model") or "unknown"
+    repo_id = repo_id or f"your-org/{source_model}-dw"
+    results = list(results)
+    card_data = ModelCardData(
+        library_name=LIBRARY_NAME,
+        license=_license_id(cfg.get("source_license")),
+        tags=["masterkey", "depthwise-filters", "filter-bank", "image-classification", "timm"],
+        datasets=[cfg["source_dataset"]] if cfg.get("source_dataset") else None,
+        model_name=repo_id.split("/")[-1],
+        eval_results=results or None,
+    )
+    source_rows = [
+        ("source architecture (timm)", f"`{source_model}`"),
+        ("source weights", cfg.get("source_weights") or "not recorded"),
+        ("training dataset", cfg.get("source_dataset") or "not recorded"),
+        ("licence of the weights", cfg.get("source_license") or "not recorded"),
+        ("kernel sizes", ", ".join(f"{h}x{w}" for h, w in bank.kernel_sizes)),
+        ("format version", str(cfg.get("format_version"))),
+    ]
+    source_table = "\n".join(["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in source_rows)])
+    same_shapes = example_model is None
+    example_model = example_model or (source_model if source_model != "unknown" else "convnext_atto")
+    usage = usage or _USAGE.format(
+        repo_id=repo_id, example_model=example_model, extra_kwargs="" if same_shapes else ', mapping="depth"'
+    )
+    return render_card(
+        card_data,
+        title=title or f"Master-key depthwise filters of {source_model}",
+        summary=summary or cfg.get("description") or f"The depthwise convolution kernels of `{source_model}`, "
+        "packaged as a masterkey filter bank: frozen, they serve as general-purpose spatial filters for another "
+        "dataset (the Master Key Filters Hypothesis).",
+        sections=[
+            ("Where the filters come from", f"{source_table}\n\n{_layer_summary(bank)}"),
+            ("How to use", usage),
+            ("Results", results_table(results) if results else ""),
+            *sections,
+        ],
+        credits=credits,
+        footer=f"Built with [masterkey](https://github.com/masterkey-filters/masterkey) ({LIBRARY_NAME}).",
+    )
+
+
+def _license_id(text: str | None) -> str | None:
+    """The Hub licence identifier for a free-text licence when it is a known one (``Apache-2.0`` -> ``apache-2.0``)."""
+    if not text:
+        return None
+    known = {"apache-2.0", "mit", "cc-by-4.0", "bsd-3-clause", "cc-by-nc-4.0", "other"}
+    ident = text.strip().lower().split()[0]
+    return ident if ident in known else "other"

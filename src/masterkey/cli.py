@@ -2,6 +2,9 @@
 
 Subcommands register themselves in :data:`COMMANDS` as ``name -> (add_arguments, run)``; ``run`` returns an exit
 code. Errors masterkey diagnosed print as one line (no traceback) and exit with 2.
+
+This is the one module that imports the rest of masterkey inside functions: each subcommand imports what it runs,
+so that ``masterkey --help`` (and every parser) starts without importing torch or timm.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .constants import EXPERIMENT_NAMES, SCALE_NAMES
 from .errors import MasterKeyError
 
 __all__ = ["main", "COMMANDS"]
@@ -38,7 +42,7 @@ def _run_extract(args: argparse.Namespace) -> int:
 
 
 def _add_inspect(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bank", help="Hub repo id, local folder, or built-in name (imagenet-lite0, universal-learned, ...)")
+    p.add_argument("bank", help="Hub repo id, local folder, or built-in name (imagenet-lite0, universal-learned-8, ...)")
     p.add_argument("--into", help="timm model name to inject the bank into (prints the injection report)")
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--strict", action="store_true", help="fail when any target conv is left untouched")
@@ -67,14 +71,14 @@ def _add_publish(p: argparse.ArgumentParser) -> None:
     p.add_argument("bank", help="bank to publish: local folder, Hub id, or a built-in name (imagenet-lite0, ...)")
     p.add_argument("--repo-id", help="target Hub repo (default: MASTERKEY_HUB_ORG/<folder name>)")
     p.add_argument("--out", required=True, type=Path, help="folder to build the repo content in (e.g. hub_cards/NAME)")
-    p.add_argument("--results", type=Path, help="card results JSON (see masterkey.cards.load_card_results)")
+    p.add_argument("--results", type=Path, help="card results JSON (see masterkey.publishing.load_card_results)")
     p.add_argument("--dry-run", action="store_true", help="build the folder and list what would be uploaded")
     p.add_argument("--private", action="store_true")
 
 
 def _run_publish(args: argparse.Namespace) -> int:
-    from .cards import load_card_results
-    from .hub import load_master_filters, publish_bank
+    from .hub import load_master_filters
+    from .publishing import load_card_results, publish_bank
 
     bank = load_master_filters(args.bank)
     results, sections = load_card_results(args.results) if args.results else ([], [])
@@ -88,7 +92,7 @@ def _run_publish(args: argparse.Namespace) -> int:
 
 
 def _add_analyze(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bank", help="Hub repo id, local folder, or built-in name (imagenet-lite0, universal-learned, ...)")
+    p.add_argument("bank", help="Hub repo id, local folder, or built-in name (imagenet-lite0, universal-learned-8, ...)")
     p.add_argument("--out", required=True, type=Path, help="folder to write report.json and the PNG figures to")
     p.add_argument("--compare", help="a second bank (same forms) to compare with, layer by layer")
     p.add_argument("--keys", choices=("learned", "idealized"), default="learned", help="key set for 7x7 kernels")
@@ -117,7 +121,7 @@ def _add_cards(p: argparse.ArgumentParser) -> None:
 
 
 def _run_cards(args: argparse.Namespace) -> int:
-    from .hub import write_hub_cards
+    from .publishing import write_hub_cards
 
     for folder in write_hub_cards(args.out, experiments_dir=args.experiments):
         print(f"wrote {folder}")
@@ -125,10 +129,8 @@ def _run_cards(args: argparse.Namespace) -> int:
 
 
 def _add_experiment(p: argparse.ArgumentParser) -> None:
-    from .experiments import EXPERIMENTS, SCALES
-
-    p.add_argument("name", choices=[*EXPERIMENTS, "all"], help="which experiment")
-    p.add_argument("--scale", choices=list(SCALES), help="quick (a few steps, the default), small or full; overrides "
+    p.add_argument("name", choices=[*EXPERIMENT_NAMES, "all"], help="which experiment")
+    p.add_argument("--scale", choices=list(SCALE_NAMES), help="quick (a few steps, the default), small or full; overrides "
                    "the config's scale")
     p.add_argument("--config", type=Path, help="JSON of ExperimentConfig fields (model, bank, datasets, ..., scale), "
                    "such as the config.json an experiment wrote")
@@ -140,10 +142,10 @@ def _add_experiment(p: argparse.ArgumentParser) -> None:
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
-    from .experiments import EXPERIMENTS, run_experiment
+    from .experiments import run_experiment
 
     scale = args.scale or (None if args.config else "quick")  # a config brings its own scale
-    for name in EXPERIMENTS if args.name == "all" else [args.name]:
+    for name in EXPERIMENT_NAMES if args.name == "all" else [args.name]:
         command = " ".join(part for part in (
             f"masterkey experiment {name}", args.config and f"--config {args.config}", scale and f"--scale {scale}",
             f"--out {args.out}", args.seeds and f"--seeds {' '.join(map(str, args.seeds))}",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+#: Version of this release (``masterkey.__version__``), written into configs and sent with Hub requests.
+LIBRARY_VERSION = "0.1.0"
 #: Version of the on-disk filter-bank format written by this release; readers accept versions up to it.
 FORMAT_VERSION = 1
 #: Name written as ``library_name`` in ``config.json`` and on model cards.
@@ -30,6 +32,12 @@ CITATION_SCALE_SPACE = (
     "Lindeberg, Babaiee, Kiasari. Idealized discrete scale-space models of the master key filters "
     "(Journal of Mathematical Imaging and Vision, 2026). arXiv:2509.12746"
 )
+
+
+#: The paper's experiments (:data:`masterkey.experiments.EXPERIMENTS`) and their scales, named here so that the command
+#: line can offer them without importing the training stack.
+EXPERIMENT_NAMES = ("transfer-matrix", "layer-split", "source-size", "across-architectures")
+SCALE_NAMES = ("quick", "small", "full")
 
 
 def _env_path(name: str, default: Path) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "MasterKeyError",
+    "ArgumentError",
     "BankFormatError",
     "BankNotFoundError",
     "InvalidFiltersError",
@@ -22,6 +23,11 @@ __all__ = [
 
 class MasterKeyError(Exception):
     """Base class of every error raised by masterkey."""
+
+
+class ArgumentError(MasterKeyError, ValueError):
+    """An argument masterkey was given is not one it knows (a ``trainable`` policy, a ``resize`` method, ...), checked
+    before anything is changed."""
 
 
 class BankFormatError(MasterKeyError, ValueError):

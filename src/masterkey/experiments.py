@@ -30,15 +30,30 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from torch import nn
 
+from ._timm import create_model
+from .bank import FilterBank
+from .constants import EXPERIMENT_NAMES
 from .errors import TrainingConfigError
-from .training.loop import slugify
-
-if TYPE_CHECKING:
-    from .bank import FilterBank
+from .extract import extract_filters, find_depthwise_convs
+from .hub import load_master_filters
+from .inject import inject_pointwise
+from .training import (
+    BUILTIN_DATASETS,
+    BuiltinDataset,
+    ResolvedFilters,
+    load_image_dataset,
+    make_config,
+    slugify,
+    train_transfer,
+)
+from .training.config import run_identity
+from .training.filters import FITTED_PREFIX
+from .training.outputs import finished_run
 
 __all__ = ["Scale", "SCALES", "ExperimentConfig", "EXPERIMENTS", "run_experiment", "summarize"]
 
@@ -70,7 +85,7 @@ class Scale:
 #: ``quick`` runs in the test suite (one step per run); ``small`` trains on 2,000 images per run
 #: (``docs/experiments-small``); ``full`` on every image (the demo's setting; the README's numbers, ``make -j2
 #: experiments``, 2 h 13 min on 2 CPU cores).
-SCALES = {
+SCALES: dict[str, Scale] = {
     "quick": Scale("quick", seeds=(0, 1, 2), resolution=32, num_train_epochs=1, max_train_steps=1,
                    max_train_samples=16, max_eval_samples=16, batch_size=8, learning_rate=2e-3, num_warmup_steps=0,
                    source_epochs=1, source_max_steps=1, source_train_samples=32, max_targets=1,
@@ -177,7 +192,8 @@ def _scale_from(value: str | Scale | Mapping[str, Any]) -> Scale:
 
 # -- running cells ---------------------------------------------------------------------------------------------------
 class _Runner:
-    """Runs training jobs for one experiment and records one row per run."""
+    """Runs training jobs for one experiment and records one row per run. Datasets and filters the experiment makes
+    itself (class halves, pointwise controls) are objects it hands to each run, never entries of a global registry."""
 
     def __init__(
         self, experiment: str, config: ExperimentConfig, out_dir: Path, cpu_threads: int | None, resume: bool
@@ -185,6 +201,8 @@ class _Runner:
         self.experiment, self.config, self.out_dir, self.cpu_threads = experiment, config, out_dir, cpu_threads
         self.resume, self.reused = resume, 0
         self.records: list[dict[str, Any]] = []
+        self.datasets: dict[str, BuiltinDataset] = {}
+        self.filters: dict[str, Callable[[nn.Module], ResolvedFilters]] = {}
 
     @property
     def scale(self) -> Scale:
@@ -193,10 +211,6 @@ class _Runner:
     def train(self, output_dir: Path, **options: Any) -> dict[str, Any]:
         """One training run into ``output_dir``; ``options`` are :func:`train_transfer`'s keyword arguments. With
         ``resume``, a run that already finished there with the same configuration is not trained again."""
-        from .training import make_config, train_transfer
-        from .training.args import run_identity
-        from .training.outputs import finished_run
-
         s = self.scale
         settings = dict(
             model=self.config.model, resolution=s.resolution, num_train_epochs=s.num_train_epochs,
@@ -213,7 +227,7 @@ class _Runner:
             if done is not None:
                 self.reused += 1
                 return done
-        return train_transfer(**settings)
+        return train_transfer(extra_datasets=self.datasets, extra_filters=self.filters, **settings)
 
     def cell(self, group: str, label: str, *, x: float | None = None, **options: Any) -> None:
         """Every seed of one cell of the grid."""
@@ -245,8 +259,6 @@ class _Runner:
 
 def source_bank(folder: Path, *, name: str, dataset: str, model: str) -> Path:
     """Extract the depthwise bank of a trained source network into ``folder/bank-all``; returns the bank folder."""
-    from .extract import extract_filters
-
     config = json.loads((folder / "config.json").read_text())
     bank = extract_filters(model, weights=folder / "model.safetensors",
                            model_kwargs={"num_classes": config["num_classes"]},
@@ -259,8 +271,6 @@ def source_bank(folder: Path, *, name: str, dataset: str, model: str) -> Path:
 def first_layers(bank: FilterBank, n: int, folder: Path) -> Path:
     """Save the first ``n`` kernels of ``bank`` (with its ``source*`` provenance) into ``folder/bank-<n>``; returns
     the bank folder."""
-    from .bank import FilterBank
-
     first = FilterBank.from_tensors({name: bank[name] for name in bank.names[:n]}, specs=bank.specs[:n],
                                     **{k: v for k, v in bank.config.items() if k.startswith("source")})  # fmt: skip
     out = folder / f"bank-{n}"
@@ -271,8 +281,6 @@ def first_layers(bank: FilterBank, n: int, folder: Path) -> Path:
 # -- the experiments -------------------------------------------------------------------------------------------------
 def transfer_matrix(run: _Runner) -> dict[str, Any]:
     """Frozen filters from each source on each built-in dataset, against from scratch."""
-    from .training.filters import FITTED_PREFIX
-
     model, bank = run.config.model, run.config.bank
     own_banks = {
         dataset: str(source_bank(run.source_model(f"{model}-{dataset}", dataset_name=dataset), name="source",
@@ -289,31 +297,25 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
     return {"sources": sources, "own_banks": own_banks}
 
 
-def split_classes(dataset: str) -> tuple[str, str]:
-    """Register two built-in datasets holding the first and the second half of ``dataset``'s classes (labels
-    renumbered from 0); returns their names, ``<dataset>-A`` and ``<dataset>-B``."""
-    from .training.data import BUILTIN_DATASETS, BuiltinDataset, register_dataset
-
+def split_classes(dataset: str) -> tuple[BuiltinDataset, BuiltinDataset]:
+    """Two datasets holding the first and the second half of the built-in ``dataset``'s classes (labels renumbered
+    from 0), named ``<dataset>-A`` and ``<dataset>-B``."""
     if dataset not in BUILTIN_DATASETS:
         raise TrainingConfigError(
             f"layer-split splits a built-in dataset's classes; {dataset!r} is not one of "
-            f"{', '.join(BUILTIN_DATASETS)}. "
-            "Register yours with masterkey.training.data.register_dataset, or pick a built-in split_dataset."
+            f"{', '.join(BUILTIN_DATASETS)}. Pick a built-in split_dataset."
         )
     parent = BUILTIN_DATASETS[dataset]
     half = len(parent.class_names) // 2
-    names = []
+    halves = []
     for tag, classes in (("A", range(half)), ("B", range(half, len(parent.class_names)))):
-        name = f"{dataset}-{tag}"
-        names.append(name)
-        if name not in BUILTIN_DATASETS:
-            register_dataset(BuiltinDataset(
-                name=name, class_names=tuple(parent.class_names[c] for c in classes),
-                load=functools.partial(_class_subset, parent.load, tuple(classes)),
-                description=f"classes {classes.start}-{classes.stop - 1} of {dataset}", source=parent.source,
-                license=parent.license,
-            ))  # fmt: skip
-    return names[0], names[1]
+        halves.append(BuiltinDataset(
+            name=f"{dataset}-{tag}", class_names=tuple(parent.class_names[c] for c in classes),
+            load=functools.partial(_class_subset, parent.load, tuple(classes)),
+            description=f"classes {classes.start}-{classes.stop - 1} of {dataset}", source=parent.source,
+            license=parent.license,
+        ))  # fmt: skip
+    return halves[0], halves[1]
 
 
 def _class_subset(load: Callable[[], tuple[np.ndarray, np.ndarray]], classes: tuple[int, ...]):
@@ -322,55 +324,31 @@ def _class_subset(load: Callable[[], tuple[np.ndarray, np.ndarray]], classes: tu
     return images[keep], np.searchsorted(np.array(classes), labels[keep])
 
 
-def pointwise_filters(source_folder: Path, n_depthwise: int, *, bank) -> str:
-    """Register (in ``masterkey.training.filters.NAMED_FILTERS``) the pointwise control of the layer-split
-    experiment and return its ``--filters`` name: the pointwise (1x1) convs of a trained source network that lie in
-    the same first share of the network as its first ``n_depthwise`` depthwise convs (the first
-    ``round(n / N_depthwise * N_pointwise)``), copied and frozen; every other parameter, depthwise included, trains.
-    ``bank`` (the source network's depthwise bank) records where the layers came from.
-    """
-    from .training.filters import NAMED_FILTERS, ResolvedFilters
-
+def pointwise_filters(source_folder: Path, n_depthwise: int, *, bank: FilterBank) -> tuple[str, Callable]:
+    """The pointwise control of the layer-split experiment as a ``--filters`` name and the function that resolves it:
+    the pointwise (1x1) convs of a trained source network in the same first share of the network as its first
+    ``n_depthwise`` depthwise convs, copied and frozen (:func:`masterkey.inject.inject_pointwise`); every other
+    parameter, depthwise included, trains. ``bank`` (the source network's depthwise bank) records where the layers
+    came from."""
     name = f"pointwise:{source_folder}:{n_depthwise}"
+    weights = source_folder / "model.safetensors"
 
-    def inject(model, *, strict: bool, freeze: bool, trainable: str, mapping: str):
-        from safetensors.torch import load_file
-        from torch import nn
+    def inject(model: nn.Module, *, strict: bool, freeze: bool, trainable: str, mapping: str) -> nn.Module:
+        return inject_pointwise(model, weights, first_depthwise=n_depthwise, strict=strict, freeze=freeze,
+                                trainable=trainable, source=f"pointwise convs of {source_folder}")  # fmt: skip
 
-        from .extract import find_depthwise_convs
-        from .inject import InjectionEntry, InjectionReport, trainable_parameters
-
-        state = load_file(source_folder / "model.safetensors")
-        pointwise = [(n, m) for n, m in model.named_modules()
-                     if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1]  # fmt: skip
-        count = round(n_depthwise / len(find_depthwise_convs(model)) * len(pointwise))
-        entries = []
-        for module_name, module in pointwise[:count]:
-            for param_name, param in module.named_parameters(recurse=False):
-                param.data.copy_(state[f"{module_name}.{param_name}"])
-                param.requires_grad_(not freeze)
-            entries.append(InjectionEntry(module_name, module_name, True, transforms=["pointwise copied"]))
-        model.masterkey_report = InjectionReport(
-            bank=f"pointwise convs of {source_folder}", mapping="pointwise", entries=entries, unused=[],
-            frozen=freeze, trainable_policy=trainable, parameters=trainable_parameters(model),
-        )  # fmt: skip
-        return model
-
-    def resolve(model) -> ResolvedFilters:
+    def resolve(model: nn.Module) -> ResolvedFilters:
         return ResolvedFilters(name, bank, inject=inject)
 
-    NAMED_FILTERS[name] = resolve
-    return name
+    return name, resolve
 
 
 def layer_split(run: _Runner) -> dict[str, Any]:
     """AnB / BnB with the first n depthwise layers copied and frozen, and the pointwise control."""
-    from ._timm import create_model
-    from .extract import find_depthwise_convs
-    from .hub import load_master_filters
-
     model = run.config.model
-    half_a, half_b = split_classes(run.config.split_dataset)
+    halves = split_classes(run.config.split_dataset)
+    run.datasets.update({half.name: half for half in halves})
+    half_a, half_b = (half.name for half in halves)
     base = {half: run.source_model(f"{model}-{half}", dataset_name=half) for half in (half_a, half_b)}
     n_layers = len(find_depthwise_convs(create_model(model)))
     groups = run.scale.layer_groups
@@ -380,7 +358,8 @@ def layer_split(run: _Runner) -> dict[str, Any]:
     for n in steps:
         for origin, tag in ((half_a, "AnB"), (half_b, "BnB")):
             dw = str(first_layers(banks[origin], n, base[origin]))
-            pw = pointwise_filters(base[origin], n, bank=banks[origin])
+            pw, resolve = pointwise_filters(base[origin], n, bank=banks[origin])
+            run.filters[pw] = resolve
             run.cell(f"{tag} depthwise", f"n={n}", x=n, filters=dw, no_strict=True, dataset_name=half_b)
             run.cell(f"{tag} pointwise", f"n={n}", x=n, filters=pw, no_strict=True, dataset_name=half_b)
     return {"halves": [half_a, half_b], "layers": n_layers, "n": steps}
@@ -388,8 +367,6 @@ def layer_split(run: _Runner) -> dict[str, Any]:
 
 def source_size(run: _Runner) -> dict[str, Any]:
     """Banks trained on 10%, 30% and 100% of the source's training examples, frozen on the target."""
-    from .training.data import load_image_dataset
-
     model, source, target = run.config.model, run.config.source, run.config.target
     n_train = len(load_image_dataset(source)["train"])
     cap = run.scale.source_train_samples
@@ -407,9 +384,6 @@ def source_size(run: _Runner) -> dict[str, Any]:
 def across_architectures(run: _Runner) -> dict[str, Any]:
     """The bank (the ImageNet lite0 bank by default) in other families, against scratch and frozen random filters
     (and, in families with 7x7 kernels, the learned and idealized universal keys), on the ``target`` dataset."""
-    from ._timm import create_model
-    from .extract import find_depthwise_convs
-
     targets, dataset, bank = run.config.architectures, run.config.target, run.config.bank
     cells = {"from scratch": "none", f"{bank} (frozen, mapping=depth)": bank, "random (frozen)": "random"}
     for model in targets[: run.scale.max_targets]:
@@ -422,12 +396,10 @@ def across_architectures(run: _Runner) -> dict[str, Any]:
     return {"targets": list(targets), "dataset": dataset}
 
 
-EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
-    "transfer-matrix": transfer_matrix,
-    "layer-split": layer_split,
-    "source-size": source_size,
-    "across-architectures": across_architectures,
-}
+#: The experiments, in the order of :data:`masterkey.constants.EXPERIMENT_NAMES` (the command line's choices).
+EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = dict(
+    zip(EXPERIMENT_NAMES, (transfer_matrix, layer_split, source_size, across_architectures), strict=True)
+)
 
 
 # -- results ---------------------------------------------------------------------------------------------------------
@@ -457,6 +429,7 @@ def markdown_table(summary: Sequence[dict[str, Any]]) -> str:
 
 
 def _plot(experiment: str, model: str, summary: Sequence[dict[str, Any]], path: Path) -> None:
+    # matplotlib is the optional 'analysis' extra: only the plot needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

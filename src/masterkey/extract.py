@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from timm.layers import CondConv2d
 from torch import nn
 
 from . import _timm
-from .bank import FilterBank, KernelSpec, make_config, relative_depths
+from .bank import FilterBank, KernelSpec, make_config, relative_depths, stage_index
 from .errors import UnsupportedModelError
 
 __all__ = ["DepthwiseConv", "find_depthwise_convs", "extract_filters", "is_depthwise"]
@@ -42,11 +42,6 @@ def is_depthwise(module: nn.Module) -> bool:
     )
 
 
-def _stage(name: str) -> int | None:
-    match = re.search(r"(?:^|\.)(\d+)(?:\.|$)", name)
-    return int(match.group(1)) if match else None
-
-
 def find_depthwise_convs(model: nn.Module) -> list[DepthwiseConv]:
     """Every depthwise conv of ``model`` in module registration order (timm registers modules in forward order).
 
@@ -63,8 +58,6 @@ def find_depthwise_convs(model: nn.Module) -> list[DepthwiseConv]:
     """
     found = [(name, m) for name, m in model.named_modules() if is_depthwise(m)]
     if not found:
-        from timm.layers import CondConv2d
-
         cond = [n for n, m in model.named_modules() if isinstance(m, CondConv2d) and m.groups == m.in_channels > 1]
         if cond:
             raise UnsupportedModelError(
@@ -83,7 +76,7 @@ def find_depthwise_convs(model: nn.Module) -> list[DepthwiseConv]:
             f"(e.g. {inside[0]}). Fuse the model first: model = timm.utils.reparameterize_model(model), or pass "
             "reparameterize=True."
         )
-    depths = relative_depths(len(found))
+    depths = relative_depths([name for name, _ in found])
     return [
         DepthwiseConv(
             name=name,
@@ -97,7 +90,7 @@ def find_depthwise_convs(model: nn.Module) -> list[DepthwiseConv]:
                 dilation=tuple(m.dilation),
                 index=i,
                 relative_depth=depths[i],
-                stage=_stage(name),
+                stage=stage_index(name),
             ),
         )
         for i, (name, m) in enumerate(found)

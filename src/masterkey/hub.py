@@ -1,22 +1,31 @@
-"""Loading and publishing filter banks through the Hugging Face Hub."""
+"""Loading banks (Hub ids, local folders, built-in names) and uploading folders to the Hugging Face Hub.
+
+Every download goes through ``FilterBank.from_pretrained`` (``hf_hub_download``, its cache and ``HF_HUB_OFFLINE``);
+every upload through :func:`push_folder` (``HfApi`` with ``library_name="masterkey"``).
+"""
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+
+from huggingface_hub import HfApi
 
 from .bank import FilterBank
-from .constants import CARD_NAME, HUB_ORG
+from .constants import LIBRARY_NAME, LIBRARY_VERSION
+from .keys import universal_bank
+from .sources import imagenet_lite0_bank
 
-__all__ = ["load_master_filters", "publish_bank", "write_hub_cards", "BUILTIN_BANKS"]
+__all__ = ["load_master_filters", "push_folder", "BUILTIN_BANKS"]
 
-#: Banks masterkey builds itself, without any download: name -> (module, function, keyword arguments).
-BUILTIN_BANKS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "imagenet-lite0": ("masterkey.sources", "imagenet_lite0_bank", {}),
-    "universal-learned": ("masterkey.universal", "universal_bank", {"kind": "learned"}),
-    "universal-idealized": ("masterkey.universal", "universal_bank", {"kind": "idealized"}),
+#: Banks masterkey builds itself, without any download: name -> a function that builds it. The universal keys are
+#: one entry shaped ``(8, 1, k, k)``, named as their Hub folders are (``universal-learned-8``): use them with
+#: ``fit_universal`` / ``inject_universal``.
+BUILTIN_BANKS: dict[str, Callable[[], FilterBank]] = {
+    "imagenet-lite0": imagenet_lite0_bank,
+    "universal-learned-8": functools.partial(universal_bank, "learned"),
+    "universal-idealized-8": functools.partial(universal_bank, "idealized"),
 }
 
 
@@ -33,7 +42,7 @@ def load_master_filters(
 
     Hub downloads go through ``huggingface_hub`` (``hf_hub_download``, its cache and ``HF_HUB_OFFLINE``), so a bank
     downloaded once loads offline afterwards. Only ``filters.safetensors`` and ``config.json`` are read. The built-in
-    names of :data:`BUILTIN_BANKS` (``"imagenet-lite0"``, ``"universal-learned"``, ``"universal-idealized"``) are
+    names of :data:`BUILTIN_BANKS` (``"imagenet-lite0"``, ``"universal-learned-8"``, ``"universal-idealized-8"``) are
     built locally; an existing local folder of the same name wins.
 
     Raises:
@@ -48,8 +57,7 @@ def load_master_filters(
     """
     name = str(repo_id_or_path)
     if name in BUILTIN_BANKS and not Path(name).exists():
-        module, function, kwargs = BUILTIN_BANKS[name]
-        return getattr(importlib.import_module(module), function)(**kwargs)
+        return BUILTIN_BANKS[name]()
     return FilterBank.from_pretrained(
         repo_id_or_path,
         revision=revision,
@@ -60,83 +68,28 @@ def load_master_filters(
     )
 
 
-def publish_bank(
-    bank: FilterBank,
-    repo_id: str | None = None,
-    *,
+def push_folder(
     folder: str | Path,
-    results: Sequence[Any] = (),
-    card_kwargs: dict[str, Any] | None = None,
-    dry_run: bool = False,
-    private: bool | None = None,
+    repo_id: str,
+    *,
     token: str | None = None,
+    private: bool | None = None,
     commit_message: str | None = None,
-) -> list[tuple[str, int]]:
-    """Write the exact folder a bank's Hub repo holds (``filters.safetensors``, ``config.json``, ``README.md``) and,
-    unless ``dry_run``, upload it with ``huggingface_hub``.
-
-    Args:
-        repo_id: target repo; defaults to ``{MASTERKEY_HUB_ORG}/{folder name}``.
-        results: ``huggingface_hub.EvalResult`` rows for the card's ``model-index`` metadata and results table.
-        card_kwargs: more keyword arguments for :func:`masterkey.cards.bank_card` (``summary``, ``sections``, ...).
-
-    Returns:
-        ``(file name, size in bytes)`` of every file that is (or would be) uploaded.
+    ignore_patterns: Sequence[str] | None = None,
+) -> str:
+    """Create the Hub model repo ``repo_id`` if needed and upload ``folder`` to it (files matching
+    ``ignore_patterns`` left out); returns the repo's URL. The one upload path of masterkey: banks and trained models.
 
     Example:
-        >>> publish_bank(bank, "org/lite0-imagenet-dw", folder="hub_cards/lite0-imagenet-dw", dry_run=True)
+        >>> push_folder("hub_cards/tf_efficientnet_lite0-imagenet-dw", "org/lite0-imagenet-dw")
+        'https://huggingface.co/org/lite0-imagenet-dw'
     """
-    folder = Path(folder)
-    repo_id = repo_id or f"{HUB_ORG}/{folder.name}"
-    (folder / CARD_NAME).unlink(missing_ok=True)  # the card is always regenerated from the bank and results
-    bank.save_pretrained(folder, model_card_kwargs={"repo_id": repo_id, "results": list(results), **(card_kwargs or {})})
-    files = sorted((p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file())
-    if not dry_run:
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
-            commit_message=commit_message or f"Upload masterkey filter bank ({len(bank)} kernels)",
-        )
-    return files
-
-
-def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None = None) -> list[Path]:
-    """Build the Hub folder (filters, config, card) of every bank masterkey publishes, with the experiments' results
-    on the cards when ``experiments_dir`` holds them: the ImageNet ``tf_efficientnet_lite0`` bank, the learned and
-    idealized universal keys, and the banks the transfer-matrix experiment trained on the built-in datasets.
-
-    Example:
-        >>> write_hub_cards("hub_cards", experiments_dir="outputs/experiments")  # or: masterkey cards --out hub_cards
-    """
-    import json
-
-    from .analysis import explained_table
-    from .cards import experiment_card_results
-    from .universal import write_cards
-
-    out_dir = Path(out_dir)
-
-    def publish(bank: FilterBank, name: str, spec: str, sections: list[tuple[str, str]]) -> Path:
-        results, experiment_sections = experiment_card_results(experiments_dir, spec) if experiments_dir else ([], [])
-        publish_bank(bank, folder=out_dir / name, results=results,
-                     card_kwargs={"sections": [*sections, *experiment_sections]}, dry_run=True)  # fmt: skip
-        return out_dir / name
-
-    lite0 = load_master_filters("imagenet-lite0")
-    lite0_explained = explained_table(lite0)  # slow-ish (a fit and a chance baseline): computed once for two cards
-    explained = ("What the 8 universal keys explain", lite0_explained)
-    written = [publish(lite0, "tf_efficientnet_lite0-imagenet-dw", "imagenet-lite0", [explained])]
-    written += write_cards(out_dir, experiments_dir=experiments_dir, lite0_explained=lite0_explained)
-    matrix = Path(experiments_dir or "") / "transfer-matrix" / "results.json"
-    if experiments_dir and matrix.is_file():
-        data = json.loads(matrix.read_text())
-        for dataset, folder in data["details"]["own_banks"].items():
-            name = f"{data['model']}-{dataset}-dw"
-            # the trained bank itself, or (on a clone without the training outputs) the folder published before
-            bank = load_master_filters(folder if Path(folder).is_dir() else out_dir / name)
-            written.append(publish(bank, name, folder, [("What the 8 universal keys explain", explained_table(bank))]))
-    return written
+    api = HfApi(token=token, library_name=LIBRARY_NAME, library_version=LIBRARY_VERSION)
+    url = api.create_repo(repo_id, private=private, exist_ok=True)
+    api.upload_folder(
+        repo_id=url.repo_id,
+        folder_path=str(folder),
+        commit_message=commit_message or f"Upload {Path(folder).name} with masterkey",
+        ignore_patterns=list(ignore_patterns) if ignore_patterns else None,
+    )
+    return str(url)

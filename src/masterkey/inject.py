@@ -1,34 +1,54 @@
-"""Injecting a filter bank into a model, freezing it, and choosing what else trains.
+"""Injecting weights into a model, freezing them, and choosing what else trains.
 
-Injection runs in three steps, each replaceable:
+Every injector runs through one skeleton, :func:`inject` (in the spirit of PEFT's ``inject_adapter``):
 
-1. find the model's depthwise convs (:func:`masterkey.find_depthwise_convs`);
-2. *match* each target conv to a bank entry (``mapping``: ``"exact"`` matches module paths, ``"depth"`` matches
-   across architectures by relative depth, see :mod:`masterkey.mapping`);
-3. *fit* the source kernel to the target's shape and copy it: the exact mapping requires equal shapes, the others
-   select channels and resize kernels (:func:`masterkey.fit_kernel`).
+1. **check** every argument (``trainable``, the injector's own) before the model is touched;
+2. **prepare** the model (a timm name is created; reparameterizable blocks are fused when asked);
+3. **plan**: *match* each target to a source and *fit* the source to the target's shape, changing nothing yet;
+4. refuse (:class:`~masterkey.errors.IncompatibleBankError`) under ``strict`` when a target is left untouched;
+5. **copy** the planned values, **freeze** the injected parameters and apply the ``trainable`` policy;
+6. **report**: every target gets an :class:`InjectionEntry` in the :class:`InjectionReport` attached to the model as
+   ``model.masterkey_report``.
 
-Every target conv gets an :class:`InjectionEntry` in the :class:`InjectionReport` attached to the model as
-``model.masterkey_report``.
+Injectors: :func:`from_pretrained_filters` (a bank into the depthwise convs: ``mapping="exact"`` matches module
+paths, ``"depth"`` matches across architectures, see :mod:`masterkey.mapping`), :func:`inject_pointwise` (a trained
+network's first pointwise convs, the control of the layer-split experiment) and
+:func:`masterkey.universal_injection.inject_universal` (the 8 universal keys).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from . import _timm
 from .bank import FilterBank
-from .errors import IncompatibleBankError
+from .errors import ArgumentError, IncompatibleBankError, MappingError
 from .extract import DepthwiseConv, find_depthwise_convs, prepare_model
-from .mapping import MappingFn, check_resize, fit_kernel, kernel_orientation, resolve_mapping, unmapped_reason
+from .hub import load_master_filters
+from .mapping import (
+    MAPPINGS,
+    MappingFn,
+    check_resize,
+    fit_kernel,
+    kernel_orientation,
+    resolve_mapping,
+    unmapped_reason,
+)
 
 __all__ = [
+    "inject",
+    "InjectionPlan",
+    "check_trainable",
     "from_pretrained_filters",
+    "inject_pointwise",
     "freeze_depthwise",
     "trainable_parameters",
     "InjectionEntry",
@@ -41,6 +61,14 @@ __all__ = [
 #: depthwise biases included); ``"pointwise+head"``: only 1x1 convs, linear layers and the classifier (norms, stem and
 #: other spatial convs frozen); ``"all"``: nothing is frozen (the from-scratch baseline).
 TRAINABLE_POLICIES = ("all-but-depthwise", "pointwise+head", "all")
+
+
+def check_trainable(trainable: str) -> None:
+    """Refuse (:class:`~masterkey.errors.ArgumentError`) a ``trainable`` policy not in :data:`TRAINABLE_POLICIES`."""
+    if trainable not in TRAINABLE_POLICIES:
+        raise ArgumentError(
+            f"trainable={trainable!r} is not a policy; choose one of {', '.join(TRAINABLE_POLICIES)}."
+        )
 
 class TrainableParameters(NamedTuple):
     """Trainable and total parameter counts; prints in PEFT's form."""
@@ -120,6 +148,27 @@ def trainable_parameters(model: nn.Module) -> TrainableParameters:
     return TrainableParameters(sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
 
 
+def _apply_policy(model: nn.Module, *, trainable: str, freeze: bool, injected: Iterable[nn.Parameter]) -> None:
+    """``requires_grad`` of every parameter: the ``trainable`` policy, with the ``injected`` parameters frozen (or,
+    with ``freeze=False``, trainable) whatever the policy says, except under ``"all"``, where everything trains."""
+    injected_ids = {id(p) for p in injected}
+    every = {id(p) for p in model.parameters()}
+    if trainable == "all":
+        trainable_ids = every
+    elif trainable == "all-but-depthwise":
+        trainable_ids = every - injected_ids
+    else:  # pointwise+head
+        trainable_ids = _timm.classifier_parameters(model)
+        for module in model.modules():
+            if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)):
+                trainable_ids |= {id(p) for p in module.parameters(recurse=False)}
+        trainable_ids -= injected_ids
+    if not freeze:
+        trainable_ids |= injected_ids
+    for p in model.parameters():
+        p.requires_grad_(id(p) in trainable_ids)
+
+
 def freeze_depthwise(
     model: nn.Module,
     *,
@@ -136,25 +185,83 @@ def freeze_depthwise(
         >>> print(masterkey.freeze_depthwise(model, trainable="pointwise+head"))
         trainable params: ... || all params: ... || trainable%: ...
     """
-    if trainable not in TRAINABLE_POLICIES:
-        raise ValueError(f"trainable={trainable!r} is not a policy; choose one of {', '.join(TRAINABLE_POLICIES)}.")
+    check_trainable(trainable)
     convs = find_depthwise_convs(model) if convs is None else convs
-    if trainable == "all":
-        trainable_ids = {id(p) for p in model.parameters()}
-    elif trainable == "all-but-depthwise":
-        trainable_ids = {id(p) for p in model.parameters()} - {id(c.module.weight) for c in convs}
-    else:  # pointwise+head
-        trainable_ids = _timm.classifier_parameters(model)
-        for module in model.modules():
-            if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)):
-                trainable_ids |= {id(p) for p in module.parameters(recurse=False)}
-    if not freeze:
-        trainable_ids |= {id(c.module.weight) for c in convs}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in trainable_ids)
+    _apply_policy(model, trainable=trainable, freeze=freeze, injected=[c.module.weight for c in convs])
     return trainable_parameters(model)
 
 
+# -- the skeleton ----------------------------------------------------------------------------------------------------
+@dataclass
+class InjectionPlan:
+    """What an injector will do to a model, decided before anything changes: one entry per target, the values to
+    copy into which parameters, the bank entries left unused, and the targets whose shapes differ (for the
+    error under ``strict``)."""
+
+    entries: list[InjectionEntry]
+    updates: list[tuple[nn.Parameter, torch.Tensor]] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+    mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+
+
+def inject(
+    model: nn.Module | str,
+    *,
+    plan: Callable[[nn.Module], InjectionPlan],
+    source: str,
+    mapping: str,
+    strict: bool = True,
+    freeze: bool = True,
+    trainable: str = "all-but-depthwise",
+    reparameterize: bool = False,
+    refuse: Callable[[nn.Module, InjectionPlan], IncompatibleBankError] | None = None,
+    finish: Callable[[nn.Module, InjectionPlan], None] | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """The injection skeleton every injector runs: check, prepare, plan, refuse or copy, freeze, report (see the
+    module docstring). Injectors check their own arguments before calling it; ``plan(model)`` matches and fits
+    without changing the model, ``refuse(model, plan)`` builds the error raised under ``strict`` when a target is
+    left untouched, and ``finish(model, plan)`` runs after the copy and the freeze (a parametrization, say).
+    ``source`` and ``mapping`` name the source and the rule in the report.
+
+    Example:
+        >>> def plan(model):
+        ...     conv = model.stem[0]
+        ...     return InjectionPlan([InjectionEntry("stem.0", "mine", True)], updates=[(conv.weight, weights)])
+        >>> model = inject("convnext_atto", plan=plan, source="my weights", mapping="stem only")
+    """
+    check_trainable(trainable)
+    model = prepare_model(model, reparameterize=reparameterize, **(model_kwargs or {}))
+    planned = plan(model)
+    if strict and any(not e.injected for e in planned.entries):
+        if refuse is None:
+            skipped = [e.target for e in planned.entries if not e.injected]
+            raise IncompatibleBankError(
+                f"{len(skipped)} targets of {source} were left untouched (e.g. {skipped[:3]}). Pass strict=False to "
+                "inject only what fits.",
+                missing=skipped,
+            )
+        raise refuse(model, planned)
+    with torch.no_grad():
+        for parameter, value in planned.updates:
+            parameter.copy_(value.to(dtype=parameter.dtype, device=parameter.device))
+    # only what was injected is frozen: a target left untouched (strict=False) keeps training
+    _apply_policy(model, trainable=trainable, freeze=freeze, injected=[p for p, _ in planned.updates])
+    if finish is not None:
+        finish(model, planned)
+    model.masterkey_report = InjectionReport(
+        bank=source,
+        mapping=mapping,
+        entries=planned.entries,
+        unused=planned.unused,
+        frozen=freeze and trainable != "all",
+        trainable_policy=trainable,
+        parameters=trainable_parameters(model),
+    )
+    return model
+
+
+# -- injectors -------------------------------------------------------------------------------------------------------
 def from_pretrained_filters(
     model: nn.Module | str,
     filters: FilterBank | str | Path,
@@ -200,61 +307,135 @@ def from_pretrained_filters(
         ['channels 32->40 evenly spaced', 'kernel 3x3->7x7 zero-pad']
     """
     check_resize(resize)
-    if not isinstance(filters, FilterBank):
-        from .hub import load_master_filters
+    check_trainable(trainable)
+    if isinstance(mapping, str) and mapping not in MAPPINGS:
+        raise MappingError(f"mapping={mapping!r} is unknown; choose one of {', '.join(MAPPINGS)} or pass a callable.")
+    bank = filters if isinstance(filters, FilterBank) else load_master_filters(filters)
 
-        filters = load_master_filters(filters)
-    model = prepare_model(model, reparameterize=reparameterize, **model_kwargs)
-    targets = find_depthwise_convs(model)
-    plan = resolve_mapping(filters, targets, mapping)
+    def plan(model: nn.Module) -> InjectionPlan:
+        targets = find_depthwise_convs(model)
+        chosen = resolve_mapping(bank, targets, mapping)
+        result = InjectionPlan(entries=[])
+        for target in targets:
+            source = chosen[target.name]
+            if source is None:
+                result.entries.append(InjectionEntry(target.name, None, False, reason=unmapped_reason(bank, target)))
+                continue
+            kernel, want = bank[source], tuple(target.module.weight.shape)
+            got = tuple(kernel.shape)
+            if got != want and (mapping == "exact" or kernel_orientation(got[2:]) != kernel_orientation(want[2:])):
+                result.mismatched[target.name] = (want, got)
+                reason = f"shape {got} in the bank, {want} in the model"
+                result.entries.append(InjectionEntry(target.name, source, False, reason=reason))
+                continue
+            kernel, transforms = fit_kernel(kernel, out_channels=want[0], kernel_size=want[2:], resize=resize)
+            result.entries.append(InjectionEntry(target.name, source, True, transforms=transforms or ["copied"]))
+            result.updates.append((target.module.weight, kernel))
+        used = {e.source for e in result.entries if e.injected}
+        result.unused = [n for n in bank.names if n not in used]
+        return result
 
-    entries, updates, mismatched = [], [], {}
-    for target in targets:
-        source = plan[target.name]
-        if source is None:
-            entries.append(InjectionEntry(target.name, None, False, reason=unmapped_reason(filters, target)))
-            continue
-        kernel, want = filters[source], tuple(target.module.weight.shape)
-        got = tuple(kernel.shape)
-        if got != want and (mapping == "exact" or kernel_orientation(got[2:]) != kernel_orientation(want[2:])):
-            mismatched[target.name] = (want, got)
-            reason = f"shape {got} in the bank, {want} in the model"
-            entries.append(InjectionEntry(target.name, source, False, reason=reason))
-            continue
-        kernel, transforms = fit_kernel(kernel, out_channels=want[0], kernel_size=want[2:], resize=resize)
-        entries.append(InjectionEntry(target.name, source, True, transforms=transforms or ["copied"]))
-        updates.append((target, kernel))
-
-    used = {e.source for e in entries if e.injected}
-    if strict and len(updates) < len(targets):
-        missing = [e.target for e in entries if e.source is None]
-        why = {e.target: e.reason for e in entries if e.source is None}
+    def refuse(model: nn.Module, planned: InjectionPlan) -> IncompatibleBankError:
+        missing = [e.target for e in planned.entries if e.source is None]
+        why = {e.target: e.reason for e in planned.entries if e.source is None}
+        mismatched = planned.mismatched
         hint = " mapping='depth' to fit a bank from another architecture," if mapping == "exact" else ""
-        raise IncompatibleBankError(
-            f"The bank from {filters.config.get('source_model') or 'an unknown model'} does not fit "
+        return IncompatibleBankError(
+            f"The bank from {bank.config.get('source_model') or 'an unknown model'} does not fit "
             f"{_timm.model_name(model) or type(model).__name__}: {len(missing)} depthwise convs have no bank entry "
             f"(e.g. {dict(list(why.items())[:3])}), {len(mismatched)} differ in shape "
             f"(e.g. {dict(list(mismatched.items())[:3])}). Pass strict=False to inject only what fits,{hint} "
             "or use a bank extracted from this architecture.",
             missing=missing,
             mismatched=mismatched,
-            unexpected=[n for n in filters.names if n not in used],
+            unexpected=planned.unused,
         )
 
-    with torch.no_grad():
-        for target, kernel in updates:
-            weight = target.module.weight
-            weight.copy_(kernel.to(dtype=weight.dtype, device=weight.device))
-
-    # only injected kernels are frozen: a conv left untouched (strict=False) keeps training
-    parameters = freeze_depthwise(model, trainable=trainable, freeze=freeze, convs=[t for t, _ in updates])
-    model.masterkey_report = InjectionReport(
-        bank=repr(filters),
+    return inject(
+        model,
+        plan=plan,
+        source=repr(bank),
         mapping=mapping if isinstance(mapping, str) else getattr(mapping, "__name__", "callable"),
-        entries=entries,
-        unused=[n for n in filters.names if n not in used],
-        frozen=freeze and trainable != "all",
-        trainable_policy=trainable,
-        parameters=parameters,
+        strict=strict,
+        freeze=freeze,
+        trainable=trainable,
+        reparameterize=reparameterize,
+        refuse=refuse,
+        model_kwargs=model_kwargs,
     )
-    return model
+
+
+def pointwise_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """The pointwise (1x1, ungrouped) convs of ``model`` in registration (forward) order."""
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1
+    ]
+
+
+def inject_pointwise(
+    model: nn.Module | str,
+    weights: str | Path | Mapping[str, torch.Tensor],
+    *,
+    first_depthwise: int,
+    strict: bool = True,
+    freeze: bool = True,
+    trainable: str = "all-but-depthwise",
+    source: str | None = None,
+    **model_kwargs: Any,
+) -> nn.Module:
+    """Copy (and freeze) the first pointwise convs of a trained network of the same architecture into ``model``: those
+    in the same first share of the network as its first ``first_depthwise`` depthwise convs (the first
+    ``round(first_depthwise / N_depthwise * N_pointwise)``). The control arm of the layer-split experiment: the same
+    transfer with the pointwise layers instead of the depthwise ones.
+
+    Args:
+        weights: the trained network's ``model.safetensors`` (or its state dict).
+        first_depthwise: how many depthwise layers the share covers (``n`` of AnB / BnB).
+        source: how the report names the weights (default: the path).
+
+    Example:
+        >>> model = inject_pointwise("tf_efficientnet_lite0", "runs/A/model.safetensors", first_depthwise=4,
+        ...                          num_classes=5)
+    """
+    check_trainable(trainable)
+    if isinstance(first_depthwise, bool) or not isinstance(first_depthwise, int) or first_depthwise < 0:
+        raise ArgumentError(f"first_depthwise must be a non-negative integer, got {first_depthwise!r}.")
+    if isinstance(weights, Mapping):
+        state, label = dict(weights), source or "a state dict"
+    else:
+        try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError) as e:
+            raise ArgumentError(f"Cannot read the pointwise weights {str(weights)!r}: {e}. Pass a model.safetensors "
+                                "written by a training run.") from None  # fmt: skip
+        label = source or f"pointwise convs of {Path(weights).parent}"
+
+    def plan(model: nn.Module) -> InjectionPlan:
+        pointwise = pointwise_convs(model)
+        count = round(first_depthwise / len(find_depthwise_convs(model)) * len(pointwise))
+        result = InjectionPlan(entries=[])
+        for name, module in pointwise[:count]:
+            params = dict(module.named_parameters(recurse=False))
+            keys = {p: f"{name}.{p}" for p in params}
+            absent = [k for k in keys.values() if k not in state]
+            wrong = [k for p, k in keys.items() if k in state and tuple(state[k].shape) != tuple(params[p].shape)]
+            if absent or wrong:
+                reason = f"not in the weights: {absent}" if absent else f"shapes differ: {wrong}"
+                result.entries.append(InjectionEntry(name, name, False, reason=reason))
+                continue
+            result.updates += [(params[p], state[k]) for p, k in keys.items()]
+            result.entries.append(InjectionEntry(name, name, True, transforms=["pointwise copied"]))
+        return result
+
+    return inject(
+        model,
+        plan=plan,
+        source=label,
+        mapping="pointwise",
+        strict=strict,
+        freeze=freeze,
+        trainable=trainable,
+        model_kwargs=model_kwargs,
+    )

