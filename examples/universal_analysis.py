@@ -24,11 +24,11 @@ random_lite0 = masterkey.extract_filters("tf_efficientnet_lite0", source_dataset
 lite0 = analyze_bank("imagenet-lite0", out_dir=args.out / "imagenet-lite0", compare=random_lite0)
 # the learned keys fitted with the idealized ones, compared with them
 keys = analyze_bank(
-    "universal-learned", out_dir=args.out / "universal-learned", compare="universal-idealized", keys="idealized"
+    "universal-learned-8", out_dir=args.out / "universal-learned-8", compare="universal-idealized-8", keys="idealized"
 )
 
 args.figures.mkdir(parents=True, exist_ok=True)
-for report, folder, prefix in ((lite0, "imagenet-lite0", "lite0_"), (keys, "universal-learned", "learned8_")):
+for report, folder, prefix in ((lite0, "imagenet-lite0", "lite0_"), (keys, "universal-learned-8", "learned8_")):
     for name in report["figures"]:
         if name == "keys.png":
             shutil.copy(args.out / folder / name, args.figures / "keys_learned_vs_idealized.png")

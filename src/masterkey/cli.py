@@ -10,6 +10,7 @@ so that ``masterkey --help`` (and every parser) starts without importing torch o
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -170,6 +171,13 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the library logs what it does; the command line shows it, one plain line each, on stderr
+    logger = logging.getLogger("masterkey")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
     parser = argparse.ArgumentParser(prog="masterkey", description="Master key depthwise filters for DS-CNNs.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add_arguments, _) in COMMANDS.items():

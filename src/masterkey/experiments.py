@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import functools
 import json
 import shlex
@@ -56,6 +57,8 @@ from .training.filters import FITTED_PREFIX
 from .training.outputs import finished_run
 
 __all__ = ["Scale", "SCALES", "ExperimentConfig", "EXPERIMENTS", "run_experiment", "summarize"]
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -226,7 +229,9 @@ class _Runner:
             done = finished_run(output_dir, run_identity(make_config(**settings)))
             if done is not None:
                 self.reused += 1
+                _logger.info("%s: finished before with the same configuration, read back", output_dir)
                 return done
+        _logger.info("%s: training %s", self.experiment, output_dir)
         return train_transfer(extra_datasets=self.datasets, extra_filters=self.filters, **settings)
 
     def cell(self, group: str, label: str, *, x: float | None = None, **options: Any) -> None:

@@ -6,6 +6,7 @@ every upload through :func:`push_folder` (``HfApi`` with ``library_name="masterk
 
 from __future__ import annotations
 
+import logging
 import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +19,8 @@ from .keys import universal_bank
 from .sources import imagenet_lite0_bank
 
 __all__ = ["load_master_filters", "push_folder", "BUILTIN_BANKS"]
+
+_logger = logging.getLogger(__name__)
 
 #: Banks masterkey builds itself, without any download: name -> a function that builds it. The universal keys are
 #: one entry shaped ``(8, 1, k, k)``, named as their Hub folders are (``universal-learned-8``): use them with
@@ -86,6 +89,7 @@ def push_folder(
     """
     api = HfApi(token=token, library_name=LIBRARY_NAME, library_version=LIBRARY_VERSION)
     url = api.create_repo(repo_id, private=private, exist_ok=True)
+    _logger.info("Uploading %s to %s", folder, url)
     api.upload_folder(
         repo_id=url.repo_id,
         folder_path=str(folder),

@@ -18,6 +18,7 @@ network's first pointwise convs, the control of the layer-split experiment) and
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,8 @@ __all__ = [
     "TrainableParameters",
     "TRAINABLE_POLICIES",
 ]
+
+_logger = logging.getLogger(__name__)
 
 #: What trains besides the depthwise kernels. ``"all-but-depthwise"``: every other parameter (the paper's setting,
 #: depthwise biases included); ``"pointwise+head"``: only 1x1 convs, linear layers and the classifier (norms, stem and
@@ -249,6 +252,8 @@ def inject(
     _apply_policy(model, trainable=trainable, freeze=freeze, injected=[p for p, _ in planned.updates])
     if finish is not None:
         finish(model, planned)
+    injected = sum(e.injected for e in planned.entries)
+    _logger.info("Injected %d/%d targets from %s (mapping=%s)", injected, len(planned.entries), source, mapping)
     model.masterkey_report = InjectionReport(
         bank=source,
         mapping=mapping,

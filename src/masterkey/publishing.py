@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,8 @@ __all__ = [
     "write_universal_cards",
     "write_hub_cards",
 ]
+
+_logger = logging.getLogger(__name__)
 
 
 def publish_bank(
@@ -63,6 +66,7 @@ def publish_bank(
     (folder / CARD_NAME).unlink(missing_ok=True)  # the card is always regenerated from the bank and results
     bank.save_pretrained(folder, model_card_kwargs={"repo_id": repo_id, "results": list(results), **(card_kwargs or {})})
     files = sorted((p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file())
+    _logger.info("Wrote the Hub folder of %r to %s", bank, folder)
     if not dry_run:
         push_folder(folder, repo_id, token=token, private=private,
                     commit_message=commit_message or f"Upload masterkey filter bank ({len(bank)} kernels)")  # fmt: skip

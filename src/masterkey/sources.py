@@ -6,6 +6,7 @@ is our ImageNet source: its checkpoint loads, tensor by tensor in order, onto ti
 
 from __future__ import annotations
 
+import logging
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from .errors import BankNotFoundError, MasterKeyError
 from .extract import extract_filters
 
 __all__ = ["IMAGENET_LITE0", "imagenet_lite0_weights", "imagenet_lite0_model", "imagenet_lite0_bank"]
+
+_logger = logging.getLogger(__name__)
 
 #: Provenance of the ImageNet bank, written into its config.json and card.
 IMAGENET_LITE0 = {
@@ -72,8 +75,9 @@ def imagenet_lite0_bank(*, cache_dir: str | Path | None = None, rebuild: bool = 
     if not rebuild and (folder / constants.FILTERS_NAME).is_file():
         try:
             return FilterBank.from_pretrained(folder)
-        except MasterKeyError:
-            pass  # a damaged cache entry is rebuilt below, never trusted
+        except MasterKeyError as e:  # a damaged cache entry is rebuilt below, never trusted
+            _logger.warning("The cached ImageNet lite0 bank in %s is damaged (%s); rebuilding it.", folder, e)
+    _logger.info("Building the ImageNet lite0 bank from the packaged weights into %s", folder)
     bank = extract_filters("tf_efficientnet_lite0", weights=imagenet_lite0_weights(), **IMAGENET_LITE0)
     try:
         bank.save_pretrained(folder)
