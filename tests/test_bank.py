@@ -193,3 +193,21 @@ def test_import_masterkey_does_not_import_extras():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
+
+
+def test_relative_depth_has_one_definition_whatever_the_file_says(tmp_path):
+    from masterkey.bank import layer_positions, relative_depths
+
+    names = ["stages.0.blocks.0.conv_dw", "stages.1.blocks.0.conv_dw", "stages.1.blocks.1.conv_dw"]
+    # stage 0 of 2 holds one layer (its middle: 1/4), stage 1 two (3/8 and 7/8 of the way: 5/8, 7/8)
+    assert relative_depths(names) == [0.25, 0.625, 0.875]
+    # the splits of one MixedConv2d are one layer: same depth, spread positions
+    mixed = layer_positions(["blocks.0.conv.0", "blocks.0.conv.1"])
+    assert mixed["blocks.0.conv.0"][0] == mixed["blocks.0.conv.1"][0] and mixed["blocks.0.conv.1"][1] == 0.75
+    bank = FilterBank.from_tensors({n: torch.randn(2, 1, 3, 3) for n in names})
+    bank.save_pretrained(tmp_path / "b")
+    config = json.loads((tmp_path / "b" / CONFIG_NAME).read_text())
+    for entry, depth in zip(config["filters"], [0.0, 0.5, 1.0]):  # an older file's index-based depths
+        entry["relative_depth"] = depth
+    (tmp_path / "b" / CONFIG_NAME).write_text(json.dumps(config))
+    assert [s.relative_depth for s in FilterBank.from_pretrained(tmp_path / "b").specs] == [0.25, 0.625, 0.875]

@@ -134,3 +134,71 @@ def test_unfused_reparameterizable_target_needs_reparameterize():
         masterkey.from_pretrained_filters("repvit_m1", source)
     model = masterkey.from_pretrained_filters("repvit_m1", source, reparameterize=True)
     assert len(model.masterkey_report.injected) == len(source)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda m, b: masterkey.from_pretrained_filters(m, b, trainable="all-but-depthwse"), "trainable"),
+        (lambda m, b: masterkey.from_pretrained_filters(m, b, resize="geometrc"), "resize"),
+        (lambda m, b: masterkey.from_pretrained_filters(m, b, mapping="deep"), "mapping"),
+        (lambda m, b: masterkey.freeze_depthwise(m, trainable="pointwise"), "trainable"),
+        (lambda m, b: masterkey.inject_universal(m, trainable="none"), "trainable"),
+        (lambda m, b: masterkey.inject_universal(m, learn_affine="scale"), "learn_affine"),
+        (lambda m, b: masterkey.inject_pointwise(m, {}, first_depthwise=-1), "first_depthwise"),
+    ],
+)
+def test_every_injector_checks_its_arguments_before_touching_the_model(bank, tiny_model, call, match):
+    from masterkey.errors import ArgumentError, MappingError
+
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    grads = {n: p.requires_grad for n, p in tiny_model.named_parameters()}
+    with pytest.raises((ArgumentError, MappingError), match=match):
+        call(tiny_model, bank)
+    assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
+    assert grads == {n: p.requires_grad for n, p in tiny_model.named_parameters()}
+    assert not hasattr(tiny_model, "masterkey_report")
+
+
+def test_the_skeleton_serves_a_custom_injector_and_refuses_before_copying(tiny_model):
+    from masterkey.inject import InjectionEntry, InjectionPlan, inject
+
+    stem = tiny_model.stem[0]
+    value = torch.full_like(stem.weight, 0.5)
+
+    def plan(model):
+        return InjectionPlan([InjectionEntry("stem.0", "mine", True), InjectionEntry("head.fc", None, False, reason="no")],
+                             updates=[(model.stem[0].weight, value)])
+
+    before = stem.weight.clone()
+    with pytest.raises(IncompatibleBankError, match="head.fc") as error:
+        inject(tiny_model, plan=plan, source="my weights", mapping="stem only")
+    assert error.value.missing == ["head.fc"] and torch.equal(stem.weight, before)  # nothing copied on refusal
+    model = inject(tiny_model, plan=plan, source="my weights", mapping="stem only", strict=False)
+    assert torch.equal(stem.weight, value) and not stem.weight.requires_grad
+    report = model.masterkey_report
+    assert report.bank == "my weights" and [e.target for e in report.injected] == ["stem.0"]
+    assert report.parameters == masterkey.trainable_parameters(model)
+
+
+def test_pointwise_injection_copies_and_freezes_the_first_pointwise_convs(tmp_path):
+    from safetensors.torch import save_file
+
+    from masterkey.inject import pointwise_convs
+
+    torch.manual_seed(1)
+    source = timm.create_model("mobilenetv3_small_050", num_classes=4)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "model.safetensors")
+    target = timm.create_model("mobilenetv3_small_050", num_classes=4)
+    n_dw = len(masterkey.find_depthwise_convs(target))
+    pointwise = pointwise_convs(target)
+    masterkey.inject_pointwise(target, tmp_path / "model.safetensors", first_depthwise=n_dw // 2)
+    count = round((n_dw // 2) / n_dw * len(pointwise))
+    assert 0 < count < len(pointwise)
+    for i, (name, module) in enumerate(pointwise):
+        copied = torch.equal(module.weight, source.get_submodule(name).weight)
+        assert copied == (i < count) and module.weight.requires_grad == (i >= count), name
+    report = target.masterkey_report
+    assert len(report.injected) == count and report.mapping == "pointwise"
+    # everything else trains, the depthwise kernels included (the control arm of layer-split)
+    assert all(c.module.weight.requires_grad for c in masterkey.find_depthwise_convs(target))

@@ -320,3 +320,19 @@ def test_injection_rejects_bad_options():
     custom = masterkey.fit_universal(torch.randn(4, 7, 7), keys=torch.randn(3, 7, 7))
     with pytest.raises(FitError, match="custom keys"):
         masterkey.inject_universal("convnext_atto", source=custom)
+
+
+def test_key_usage_and_key_share_count_constant_filters_nowhere():
+    from masterkey.fitting import key_usage
+
+    assert key_usage(torch.tensor([0, 0, 7, -1])).tolist() == [2, 0, 0, 0, 0, 0, 0, 1]
+    fit = masterkey.fit_universal(torch.cat([idealized_keys(5)[[1, 1, 3]], torch.ones(1, 5, 5)]))
+    assert fit.layers[0].key_share() == [0, 2 / 3, 0, 1 / 3, 0, 0, 0, 0]
+
+
+def test_key_correlation_is_the_dot_product_of_the_unit_keys():
+    from masterkey.keys import key_correlation
+
+    corr = key_correlation()
+    expected = (learned_keys() * idealized_keys(7)).reshape(8, -1).sum(1)
+    assert corr == pytest.approx(expected.tolist()) and min(abs(c) for c in corr) > 0.8
