@@ -14,6 +14,7 @@ __all__ = [
     "InvalidFiltersError",
     "IncompatibleBankError",
     "UnsupportedModelError",
+    "CheckpointError",
     "MappingError",
     "FitError",
     "DatasetError",
@@ -62,6 +63,11 @@ class IncompatibleBankError(MasterKeyError, ValueError):
 class UnsupportedModelError(MasterKeyError, ValueError):
     """A model masterkey cannot work with: unknown timm name, no depthwise convolutions, only CondConv experts,
     or unfused reparameterizable branches."""
+
+
+class CheckpointError(MasterKeyError, ValueError):
+    """A model checkpoint cannot be used: missing, not a file, truncated or corrupt, or holding pickled objects that a
+    safe load refuses."""
 
 
 class MappingError(MasterKeyError, ValueError):
