@@ -4,8 +4,9 @@ trainable, and the share of time spent waiting for data.
     python benchmarks/train_loop.py [--resolutions 32 64] [--steps 30] [--repeats 3] [--threads 2]
 
 1. Same model (tf_efficientnet_lite0, 10 classes), same in-memory tensors, same optimizer (AdamW), fixed number of
-   steps: ``masterkey.training.fit`` (Accelerate: prepared model/optimizer/loader, ``accumulate``, scheduler, loss
-   bookkeeping, data-wait timing) against a bare ``for x, y in loader: loss.backward(); opt.step()`` loop.
+   steps: ``masterkey.training.training_loop`` (Accelerate: prepared model/optimizer/loader, ``accumulate``,
+   scheduler, loss bookkeeping, data-wait timing) against a bare
+   ``for x, y in loader: loss.backward(); opt.step()`` loop.
    Target: ours within 5% of the plain loop.
 2. Within ours: the ImageNet lite0 bank injected with depthwise frozen, against every parameter trainable.
    Target: frozen at least as fast.
@@ -30,7 +31,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import masterkey  # noqa: E402
-from masterkey.training.loop import FitState, fit  # noqa: E402
+from masterkey.training.loop import LoopState, training_loop  # noqa: E402
 
 MODEL = "tf_efficientnet_lite0"
 
@@ -81,7 +82,8 @@ def plain_loop(dataset, batch_size: int, warmup: int, steps: int) -> float:
 
 
 def our_loop(dataset, batch_size: int, warmup: int, steps: int, *, frozen: bool = True, workers: int = 0):
-    """``masterkey.training.fit`` as transfer.py runs it; returns (samples/s, data-wait share) over ``steps``."""
+    """``masterkey.training.training_loop`` as transfer.py runs it; returns (samples/s, data-wait share) over
+    ``steps``."""
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
     from transformers import get_scheduler
@@ -93,12 +95,12 @@ def our_loop(dataset, batch_size: int, warmup: int, steps: int, *, frozen: bool 
                                          num_workers=workers, persistent_workers=workers > 0)  # fmt: skip
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     scheduler = accelerator.prepare(get_scheduler("constant", optimizer=optimizer.optimizer))
-    state = FitState(max_steps=warmup, num_epochs=10**6)
-    fit(accelerator, model, optimizer, scheduler, loader, state, progress=False)
+    state = LoopState(max_steps=warmup, num_epochs=10**6)
+    training_loop(accelerator, model, optimizer, scheduler, loader, state, progress=False)
     state.max_steps = warmup + steps
     state.session_train_time = state.data_time = 0.0
     start = time.perf_counter()
-    fit(accelerator, model, optimizer, scheduler, loader, state, progress=False)
+    training_loop(accelerator, model, optimizer, scheduler, loader, state, progress=False)
     elapsed = time.perf_counter() - start
     return steps * batch_size / elapsed, state.data_time / state.session_train_time
 

@@ -5,17 +5,50 @@
     accelerate launch examples/transfer.py --model convnext_atto --filters org/bank --mapping depth \
         --dataset_name beans
 
-Everything happens in masterkey.training; this script only hands it the command line.
+The work happens in masterkey.training; this script hands it the command line and prints what it logs.
 """
 
+import logging
 import os
 import sys
+from collections.abc import Sequence
 
 # Idle OpenMP threads sleep instead of spinning: on a CPU shared with other jobs, spinning threads wait on each other
 # and training slows down many times over. Set before torch loads; an explicit OMP_WAIT_POLICY wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from masterkey.training import main  # noqa: E402
+from masterkey.errors import MasterKeyError  # noqa: E402
+from masterkey.training import DEMO_ARGS, parse_args, train_transfer  # noqa: E402
+
+
+def print_logs() -> None:
+    """masterkey's INFO messages (the summary, the comparison table, resuming, the Hub upload) to stdout, as plain
+    lines; called again, it replaces its handler (bound to the current ``sys.stdout``) rather than adding one."""
+    logger = logging.getLogger("masterkey")
+    for handler in [h for h in logger.handlers if getattr(h, "transfer_py", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.transfer_py = True
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # printed here once, not again by a handler the root logger may have
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line (none at all: the offline demo, ``DEMO_ARGS``), train, and exit 0; errors masterkey
+    diagnosed print as one line and exit 2."""
+    print_logs()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        print(f"No arguments: running the offline demo, transfer.py {' '.join(DEMO_ARGS)}", flush=True)
+    try:
+        train_transfer(parse_args(argv))
+    except MasterKeyError as e:
+        print(f"transfer.py: error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,6 +7,9 @@ The runs themselves (real Accelerate launches, resume after a kill) are in test_
 from __future__ import annotations
 
 import json
+import logging
+import runpy
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -27,7 +30,6 @@ from masterkey.training import (
     load_accuracy_metric,
     load_builtin_dataset,
     load_image_dataset,
-    main,
     parse_args,
     prepare_splits,
     train_transfer,
@@ -35,6 +37,18 @@ from masterkey.training import (
 from masterkey.training.data import ImageClassificationDataset, timm_transforms
 
 FAST = dict(model="mobilenetv3_small_050", dataset_name="digits", resolution=32, filters="none")
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "transfer.py"
+
+
+def main(argv):
+    """``examples/transfer.py``'s ``main`` (the command line lives in the example, not in the library); the logging
+    set-up it makes for its process is undone afterwards."""
+    logger = logging.getLogger("masterkey")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        return runpy.run_path(str(EXAMPLE))["main"](argv)
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture(scope="module")
@@ -282,15 +296,17 @@ def test_public_names():
 def test_push_to_hub_uploads_the_model_folder_only(tmp_path, monkeypatch):
     import huggingface_hub
 
-    from masterkey.training.outputs import push_folder
+    import masterkey.hub
+    from masterkey.hub import push_folder
+    from masterkey.training.outputs import PUSH_IGNORE_PATTERNS
 
     calls = {}
 
     class FakeApi:
-        def __init__(self, token=None):
+        def __init__(self, token=None, **kwargs):
             calls["token"] = token
 
-        def create_repo(self, repo_id, exist_ok=False):
+        def create_repo(self, repo_id, exist_ok=False, **kwargs):
             calls["create"] = (repo_id, exist_ok)
             return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
 
@@ -298,7 +314,13 @@ def test_push_to_hub_uploads_the_model_folder_only(tmp_path, monkeypatch):
             calls["upload"] = kwargs
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    assert push_folder(tmp_path, "org/lite0-animals", token="t") == "https://huggingface.co/org/lite0-animals"
+    monkeypatch.setattr(masterkey.hub, "HfApi", FakeApi)
+    # the real Hub's endpoint (conftest points HF_ENDPOINT at the loopback server, which RepoUrl would show instead)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "https://huggingface.co")
+    # the one Hub upload of masterkey, with the patterns a transfer run gives it
+    assert push_folder(tmp_path, "org/lite0-animals", token="t", ignore_patterns=PUSH_IGNORE_PATTERNS) == (
+        "https://huggingface.co/org/lite0-animals"
+    )
     assert calls["create"] == ("org/lite0-animals", True) and calls["token"] == "t"
     upload = calls["upload"]
     assert upload["repo_id"] == "org/lite0-animals" and upload["folder_path"] == str(tmp_path)

@@ -1,24 +1,29 @@
 """Transfer training with Accelerate: inject a master-key filter bank into a timm DS-CNN, freeze it, fine-tune the
 rest on any ``datasets`` image-classification dataset, and report the result.
 
-``examples/transfer.py`` is :func:`main`; everything it does is here, where tests reach it:
+``examples/transfer.py`` is the command line (it parses with :func:`parse_args` and prints what the run logs); the
+work is done here, in modules layered bottom to top (each imports only the ones above it in this list):
 
+- :mod:`.config`: :class:`TrainingConfig` (one typed field per option), the command line generated from it
+  (:func:`build_parser`, :func:`parse_args`), :func:`make_config`, :func:`run_identity`, the embedded default
+  (:data:`DEMO_ARGS`);
 - :mod:`.data`: built-in offline datasets (:data:`BUILTIN_DATASETS`), :func:`load_image_dataset`, column
   detection, label mapping, timm transforms;
 - :mod:`.filters`: what ``--filters`` names (:func:`resolve_filters`, :data:`NAMED_FILTERS`);
-- :mod:`.args`: the command line (:func:`parse_args`) and the embedded default (:data:`DEMO_ARGS`);
-- :mod:`.loop`: :func:`train_transfer` and the training loop;
-- :mod:`.outputs`: results.json, the model folder (timm and transformers), the model card, checkpoints.
+- :mod:`.outputs`: results.json, the model folder (timm and transformers), the model card, checkpoint and folder
+  checks;
+- :mod:`.loop`: :func:`training_loop`, :func:`evaluate_model` and the accuracy metric shipped with masterkey
+  (:func:`load_accuracy_metric`);
+- :mod:`.run`: :func:`train_transfer`, which wires a configuration into the loop and records the run.
+
+Messages go to the ``masterkey.training`` loggers (``logging``); progress bars are tqdm's.
 
 Requires the ``train`` extra: ``pip install 'masterkey[train]'``.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
-
-from .args import DEMO_ARGS, build_parser, make_config, parse_args
+from .config import DEMO_ARGS, TrainingConfig, build_parser, make_config, parse_args, run_identity
 from .data import (
     BUILTIN_DATASETS,
     BuiltinDataset,
@@ -28,14 +33,16 @@ from .data import (
     register_dataset,
 )
 from .filters import NAMED_FILTERS, ResolvedFilters, resolve_filters
-from .loop import ACCURACY_METRIC_PATH, evaluate_model, fit, load_accuracy_metric, train_transfer
+from .loop import ACCURACY_METRIC_PATH, LoopState, evaluate_model, load_accuracy_metric, training_loop
+from .run import slugify, train_transfer
 
 __all__ = [
-    "main",
     "train_transfer",
+    "TrainingConfig",
     "parse_args",
     "build_parser",
     "make_config",
+    "run_identity",
     "DEMO_ARGS",
     "BUILTIN_DATASETS",
     "BuiltinDataset",
@@ -48,22 +55,8 @@ __all__ = [
     "resolve_filters",
     "ACCURACY_METRIC_PATH",
     "load_accuracy_metric",
-    "fit",
+    "training_loop",
+    "LoopState",
     "evaluate_model",
+    "slugify",
 ]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``examples/transfer.py``: parse the command line (none at all: the offline demo, :data:`DEMO_ARGS`), train,
-    and exit 0; errors masterkey diagnosed print as one line and exit 2."""
-    from ..errors import MasterKeyError
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        print(f"No arguments: running the offline demo, transfer.py {' '.join(DEMO_ARGS)}", flush=True)
-    try:
-        train_transfer(parse_args(argv))
-    except MasterKeyError as e:
-        print(f"transfer.py: error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        return 2
-    return 0

@@ -18,17 +18,22 @@ would change what the reported accuracy means. Drop such rows with ``Dataset.fil
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import hashlib
 import importlib.util
+import logging
 import pickle
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
+from sklearn.datasets import load_digits
+from timm.data import create_transform, resolve_model_data_config
 
 from ..errors import DatasetError
 
@@ -37,6 +42,7 @@ __all__ = [
     "BuiltinDataset",
     "register_dataset",
     "load_builtin_dataset",
+    "find_builtin_dataset",
     "load_image_dataset",
     "prepare_splits",
     "PreparedSplits",
@@ -44,6 +50,8 @@ __all__ = [
     "timm_transforms",
     "EVAL_SPLIT_NAMES",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Split names taken as the evaluation split, in order of preference.
 EVAL_SPLIT_NAMES = ("validation", "valid", "val", "test")
@@ -74,21 +82,6 @@ class BuiltinDataset:
 
     def fingerprint(self, split: str) -> str:
         return f"masterkey-{self.name}-v{self.version}-{split}"
-
-
-#: Built-in offline datasets by name; add one with :func:`register_dataset`.
-BUILTIN_DATASETS: dict[str, BuiltinDataset] = {}
-
-
-def register_dataset(dataset: BuiltinDataset) -> BuiltinDataset:
-    """Add a built-in dataset (a few lines: a loader returning arrays, and its class names).
-
-    Example:
-        >>> register_dataset(BuiltinDataset("tiny", ("a", "b"), load=my_arrays, description="...", source="...",
-        ...                                 license="MIT"))
-    """
-    BUILTIN_DATASETS[dataset.name] = dataset
-    return dataset
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -124,36 +117,71 @@ def _animal_mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
     return images, digits.target.astype(np.int64)
 
 
-register_dataset(
-    BuiltinDataset(
-        name="animal-mnist",
-        # the package's description lists the classes; labels 0-9 follow that (alphabetical) order, checked by eye
-        class_names=("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"),
-        load=_animal_mnist_arrays,
-        description="Animal-MNIST: 10,000 grayscale 28x28 animal silhouettes, 10 classes of 1,000 "
-        "(8,000 train / 2,000 test).",
-        source="the 'animal-mnist' 0.4 package on PyPI (Sina Mohammadi), files animal_*_version_3.gz",
-        license="mit",
+#: Built-in offline datasets by name. Add one for every later run with :func:`register_dataset`, or for one run with
+#: ``train_transfer(..., extra_datasets={name: BuiltinDataset(...)})``.
+BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
+    d.name: d
+    for d in (
+        BuiltinDataset(
+            name="animal-mnist",
+            # the package's description lists the classes; labels 0-9 follow that (alphabetical) order, checked by eye
+            class_names=("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"),
+            load=_animal_mnist_arrays,
+            description="Animal-MNIST: 10,000 grayscale 28x28 animal silhouettes, 10 classes of 1,000 "
+            "(8,000 train / 2,000 test).",
+            source="the 'animal-mnist' 0.4 package on PyPI (Sina Mohammadi), files animal_*_version_3.gz",
+            license="mit",
+        ),
+        BuiltinDataset(
+            name="digits",
+            class_names=tuple(str(i) for i in range(10)),
+            load=_digits_arrays,
+            description="scikit-learn's handwritten digits: 1,797 grayscale 8x8 images, 10 classes "
+            "(1,438 train / 359 test).",
+            source="sklearn.datasets.load_digits (UCI ML hand-written digits, shipped with scikit-learn)",
+            license="cc-by-4.0",
+        ),
     )
-)
-register_dataset(
-    BuiltinDataset(
-        name="digits",
-        class_names=tuple(str(i) for i in range(10)),
-        load=_digits_arrays,
-        description="scikit-learn's handwritten digits: 1,797 grayscale 8x8 images, 10 classes "
-        "(1,438 train / 359 test).",
-        source="sklearn.datasets.load_digits (UCI ML hand-written digits, shipped with scikit-learn)",
-        license="cc-by-4.0",
-    )
-)
+}
+
+
+def register_dataset(dataset: BuiltinDataset) -> BuiltinDataset:
+    """Add a built-in dataset for every later run in this process (a few lines: a loader returning arrays, and its
+    class names). Library code passes ``extra_datasets`` to the run instead, leaving this registry as it is.
+
+    Example:
+        >>> register_dataset(BuiltinDataset("tiny", ("a", "b"), load=my_arrays, description="...", source="...",
+        ...                                 license="MIT"))
+    """
+    BUILTIN_DATASETS[dataset.name] = dataset
+    return dataset
+
+
+def find_builtin_dataset(
+    name: str | Path | None, extra_datasets: Mapping[str, BuiltinDataset] | None = None
+) -> BuiltinDataset | None:
+    """The built-in dataset called ``name``: one of ``extra_datasets`` (looked up first), else of
+    :data:`BUILTIN_DATASETS`; ``None`` when neither has it.
+
+    Example:
+        >>> find_builtin_dataset("digits").license
+        'cc-by-4.0'
+    """
+    if name is None:
+        return None
+    name = str(name)
+    if extra_datasets and name in extra_datasets:
+        return extra_datasets[name]
+    return BUILTIN_DATASETS.get(name)
+
+
+def _builtin_names(extra_datasets: Mapping[str, BuiltinDataset] | None) -> list[str]:
+    return [*BUILTIN_DATASETS, *(n for n in (extra_datasets or {}) if n not in BUILTIN_DATASETS)]
 
 
 def _split_rows(name: str, labels: np.ndarray, test_fraction: float) -> dict[str, np.ndarray]:
@@ -172,16 +200,21 @@ def _split_rows(name: str, labels: np.ndarray, test_fraction: float) -> dict[str
     return {"train": np.array(sorted(train, key=key)), "test": np.array(sorted(test, key=key))}
 
 
-def _builtin_rows(name: str, split: str):
-    spec = BUILTIN_DATASETS[name]
+def _builtin_rows(spec: BuiltinDataset, split: str):
     images, labels = spec.load()
-    for row in _split_rows(name, labels, spec.test_fraction)[split]:
+    for row in _split_rows(spec.name, labels, spec.test_fraction)[split]:
         yield {"image": images[row], "label": int(labels[row])}
 
 
-def load_builtin_dataset(name: str, *, cache_dir: str | Path | None = None):
-    """A built-in dataset as a ``datasets.DatasetDict`` with ``train`` and ``test`` splits and the columns ``image``
-    (``Image``) and ``label`` (``ClassLabel`` with names).
+def load_builtin_dataset(
+    name: str,
+    *,
+    cache_dir: str | Path | None = None,
+    extra_datasets: Mapping[str, BuiltinDataset] | None = None,
+):
+    """A built-in dataset (one of ``extra_datasets``, else of :data:`BUILTIN_DATASETS`) as a
+    ``datasets.DatasetDict`` with ``train`` and ``test`` splits and the columns ``image`` (``Image``) and ``label``
+    (``ClassLabel`` with names).
 
     Built with ``Dataset.from_generator`` on first use and cached by datasets (``HF_DATASETS_CACHE`` or
     ``cache_dir``) under a fingerprint naming the dataset, its version and the split; later calls read the cache.
@@ -191,11 +224,10 @@ def load_builtin_dataset(name: str, *, cache_dir: str | Path | None = None):
         >>> dsd["train"].features["label"].names[:3]
         ['bear', 'bird', 'cat']
     """
-    import datasets
-
-    if name not in BUILTIN_DATASETS:
-        raise DatasetError(f"{name!r} is not a built-in dataset; they are: {', '.join(BUILTIN_DATASETS)}.")
-    spec = BUILTIN_DATASETS[name]
+    spec = find_builtin_dataset(name, extra_datasets)
+    if spec is None:
+        names = ", ".join(_builtin_names(extra_datasets))
+        raise DatasetError(f"{name!r} is not a built-in dataset; they are: {names}.")
     label = datasets.ClassLabel(names=list(spec.class_names))
     features = datasets.Features({"image": datasets.Image(), "label": label})
     splits = {}
@@ -203,7 +235,7 @@ def load_builtin_dataset(name: str, *, cache_dir: str | Path | None = None):
         ds = datasets.Dataset.from_generator(
             _builtin_rows,
             features=features,
-            gen_kwargs={"name": name, "split": split},
+            gen_kwargs={"spec": spec, "split": split},
             cache_dir=None if cache_dir is None else str(cache_dir),
             split=datasets.NamedSplit(split),
             fingerprint=spec.fingerprint(split),
@@ -222,10 +254,12 @@ def load_image_dataset(
     train_dir: str | Path | None = None,
     validation_dir: str | Path | None = None,
     cache_dir: str | Path | None = None,
+    extra_datasets: Mapping[str, BuiltinDataset] | None = None,
 ):
     """Load an image-classification dataset as a ``datasets.DatasetDict``.
 
-    ``name_or_path`` is one of :data:`BUILTIN_DATASETS` (unless a local folder has that name), a folder written by ``DatasetDict.save_to_disk`` (or
+    ``name_or_path`` is one of ``extra_datasets`` or :data:`BUILTIN_DATASETS` (unless a local folder has that name),
+    a folder written by ``DatasetDict.save_to_disk`` (or
     ``Dataset.save_to_disk``, which becomes the ``train`` split), an imagefolder (class sub-folders), or a Hub
     dataset id (with ``config_name``). Without it, ``train_dir`` (and optionally ``validation_dir``) are loaded as an
     imagefolder, as in transformers' ``run_image_classification_no_trainer.py``.
@@ -237,12 +271,11 @@ def load_image_dataset(
         >>> dsd = load_image_dataset("digits")
         >>> dsd = load_image_dataset(train_dir="photos/train", validation_dir="photos/val")
     """
-    import datasets
-
     if name_or_path is None and train_dir is None:
         raise DatasetError("No dataset given: pass a dataset name (--dataset_name) or an image folder (--train_dir).")
-    if name_or_path is not None and str(name_or_path) in BUILTIN_DATASETS and not Path(name_or_path).exists():
-        return load_builtin_dataset(str(name_or_path), cache_dir=cache_dir)  # a local folder of that name wins
+    builtin = find_builtin_dataset(name_or_path, extra_datasets)
+    if builtin is not None and not Path(name_or_path).exists():  # a local folder of that name wins
+        return load_builtin_dataset(str(name_or_path), cache_dir=cache_dir, extra_datasets=extra_datasets)
     try:
         if name_or_path is None:
             data_files = {"train": str(Path(train_dir) / "**")}
@@ -262,7 +295,7 @@ def load_image_dataset(
     except DatasetError:
         raise
     except Exception as e:  # datasets raises many types (FileNotFoundError, ConnectionError, DatasetNotFoundError...)
-        raise DatasetError(_load_failure(str(name_or_path or train_dir), e)) from None
+        raise DatasetError(_load_failure(str(name_or_path or train_dir), e, _builtin_names(extra_datasets))) from None
     if not isinstance(loaded, datasets.DatasetDict):
         loaded = datasets.DatasetDict({"train": loaded})
     return loaded
@@ -272,19 +305,15 @@ def _str(path: str | Path | None) -> str | None:
     return None if path is None else str(path)
 
 
-def _load_failure(source: str, error: Exception) -> str:
-    import difflib
-
-    import datasets
-
+def _load_failure(source: str, error: Exception, builtin_names: list[str]) -> str:
     first = (str(error).strip().splitlines() or [type(error).__name__])[0]
     hints = []
-    close = difflib.get_close_matches(source, list(BUILTIN_DATASETS), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(source, builtin_names, n=3, cutoff=0.6)
     if close:
         hints.append(f"Did you mean the built-in {', '.join(close)}?")
     if datasets.config.HF_HUB_OFFLINE:
         hints.append("The Hub is off (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE): only cached Hub datasets load.")
-    hints.append(f"Built-in offline datasets: {', '.join(BUILTIN_DATASETS)}.")
+    hints.append(f"Built-in offline datasets: {', '.join(builtin_names)}.")
     return f"Cannot load the dataset {source!r}: {type(error).__name__}: {first} {' '.join(hints)}"
 
 
@@ -333,8 +362,6 @@ def _pick_column(ds, given: str | None, candidates: list[str], *, kind: str, fla
 def detect_columns(ds, image_column: str | None = None, label_column: str | None = None) -> tuple[str, str]:
     """The image column (the ``Image`` feature) and the label column (the ``ClassLabel`` feature, else one named
     like a label) of ``ds``; given names are checked. Raises :class:`DatasetError` listing the columns that exist."""
-    import datasets
-
     features = ds.features
     images = [n for n, f in features.items() if isinstance(f, datasets.Image)]
     image_column = _pick_column(ds, image_column, images, kind="image", flag="--image_column_name",
@@ -351,8 +378,6 @@ def detect_columns(ds, image_column: str | None = None, label_column: str | None
 
 
 def _as_image_column(ds, column: str, split: str):
-    import datasets
-
     feature = ds.features[column]
     if isinstance(feature, datasets.Image):
         return ds
@@ -367,8 +392,6 @@ def _as_image_column(ds, column: str, split: str):
 def _label_mapping(train, evaluation, column: str) -> tuple[list[str], dict[Any, int] | None]:
     """``ClassLabel`` columns keep their names (identity mapping, ``None``). Other integer or string labels map to
     ids in sorted order of the values found in both splits, so the mapping is the same on every run."""
-    import datasets
-
     feature = train.features[column]
     if isinstance(feature, datasets.ClassLabel):
         return list(feature.names), None
@@ -470,8 +493,6 @@ def timm_transforms(
     ``create_transform``), at ``resolution`` when given, the training crop covering ``crop_scale`` of the image
     area (timm's default 0.08-1); also returns the data config (written next to the trained model so that inference
     preprocesses the same way)."""
-    from timm.data import create_transform, resolve_model_data_config
-
     args = {"input_size": (3, resolution, resolution)} if resolution else None
     config = resolve_model_data_config(model, args=args)
     scale = None if crop_scale is None else tuple(crop_scale)

@@ -5,12 +5,14 @@ fitted to any bank, e.g. ``universal-imagenet-lite0``), or anything :func:`maste
 Hub repo id, a local folder, a built-in bank name). A named entry is
 a function of the target model returning :class:`ResolvedFilters`, so filters that adapt to the model (rendered at
 its kernel sizes, fitted per channel) fit here too, with their own ``inject`` function: adding one is one line in
-:data:`NAMED_FILTERS`.
+:data:`NAMED_FILTERS`, or, for one run only, an entry of ``train_transfer(..., extra_filters={name: resolver})``
+(nothing shared is changed while a run goes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,20 @@ from typing import Any
 from torch import nn
 
 from ..bank import FilterBank
+from ..errors import BankNotFoundError
+from ..extract import extract_filters
+from ..hub import load_master_filters
+from ..inject import from_pretrained_filters
+from ..keys import universal_bank
+from ..universal_injection import inject_universal
+from .config import is_scratch
 
-__all__ = ["ResolvedFilters", "NAMED_FILTERS", "resolve_filters", "is_scratch"]
+__all__ = ["ResolvedFilters", "FilterResolver", "NAMED_FILTERS", "resolve_filters", "is_scratch"]
+
+logger = logging.getLogger(__name__)
+
+#: What a named filter is: a function of the target model returning the filters to inject into it.
+FilterResolver = Callable[[nn.Module], "ResolvedFilters"]
 
 
 @dataclass
@@ -35,8 +49,6 @@ class ResolvedFilters:
     def apply(self, model: nn.Module, *, strict: bool, freeze: bool, trainable: str, mapping: str) -> nn.Module:
         if self.inject is not None:
             return self.inject(model, strict=strict, freeze=freeze, trainable=trainable, mapping=mapping)
-        from ..inject import from_pretrained_filters
-
         return from_pretrained_filters(
             model, self.bank, strict=strict, freeze=freeze, trainable=trainable, mapping=mapping
         )
@@ -50,8 +62,6 @@ class ResolvedFilters:
 
 def _builtin(name: str) -> Callable[[nn.Module], ResolvedFilters]:
     def resolve(model: nn.Module) -> ResolvedFilters:
-        from ..hub import load_master_filters
-
         return ResolvedFilters(name, load_master_filters(name))
 
     return resolve
@@ -59,8 +69,6 @@ def _builtin(name: str) -> Callable[[nn.Module], ResolvedFilters]:
 
 def _random(model: nn.Module) -> ResolvedFilters:
     """The model's own random initial depthwise kernels, frozen: the control for any transferred bank."""
-    from ..extract import extract_filters
-
     return ResolvedFilters("random", extract_filters(model, description="random initialization of the target"))
 
 
@@ -70,9 +78,6 @@ def _universal(keys: str, *, source: str | None = None) -> Callable[[nn.Module],
     spec = f"universal-{source or keys}"
 
     def resolve(model: nn.Module) -> ResolvedFilters:
-        from ..hub import load_master_filters
-        from ..universal import inject_universal, universal_bank
-
         bank = load_master_filters(source) if source else universal_bank(keys)
 
         def inject(model: nn.Module, *, strict: bool, freeze: bool, trainable: str, mapping: str) -> nn.Module:
@@ -86,7 +91,7 @@ def _universal(keys: str, *, source: str | None = None) -> Callable[[nn.Module],
 
 #: Named filters: ``name -> (target model) -> ResolvedFilters``. Filters with their own injection (the universal
 #: keys, for example) pass ``inject=``.
-NAMED_FILTERS: dict[str, Callable[[nn.Module], ResolvedFilters]] = {
+NAMED_FILTERS: dict[str, FilterResolver] = {
     "imagenet-lite0": _builtin("imagenet-lite0"),
     "random": _random,
     "universal-learned": _universal("learned"),
@@ -95,28 +100,34 @@ NAMED_FILTERS: dict[str, Callable[[nn.Module], ResolvedFilters]] = {
 FITTED_PREFIX = "universal-"  # ``universal-<bank>``: the learned keys fitted to that bank
 
 
-def is_scratch(spec: str | None) -> bool:
-    """``--filters none``: no bank, the from-scratch baseline."""
-    return spec is None or spec.strip().lower() in ("none", "scratch", "")
-
-
-def resolve_filters(spec: str | None, model: nn.Module) -> ResolvedFilters | None:
+def resolve_filters(
+    spec: str | None, model: nn.Module, *, extra_filters: Mapping[str, FilterResolver] | None = None
+) -> ResolvedFilters | None:
     """The filters ``spec`` names for ``model``, or ``None`` for ``none``.
+
+    ``extra_filters`` are named filters for this call only, looked up before :data:`NAMED_FILTERS`: a caller with
+    filters of its own passes them here instead of adding them to the shared registry.
 
     Raises:
         BankNotFoundError, BankFormatError, InvalidFiltersError: as :func:`masterkey.load_master_filters`.
+
+    Example:
+        >>> resolve_filters("imagenet-lite0", timm.create_model("tf_efficientnet_lite0")).spec
+        'imagenet-lite0'
+        >>> resolve_filters("mine", model, extra_filters={"mine": lambda m: ResolvedFilters("mine", my_bank)})
     """
     if is_scratch(spec):
         return None
+    extra = dict(extra_filters or {})
+    if spec in extra:
+        return extra[spec](model)
     if spec in NAMED_FILTERS:
         return NAMED_FILTERS[spec](model)
-    from ..errors import BankNotFoundError
-    from ..hub import load_master_filters
-
     try:
         if spec.startswith(FITTED_PREFIX) and not Path(spec).exists():  # a local folder of that name is a bank
             return _universal("learned", source=spec[len(FITTED_PREFIX) :])(model)
         return ResolvedFilters(spec, load_master_filters(spec))
     except BankNotFoundError as e:
-        raise BankNotFoundError(f"{e} Named filters: {', '.join(NAMED_FILTERS)}; "
-                                f"'{FITTED_PREFIX}<bank>' fits the 8 keys to a bank; 'none' trains from scratch.")  from None
+        named = ", ".join([*NAMED_FILTERS, *(k for k in extra if k not in NAMED_FILTERS)])
+        raise BankNotFoundError(f"{e} Named filters: {named}; '{FITTED_PREFIX}<bank>' fits the 8 keys to a bank; "
+                                "'none' trains from scratch.") from None

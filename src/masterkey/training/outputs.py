@@ -18,31 +18,44 @@ A finished run folder holds:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from timm.models import save_for_hf
+
+from ..cards import render_card, results_table
+from ..constants import LIBRARY_VERSION
 from ..errors import TrainingConfigError
+from .config import CARD_KEYS
 
 __all__ = [
     "RESULTS_NAME",
     "RUN_CONFIG_NAME",
     "CHECKPOINTS_DIR",
     "STATE_NAME",
+    "COMPARISON_NAME",
+    "PUSH_IGNORE_PATTERNS",
+    "PUSH_COMMIT_MESSAGE",
+    "same_run",
     "check_output_dir",
     "claim_output_dir",
+    "finished_run",
     "find_checkpoint",
     "read_checkpoint_state",
     "save_model",
     "write_json",
     "transfer_card",
     "library_versions",
-    "push_folder",
 ]
+
+logger = logging.getLogger(__name__)
 
 RESULTS_NAME = "results.json"
 RUN_CONFIG_NAME = "run_config.json"
@@ -61,6 +74,10 @@ RUN_ARTIFACTS = (
     "sample_ids.jsonl",
     COMPARISON_NAME,
 )
+#: What ``--push_to_hub`` leaves out of the upload (given to :func:`masterkey.hub.push_folder`): the model folder
+#: goes up, the run's bookkeeping does not.
+PUSH_IGNORE_PATTERNS = (f"{CHECKPOINTS_DIR}/**", "logs/**", "sample_ids.jsonl", "*.tmp", RUN_CONFIG_NAME)
+PUSH_COMMIT_MESSAGE = "masterkey transfer run"
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -87,8 +104,30 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _as_json(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """``identity`` as it reads back from JSON (tuples become lists, paths strings), so that a configuration in
+    memory compares equal to the same configuration written to disk."""
+    return json.loads(json.dumps(dict(identity), default=_jsonable))
+
+
+def same_run(saved: Any, identity: Mapping[str, Any], *, ignore: Collection[str] = ()) -> bool:
+    """Whether ``saved`` (a run configuration read from JSON: ``run_config.json``, a checkpoint's identity) is the
+    configuration ``identity``, the keys in ``ignore`` aside. The one comparison behind every reuse of a folder or a
+    checkpoint.
+
+    Example:
+        >>> same_run({"crop_scale": [0.5, 1.0]}, {"crop_scale": (0.5, 1.0)})
+        True
+    """
+    if not isinstance(saved, Mapping):
+        return False
+    want = {k: v for k, v in _as_json(identity).items() if k not in ignore}
+    return {k: v for k, v in _as_json(saved).items() if k not in ignore} == want
+
+
 def _differences(want: Mapping[str, Any], got: Mapping[str, Any]) -> list[str]:
-    """``key: value there, value now`` for each differing key, keys known on both sides first."""
+    """``key: value there, value now`` for each differing key (compared as JSON), keys known on both sides first."""
+    want, got = _as_json(want), _as_json(got)
     keys = sorted(set(want) | set(got), key=lambda k: (k not in want or k not in got, k))
     return [f"{k}: {got.get(k)!r} there, {want.get(k)!r} now" for k in keys if want.get(k) != got.get(k)]
 
@@ -111,10 +150,10 @@ def check_output_dir(output_dir: Path, identity: Mapping[str, Any], *, overwrite
     if overwrite:
         return True
     previous = _read_json(output_dir / RUN_CONFIG_NAME) or {}
-    if resume == "latest" and RESULTS_NAME not in taken and previous == dict(identity):
+    if resume == "latest" and RESULTS_NAME not in taken and same_run(previous, identity):
         return True
     hint = ""
-    if previous and previous != dict(identity):
+    if isinstance(previous, Mapping) and previous and not same_run(previous, identity):
         hint = f" Its configuration differs: {'; '.join(_differences(identity, previous)[:6])}."
     raise TrainingConfigError(
         f"The output folder {str(output_dir)!r} holds another run's results ({', '.join(taken)}).{hint} Pass "
@@ -124,16 +163,16 @@ def check_output_dir(output_dir: Path, identity: Mapping[str, Any], *, overwrite
 
 def finished_run(output_dir: Path, identity: Mapping[str, Any]) -> dict[str, Any] | None:
     """The ``results.json`` of a run that finished in ``output_dir`` with this configuration (``identity``, from
-    :func:`masterkey.training.args.run_identity`; the process count aside), or ``None``: lets a grid of runs that was
-    interrupted continue where it stopped."""
+    :func:`masterkey.training.config.run_identity`; the process count aside), or ``None``: lets a grid of runs that
+    was interrupted continue where it stopped.
+
+    Example:
+        >>> finished_run(Path("outputs/grid/run-3"), run_identity(make_config(dataset_name="digits")))
+    """
     results, previous = _read_json(output_dir / RESULTS_NAME), _read_json(output_dir / RUN_CONFIG_NAME)
-    if not isinstance(results, dict) or not isinstance(previous, dict):
+    if not isinstance(results, dict):
         return None
-    want = json.loads(json.dumps(dict(identity), default=_jsonable))  # tuples as JSON has them
-    same = {k: v for k, v in previous.items() if k != "num_processes"} == {
-        k: v for k, v in want.items() if k != "num_processes"
-    }
-    return results if same else None
+    return results if same_run(previous, identity, ignore=("num_processes",)) else None
 
 
 def claim_output_dir(output_dir: Path, identity: Mapping[str, Any], *, clear: bool) -> None:
@@ -183,7 +222,7 @@ def find_checkpoint(resume: str | None, output_dir: Path, identity: Mapping[str,
             f"{str(path)!r} is not a complete masterkey checkpoint (no {STATE_NAME}); checkpoints are the step_* and "
             f"epoch_* folders under <output_dir>/{CHECKPOINTS_DIR}."
         )
-    if state["identity"] != dict(identity):
+    if not same_run(state["identity"], identity):
         raise TrainingConfigError(
             f"The checkpoint {str(path)!r} belongs to a run with another configuration: "
             f"{'; '.join(_differences(identity, state['identity']))}. Resume with the same arguments, or start a new "
@@ -200,8 +239,6 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
 def save_model(model, output_dir: Path, *, label_names: Sequence[str], data_config: Mapping[str, Any]) -> None:
     """Save the trained model as ``model.safetensors`` + ``config.json`` (timm's Hub layout), loadable by
     ``timm.create_model("local-dir:...", pretrained=True)`` and transformers' image-classification pipeline."""
-    from timm.models import save_for_hf
-
     save_for_hf(model, str(output_dir), model_config={"label_names": list(label_names)}, safe_serialization=True)
     path = output_dir / "config.json"
     config = json.loads(path.read_text())
@@ -224,36 +261,12 @@ def save_model(model, output_dir: Path, *, label_names: Sequence[str], data_conf
 
 
 # -- model card ------------------------------------------------------------------------------------------------------
-_CARD = """---
-{{ card_data }}
----
-
-# {{ title }}
-
-{{ summary }}
-
-## Results
-
-{{ results_table }}
-
-{{ training_line }}
-
-{% if dataset_line %}## Dataset
-
-{{ dataset_line }}
-
-{% endif %}## Frozen filters
-
-{{ filters_section }}
-
-## How to use
-
-With timm:
+_HOW_TO_USE = """With timm:
 
 ```python
 import timm
 
-model = timm.create_model("{{ timm_name }}", pretrained=True).eval()
+model = timm.create_model("{timm_name}", pretrained=True).eval()
 ```
 
 With transformers (its timm wrapper):
@@ -261,36 +274,23 @@ With transformers (its timm wrapper):
 ```python
 from transformers import pipeline
 
-classifier = pipeline("image-classification", model="{{ pipeline_name }}")
+classifier = pipeline("image-classification", model="{pipeline_name}")
 classifier("image.png")
 ```
 
-Classes ({{ num_labels }}): {{ label_list }}.
+Classes ({num_labels}): {label_list}."""
 
-## Training configuration
-
-| argument | value |
-|---|---|
-{% for key, value in config_rows %}| {{ key }} | {{ value }} |
-{% endfor %}
-
-Library versions: {{ versions }}.
-
-## Credits
-
-{{ credits }}
-
-Trained with [masterkey](https://github.com/masterkey-filters/masterkey)'s `examples/transfer.py`.
-"""
+_FOOTER = "Trained with [masterkey](https://github.com/masterkey-filters/masterkey)'s `examples/transfer.py`."
 
 
-def transfer_card(results: Mapping[str, Any], *, repo_id: str | None = None):
-    """The model card of a trained model (``huggingface_hub.ModelCard``), from its ``results.json`` content."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+def transfer_card(results: Mapping[str, Any], *, repo_id: str | None = None) -> ModelCard:
+    """The model card of a trained model (``huggingface_hub.ModelCard``), from its ``results.json`` content: the
+    results as ``model-index`` metadata and a table, the dataset, the frozen filters and where they came from, how to
+    load the model, and the training configuration (the :data:`~masterkey.training.config.CARD_KEYS` fields).
 
-    from ..cards import results_table
-    from ..constants import CITATION_MASTER_KEY, CITATION_SCALE_SPACE, CITATION_UNIVERSAL
-
+    Example:
+        >>> transfer_card(json.loads(Path("run/results.json").read_text())).save("run/README.md")
+    """
     data, final, cfg, filters = results["dataset"], results["final"], results["config"], results["filters"]
     common = {
         "task_type": "image-classification",
@@ -323,97 +323,88 @@ def transfer_card(results: Mapping[str, Any], *, repo_id: str | None = None):
         f"{results['train_samples_per_second']:.1f} training samples/s on {results['num_processes']} x "
         f"{results['device']}."
     )
-    if filters.get("scratch"):
-        filters_section = (
-            "None: this model was trained from scratch (`--filters none`), every depthwise convolution included. "
-            "It is the baseline for the master-key runs."
-        )
-    else:
-        state = "frozen" if filters["frozen"] else "injected but trained further (`--no_freeze`)"
-        provenance = filters["provenance"]
-        rows = [
-            ("filters", f"`{filters['spec']}`"),
-            ("bank", provenance.get("bank", "")),
-            ("source model", f"`{provenance['source_model']}`" if provenance.get("source_model") else "not recorded"),
-            ("source weights", provenance.get("source_weights", "not recorded")),
-            ("source dataset", provenance.get("source_dataset", "not recorded")),
-            ("licence of the source", provenance.get("source_license", "not recorded")),
-        ]
-        table = "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
-        convs = "\n".join(
-            ["| depthwise conv | bank entry | kernel | transforms |", "|---|---|---|---|"]
-            + [f"| `{e['target']}` | `{e['source']}` | {e['kernel']} | {', '.join(e['transforms'])} |"
-               for e in filters["injected"]]  # fmt: skip
-        )
-        untouched = (
-            f"\n\n{len(filters['untouched'])} depthwise convs had no fitting bank entry and were trained: "
-            + ", ".join(f"`{t}`" for t in filters["untouched"])
-            if filters["untouched"]
-            else ""
-        )
-        filters_section = (
-            f"{len(filters['injected'])} of {filters['num_depthwise']} depthwise convolutions hold filters from "
-            f"`{filters['spec']}`, {state} during training (`--trainable {cfg['trainable']}`).\n\n{table}\n\n"
-            f"{convs}{untouched}"
-        )
-    keys = ("model", "filters", "trainable", "mapping", "dataset_name", "train_dir", "resolution", "crop_scale",
-            "per_device_train_batch_size", "learning_rate", "weight_decay", "num_train_epochs", "max_train_steps",
-            "gradient_accumulation_steps", "lr_scheduler_type", "num_warmup_steps", "seed")  # fmt: skip
-    config_rows = [(k, f"`{cfg[k]}`") for k in keys if cfg.get(k) is not None]
+    dataset_line = (
+        f"{data['description']} From {data['source']}; licence {data['license']}." if data.get("description") else ""
+    )
+    config_rows = [(k, f"`{cfg[k]}`") for k in CARD_KEYS if cfg.get(k) is not None]
     config_rows.append(("processes", str(results["num_processes"])))
+    configuration = (
+        "| argument | value |\n|---|---|\n"
+        + "".join(f"| {key} | {value} |\n" for key, value in config_rows)
+        + f"\n\nLibrary versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}."
+    )
     location = repo_id or results["output_dir"]
-    timm_name = f"hf-hub:{repo_id}" if repo_id else f"local-dir:{results['output_dir']}"
+    how_to_use = _HOW_TO_USE.format(
+        timm_name=f"hf-hub:{repo_id}" if repo_id else f"local-dir:{results['output_dir']}",
+        pipeline_name=location,
+        num_labels=data["num_labels"],
+        label_list=", ".join(data["label_names"][:50]) + (" ..." if data["num_labels"] > 50 else ""),
+    )
     final_line = f"accuracy {final['accuracy']:.4f}" + (
         f", top-5 {final['top5_accuracy']:.4f}" if final.get("top5_accuracy") is not None else ""
     )
     source = (
         "trained from scratch" if filters.get("scratch") else f"with the frozen master-key filters `{filters['spec']}`"
     )
-    return ModelCard.from_template(
+    return render_card(
         card_data,
-        template_str=_CARD,
         title=f"{results['model']} on {data['name']}, {'from scratch' if filters.get('scratch') else filters['spec']}",
         summary=f"A `{results['model']}` image classifier for {data['name']}, {data['num_labels']} classes, "
         f"{source}: {final_line} on the {data['eval_split']} split.",
-        dataset_line=f"{data['description']} From {data['source']}; licence {data['license']}."
-        if data.get("description")
-        else "",
-        results_table=results_table(evals),
-        training_line=training_line,
-        filters_section=filters_section,
-        timm_name=timm_name,
-        pipeline_name=location,
-        num_labels=data["num_labels"],
-        label_list=", ".join(data["label_names"][:50]) + (" ..." if data["num_labels"] > 50 else ""),
-        config_rows=config_rows,
-        versions=", ".join(f"{k} {v}" for k, v in results["versions"].items()),
-        credits="\n".join(f"- {c}" for c in (CITATION_MASTER_KEY, CITATION_UNIVERSAL, CITATION_SCALE_SPACE)),
+        sections=[
+            ("Results", f"{results_table(evals)}\n\n{training_line}"),
+            ("Dataset", dataset_line),  # left out when empty (a dataset that is not built in)
+            ("Frozen filters", _filters_section(filters, cfg)),
+            ("How to use", how_to_use),
+            ("Training configuration", configuration),
+        ],
+        footer=_FOOTER,
+    )
+
+
+def _filters_section(filters: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:
+    """Which depthwise convs hold which bank entry, and where the bank came from (or: trained from scratch)."""
+    if filters.get("scratch"):
+        return (
+            "None: this model was trained from scratch (`--filters none`), every depthwise convolution included. "
+            "It is the baseline for the master-key runs."
+        )
+    state = "frozen" if filters["frozen"] else "injected but trained further (`--no_freeze`)"
+    provenance = filters["provenance"]
+    rows = [
+        ("filters", f"`{filters['spec']}`"),
+        ("bank", provenance.get("bank", "")),
+        ("source model", f"`{provenance['source_model']}`" if provenance.get("source_model") else "not recorded"),
+        ("source weights", provenance.get("source_weights", "not recorded")),
+        ("source dataset", provenance.get("source_dataset", "not recorded")),
+        ("licence of the source", provenance.get("source_license", "not recorded")),
+    ]
+    table = "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+    convs = "\n".join(
+        ["| depthwise conv | bank entry | kernel | transforms |", "|---|---|---|---|"]
+        + [f"| `{e['target']}` | `{e['source']}` | {e['kernel']} | {', '.join(e['transforms'])} |"
+           for e in filters["injected"]]  # fmt: skip
+    )
+    untouched = (
+        f"\n\n{len(filters['untouched'])} depthwise convs had no fitting bank entry and were trained: "
+        + ", ".join(f"`{t}`" for t in filters["untouched"])
+        if filters["untouched"]
+        else ""
+    )
+    return (
+        f"{len(filters['injected'])} of {filters['num_depthwise']} depthwise convolutions hold filters from "
+        f"`{filters['spec']}`, {state} during training (`--trainable {cfg['trainable']}`).\n\n{table}\n\n"
+        f"{convs}{untouched}"
     )
 
 
 # -- misc ------------------------------------------------------------------------------------------------------------
 def library_versions() -> dict[str, str]:
-    from .. import __version__
-
-    versions = {"masterkey": __version__, "python": platform.python_version()}
+    """The versions of masterkey, Python and the libraries a run depends on, for ``results.json`` and the card."""
+    versions = {"masterkey": LIBRARY_VERSION, "python": platform.python_version()}
     for name in ("torch", "timm", "accelerate", "datasets", "evaluate", "transformers", "huggingface-hub"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
     return versions
-
-
-def push_folder(output_dir: Path, repo_id: str, *, token: str | None = None) -> str:
-    """Upload the model folder (not checkpoints or logs) to the Hub model repo ``repo_id``; returns its URL."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    url = api.create_repo(repo_id, exist_ok=True).repo_id
-    api.upload_folder(
-        repo_id=url,
-        folder_path=str(output_dir),
-        commit_message="masterkey transfer run",
-        ignore_patterns=[f"{CHECKPOINTS_DIR}/**", "logs/**", "sample_ids.jsonl", "*.tmp", RUN_CONFIG_NAME],
-    )
-    return f"https://huggingface.co/{url}"

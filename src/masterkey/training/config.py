@@ -1,0 +1,394 @@
+"""The configuration of a transfer run: :class:`TrainingConfig`, one typed field per option, and the command line of
+``examples/transfer.py`` generated from it.
+
+Names and meanings follow transformers' ``run_image_classification_no_trainer.py`` wherever the meaning is the same
+(``--dataset_name``, ``--train_dir``, ``--per_device_train_batch_size``, ``--checkpointing_steps``, ...); defaults
+suit training a small DS-CNN on CPU. Mixed precision and multi-GPU / multi-node come from Accelerate's own config and
+launcher (``accelerate config``, ``accelerate launch``).
+
+Every field carries its help text and command-line group in ``metadata``, and the flags that other code reads from
+the fields instead of keeping its own list of names: ``identity`` (the field defines the run: a checkpoint or a
+finished run folder is reused only when all of them agree, :func:`run_identity`), ``card`` (a row of the model
+card's training table) and ``positive`` (a positive integer or unset). :func:`build_parser` turns the fields into an
+``argparse`` parser, as transformers' ``HfArgumentParser`` does for its dataclasses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..errors import MasterKeyError, TrainingConfigError
+from ..inject import TRAINABLE_POLICIES, check_trainable
+
+__all__ = [
+    "TrainingConfig",
+    "build_parser",
+    "parse_args",
+    "make_config",
+    "validate_config",
+    "run_identity",
+    "DEMO_ARGS",
+    "RUN_IDENTITY_KEYS",
+    "CARD_KEYS",
+    "DEFAULT_DATASET",
+    "SCHEDULERS",
+    "is_scratch",
+]
+
+DEFAULT_DATASET = "animal-mnist"
+
+#: The embedded default: what ``examples/transfer.py`` runs when given no arguments (fully offline, about
+#: 10 minutes on 2 CPU cores): the ImageNet lite0 bank frozen in a fresh tf_efficientnet_lite0 against the same
+#: model trained from scratch, on animal-mnist at 32 px.
+DEMO_ARGS = (
+    "--model", "tf_efficientnet_lite0",
+    "--filters", "imagenet-lite0",
+    "--dataset_name", "animal-mnist",
+    "--resolution", "32",
+    "--num_train_epochs", "4",
+    "--per_device_train_batch_size", "64",
+    "--learning_rate", "2e-3",
+    "--lr_scheduler_type", "cosine",
+    "--num_warmup_steps", "50",
+    "--crop_scale", "0.5", "1.0",
+    "--compare_with_scratch",
+)  # fmt: skip
+
+#: Learning-rate schedules (transformers' ``get_scheduler`` names that need no extra argument).
+SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
+)  # fmt: skip
+
+_MODEL, _DATA, _OPTIM, _OUTPUT = "model and filters", "data", "optimisation", "output"
+
+
+def option(default: Any, help: str, *, group: str, identity: bool = False, card: bool = False,
+           positive: bool = False, **argparse_kwargs: Any) -> Any:  # fmt: skip
+    """A :class:`TrainingConfig` field: its default, help text, command-line group, the flags other code derives its
+    lists from (``identity``, ``card``, ``positive``), and extra ``argparse`` keywords (``choices``, ``nargs``,
+    ``metavar``) kept in ``metadata``.
+
+    Example:
+        >>> seed: int = option(42, "random seed", group="optimisation", identity=True, card=True)
+    """
+    metadata = {"help": help, "group": group, "identity": identity, "card": card, "positive": positive,
+                "argparse": argparse_kwargs}  # fmt: skip
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainingConfig:
+    """Everything one transfer run needs; the command-line option ``--<name>`` of each field sets it.
+
+    The fields are plain JSON values, so a configuration is written to ``results.json`` and compared with the
+    ``run_config.json`` of earlier runs as is. Build one with :func:`make_config` (keyword arguments, checked) or
+    :func:`parse_args` (a command line); :meth:`validate` checks one built by hand.
+
+    Example:
+        >>> config = TrainingConfig(model="mobilenetv3_small_050", dataset_name="digits", resolution=32).validate()
+        >>> run_identity(config)["model"]
+        'mobilenetv3_small_050'
+    """
+
+    # -- model and filters
+    model: str = option("tf_efficientnet_lite0", "timm model name (created without weights)", group=_MODEL,
+                        identity=True, card=True)  # fmt: skip
+    filters: str = option(
+        "imagenet-lite0",
+        "filter bank to inject and freeze: a Hub repo id, a local folder, a named bank (imagenet-lite0), or 'none' to "
+        "train from scratch",
+        group=_MODEL, identity=True, card=True,
+    )  # fmt: skip
+    trainable: str = option("all-but-depthwise", "what else trains", group=_MODEL, identity=True, card=True,
+                            choices=TRAINABLE_POLICIES)  # fmt: skip
+    no_freeze: bool = option(False, "inject the filters but keep them trainable", group=_MODEL, identity=True)
+    no_strict: bool = option(False, "inject only the convs the bank fits; leave the rest", group=_MODEL,
+                             identity=True)  # fmt: skip
+    mapping: str = option(
+        "exact",
+        "how the model's depthwise convs find their bank entry: 'exact' (same module path and shape) or 'depth' (any "
+        "architecture: nearest relative depth, kernels fitted)",
+        group=_MODEL, identity=True, card=True, choices=("exact", "depth"),
+    )  # fmt: skip
+    compare_with_scratch: bool = option(
+        False, "also train the same model from scratch (--filters none) and print both accuracies side by side",
+        group=_MODEL,
+    )  # fmt: skip
+
+    # -- data
+    dataset_name: str | None = option(
+        None,
+        "Hub dataset id, a saved DatasetDict or image folder, or a built-in offline dataset (animal-mnist, digits); "
+        f"default {DEFAULT_DATASET} unless --train_dir is given",
+        group=_DATA, identity=True, card=True,
+    )  # fmt: skip
+    dataset_config_name: str | None = option(None, "configuration of the Hub dataset", group=_DATA, identity=True)
+    train_dir: str | None = option(None, "folder of training images (imagefolder: one folder per class)",
+                                   group=_DATA, identity=True, card=True)  # fmt: skip
+    validation_dir: str | None = option(None, "folder of validation images (imagefolder)", group=_DATA,
+                                        identity=True)  # fmt: skip
+    image_column_name: str | None = option(None, "image column (default: the Image feature)", group=_DATA,
+                                           identity=True)  # fmt: skip
+    label_column_name: str | None = option(None, "label column (default: the ClassLabel feature)", group=_DATA,
+                                           identity=True)  # fmt: skip
+    train_val_split: float = option(0.15, "fraction of train held out when there is no eval split", group=_DATA,
+                                    identity=True)  # fmt: skip
+    max_train_samples: int | None = option(None, "use at most this many train images", group=_DATA, identity=True,
+                                           positive=True)  # fmt: skip
+    max_eval_samples: int | None = option(None, "use at most this many eval images", group=_DATA, identity=True,
+                                          positive=True)  # fmt: skip
+    resolution: int | None = option(None, "image size (default: the model's)", group=_DATA, identity=True,
+                                    card=True, positive=True)  # fmt: skip
+    # a tuple as the default (a dataclass default must be immutable); validate() makes it a list, as JSON reads back
+    crop_scale: Sequence[float] = option(
+        (0.08, 1.0),
+        "area range of timm's random-resized-crop training augmentation (default: timm's 0.08 1.0)",
+        group=_DATA, identity=True, card=True, nargs=2, metavar=("MIN", "MAX"),
+    )  # fmt: skip
+    dataloader_num_workers: int = option(
+        1,
+        "DataLoader worker processes per training process (1 keeps decoding and augmentation off the training loop's "
+        "path: benchmarks/train_loop.py)",
+        group=_DATA,
+    )  # fmt: skip
+
+    # -- optimisation
+    per_device_train_batch_size: int = option(64, "training batch size per process", group=_OPTIM, identity=True,
+                                              card=True, positive=True)  # fmt: skip
+    per_device_eval_batch_size: int = option(128, "evaluation batch size per process", group=_OPTIM, positive=True)
+    learning_rate: float = option(1e-3, "AdamW learning rate", group=_OPTIM, identity=True, card=True)
+    weight_decay: float = option(0.01, "AdamW weight decay (not on biases and norms)", group=_OPTIM, identity=True,
+                                 card=True)  # fmt: skip
+    num_train_epochs: int = option(3, "passes over the training split", group=_OPTIM, identity=True, card=True,
+                                   positive=True)  # fmt: skip
+    max_train_steps: int | None = option(None, "overrides --num_train_epochs", group=_OPTIM, identity=True,
+                                         card=True, positive=True)  # fmt: skip
+    gradient_accumulation_steps: int = option(1, "batches accumulated into one optimizer step", group=_OPTIM,
+                                              identity=True, card=True, positive=True)  # fmt: skip
+    lr_scheduler_type: str = option("linear", "learning-rate schedule", group=_OPTIM, identity=True, card=True,
+                                    choices=SCHEDULERS)  # fmt: skip
+    num_warmup_steps: int = option(0, "optimizer steps of learning-rate warm-up", group=_OPTIM, identity=True,
+                                   card=True)  # fmt: skip
+    seed: int = option(42, "seed of the initial weights, the data order and the held-out split", group=_OPTIM,
+                       identity=True, card=True)  # fmt: skip
+    cpu_threads: int | None = option(
+        None,
+        "torch threads per process on CPU (default: the available cores divided among the local processes; "
+        "Accelerate's launcher would otherwise leave one)",
+        group=_OPTIM, positive=True,
+    )  # fmt: skip
+
+    # -- output
+    output_dir: str | None = option(None, "default: outputs/transfer/<model>_<dataset>_<time>", group=_OUTPUT)
+    overwrite_output_dir: bool = option(False, "replace another run's results in output_dir", group=_OUTPUT)
+    checkpointing_steps: int | str | None = option(None, "save state every N steps, or 'epoch'", group=_OUTPUT)
+    resume_from_checkpoint: str | None = option(None, "a checkpoint folder, or 'latest' in output_dir",
+                                                group=_OUTPUT)  # fmt: skip
+    with_tracking: bool = option(False, "log metrics with Accelerate's trackers", group=_OUTPUT)
+    report_to: str = option("tensorboard", "tracker(s) for --with_tracking ('all' for every one)", group=_OUTPUT)
+    push_to_hub: bool = option(False, "upload the output folder to the Hub at the end", group=_OUTPUT)
+    hub_model_id: str | None = option(None, "repo id for --push_to_hub (default: the output folder name)",
+                                      group=_OUTPUT)  # fmt: skip
+    hub_token: str | None = option(None, "token for --push_to_hub (default: the logged-in one)", group=_OUTPUT)
+    log_sample_ids: bool = option(False, "write sample_ids.jsonl: the examples of every step and eval",
+                                  group=_OUTPUT)  # fmt: skip
+
+    def validate(self) -> TrainingConfig:
+        """Check the configuration for contradictions and fill in derived defaults, in place; returns ``self``.
+
+        Raises:
+            TrainingConfigError: the first contradiction found, naming the option.
+
+        Example:
+            >>> TrainingConfig(train_val_split=1.5).validate()
+            Traceback (most recent call last):
+            masterkey.errors.TrainingConfigError: --train_val_split must be between 0 and 1, got 1.5.
+        """
+
+        def fail(message: str) -> None:
+            raise TrainingConfigError(message)
+
+        if self.dataset_name is None and self.train_dir is None:
+            self.dataset_name = DEFAULT_DATASET
+        if self.dataset_name is not None and self.train_dir is not None:
+            fail("Pass either --dataset_name or --train_dir (with --validation_dir), not both.")
+        if self.validation_dir is not None and self.train_dir is None:
+            fail("--validation_dir needs --train_dir.")
+        if not 0.0 < self.train_val_split < 1.0:
+            fail(f"--train_val_split must be between 0 and 1, got {self.train_val_split}.")
+        if not self.learning_rate > 0:
+            fail(f"--learning_rate must be positive, got {self.learning_rate}.")
+        if self.weight_decay < 0 or self.num_warmup_steps < 0 or self.dataloader_num_workers < 0:
+            fail("--weight_decay, --num_warmup_steps and --dataloader_num_workers cannot be negative.")
+        for name in POSITIVE_KEYS:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                fail(f"--{name} must be a positive integer, got {value!r}.")
+        low, high = self.crop_scale
+        if not 0.0 < low <= high <= 1.0:
+            fail(f"--crop_scale needs 0 < MIN <= MAX <= 1, got {low} {high}.")
+        self.crop_scale = [float(low), float(high)]  # a list, as it reads back from JSON
+        if self.lr_scheduler_type not in SCHEDULERS:
+            fail(f"--lr_scheduler_type {self.lr_scheduler_type!r} is not one of {', '.join(SCHEDULERS)}.")
+        try:
+            check_trainable(self.trainable)  # the one policy check, shared with every injector
+        except MasterKeyError as e:
+            raise TrainingConfigError(str(e)) from None
+        steps = self.checkpointing_steps
+        if steps is not None and str(steps) != "epoch":
+            try:
+                self.checkpointing_steps = int(steps)
+            except ValueError:
+                fail(f"--checkpointing_steps must be a positive integer or 'epoch', got {steps!r}.")
+            if self.checkpointing_steps <= 0:
+                fail(f"--checkpointing_steps must be a positive integer or 'epoch', got {steps!r}.")
+        if self.compare_with_scratch:
+            if is_scratch(self.filters):
+                fail("--compare_with_scratch compares a filter bank with training from scratch; --filters is 'none'.")
+            if self.resume_from_checkpoint not in (None, "latest"):
+                fail("With --compare_with_scratch, --resume_from_checkpoint can only be 'latest' (each run resumes "
+                     "its own).")  # fmt: skip
+        if self.resume_from_checkpoint == "latest" and self.output_dir is None:
+            fail("--resume_from_checkpoint latest looks in --output_dir: pass the output folder of the run to resume.")
+        if self.push_to_hub and _hub_offline():
+            fail("--push_to_hub needs the Hub, but HF_HUB_OFFLINE is set; unset it or drop --push_to_hub.")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields in declaration order (the command line's order), as written to ``results.json``."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _keys(flag: str) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(TrainingConfig) if f.metadata[flag])
+
+
+#: Fields that define a run: a checkpoint resumes, and a finished folder is reused, only when all of them agree.
+RUN_IDENTITY_KEYS = _keys("identity")
+#: Fields listed in the model card's training configuration table.
+CARD_KEYS = _keys("card")
+#: Fields that must be positive integers when set.
+POSITIVE_KEYS = _keys("positive")
+
+
+def validate_config(config: TrainingConfig) -> TrainingConfig:
+    """:meth:`TrainingConfig.validate`: check ``config`` in place, raising :class:`TrainingConfigError`.
+
+    Example:
+        >>> validate_config(TrainingConfig(dataset_name="digits")).crop_scale
+        [0.08, 1.0]
+    """
+    return config.validate()
+
+
+def is_scratch(spec: str | None) -> bool:
+    """``--filters none`` (or ``scratch``, or empty): no bank, the from-scratch baseline.
+
+    Example:
+        >>> is_scratch("none"), is_scratch("imagenet-lite0")
+        (True, False)
+    """
+    return spec is None or spec.strip().lower() in ("none", "scratch", "")
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def run_identity(config: TrainingConfig) -> dict[str, Any]:
+    """The fields that define the run (:data:`RUN_IDENTITY_KEYS`, in that order), for checkpoints and output folders.
+
+    Example:
+        >>> list(run_identity(make_config(dataset_name="digits")))[:3]
+        ['model', 'filters', 'trainable']
+    """
+    return {key: getattr(config, key) for key in RUN_IDENTITY_KEYS}
+
+
+# -- the command line, generated from the fields ---------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _value_types(annotation: Any) -> list[Any]:
+    """The types a field's annotation allows, ``None`` left out: ``int | None`` -> ``[int]``."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return [t for t in typing.get_args(annotation) if t is not type(None)]
+    return [annotation]
+
+
+def _argparse_kwargs(f: dataclasses.Field, annotation: Any) -> dict[str, Any]:
+    """How ``argparse`` reads one field: a ``bool`` is a switch; a field of one scalar type converts with that type
+    (a positive integer with a check); anything else (``int | str``) stays the string given, for :meth:`validate`."""
+    kwargs: dict[str, Any] = {"default": f.default}
+    value_types = _value_types(annotation)
+    if value_types == [bool]:
+        return {**kwargs, "action": "store_true", "help": f.metadata["help"]}
+    extra = dict(f.metadata["argparse"])
+    if f.metadata["positive"]:
+        kwargs["type"] = _positive_int
+    elif "nargs" in extra:  # a sequence: its items' type
+        (item,) = {t for t in typing.get_args(value_types[0])} or {str}
+        kwargs["type"] = item
+    elif len(value_types) == 1 and value_types[0] in (int, float):
+        kwargs["type"] = value_types[0]
+    return {**kwargs, **extra, "help": f.metadata["help"]}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``examples/transfer.py``: one ``--<name>`` option per :class:`TrainingConfig` field, with
+    its default, help text and group.
+
+    Example:
+        >>> build_parser().parse_args(["--model", "convnext_atto"]).model
+        'convnext_atto'
+    """
+    parser = argparse.ArgumentParser(
+        prog="transfer.py",
+        description="Inject a master-key filter bank into a timm DS-CNN, freeze it, and fine-tune the rest on an "
+        "image-classification dataset with Accelerate. Without arguments: the offline demo "
+        f"({' '.join(DEMO_ARGS)}).",
+    )
+    hints = typing.get_type_hints(TrainingConfig)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in fields(TrainingConfig):
+        group = f.metadata["group"]
+        if group not in groups:
+            groups[group] = parser.add_argument_group(group)
+        groups[group].add_argument(f"--{f.name}", **_argparse_kwargs(f, hints[f.name]))
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> TrainingConfig:
+    """Parse and validate a command line; an empty ``argv`` (``[]``) means the embedded demo (:data:`DEMO_ARGS`),
+    ``None`` means ``sys.argv[1:]``.
+
+    Example:
+        >>> parse_args(["--dataset_name", "digits", "--checkpointing_steps", "5"]).checkpointing_steps
+        5
+    """
+    if argv is not None and len(argv) == 0:
+        argv = list(DEMO_ARGS)
+    return TrainingConfig(**vars(build_parser().parse_args(argv))).validate()
+
+
+def make_config(**kwargs: Any) -> TrainingConfig:
+    """The configuration of one run from keyword arguments (the defaults for the rest), validated.
+
+    Example:
+        >>> cfg = make_config(model="mobilenetv3_small_050", dataset_name="digits", resolution=32)
+    """
+    unknown = sorted(set(kwargs) - {f.name for f in fields(TrainingConfig)})
+    if unknown:
+        raise TrainingConfigError(f"Unknown training options {unknown}; see build_parser() for the names.")
+    return TrainingConfig(**kwargs).validate()

@@ -1,0 +1,259 @@
+"""The training configuration: :class:`TrainingConfig` fields, the command line generated from them, the key lists
+derived from their metadata, the one comparison of run identities, and objects given to one run
+(``extra_datasets`` / ``extra_filters``) that leave the shared registries alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from masterkey.errors import TrainingConfigError
+from masterkey.training import (
+    BUILTIN_DATASETS,
+    NAMED_FILTERS,
+    BuiltinDataset,
+    ResolvedFilters,
+    TrainingConfig,
+    build_parser,
+    load_image_dataset,
+    make_config,
+    parse_args,
+    resolve_filters,
+    run_identity,
+    train_transfer,
+)
+from masterkey.training.config import CARD_KEYS, RUN_IDENTITY_KEYS
+
+#: The command line as it was written by hand before it was generated: names, in order.
+OPTIONS = (
+    "model", "filters", "trainable", "no_freeze", "no_strict", "mapping", "compare_with_scratch",
+    "dataset_name", "dataset_config_name", "train_dir", "validation_dir", "image_column_name", "label_column_name",
+    "train_val_split", "max_train_samples", "max_eval_samples", "resolution", "crop_scale", "dataloader_num_workers",
+    "per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate", "weight_decay", "num_train_epochs",
+    "max_train_steps", "gradient_accumulation_steps", "lr_scheduler_type", "num_warmup_steps", "seed", "cpu_threads",
+    "output_dir", "overwrite_output_dir", "checkpointing_steps", "resume_from_checkpoint", "with_tracking",
+    "report_to", "push_to_hub", "hub_model_id", "hub_token", "log_sample_ids",
+)  # fmt: skip
+#: What run_config.json files written before the dataclass hold, in this order: old folders must still match.
+OLD_IDENTITY_KEYS = (
+    "model", "filters", "trainable", "no_freeze", "no_strict", "mapping", "dataset_name", "dataset_config_name",
+    "train_dir", "validation_dir", "image_column_name", "label_column_name", "train_val_split", "max_train_samples",
+    "max_eval_samples", "resolution", "crop_scale", "per_device_train_batch_size", "learning_rate", "weight_decay",
+    "num_train_epochs", "max_train_steps", "gradient_accumulation_steps", "lr_scheduler_type", "num_warmup_steps",
+    "seed",
+)  # fmt: skip
+OLD_CARD_KEYS = (
+    "model", "filters", "trainable", "mapping", "dataset_name", "train_dir", "resolution", "crop_scale",
+    "per_device_train_batch_size", "learning_rate", "weight_decay", "num_train_epochs", "max_train_steps",
+    "gradient_accumulation_steps", "lr_scheduler_type", "num_warmup_steps", "seed",
+)  # fmt: skip
+
+
+# -- the command line ------------------------------------------------------------------------------------------------
+def test_the_parser_is_generated_from_the_fields():
+    parser = build_parser()
+    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    assert tuple(actions) == OPTIONS == tuple(f.name for f in dataclasses.fields(TrainingConfig))
+    groups = {a.dest: g.title for g in parser._action_groups for a in g._group_actions}
+    for f in dataclasses.fields(TrainingConfig):
+        action = actions[f.name]
+        assert action.option_strings == [f"--{f.name}"]
+        assert action.default == f.default and action.help == f.metadata["help"] and action.help
+        assert groups[f.name] == f.metadata["group"]
+    assert [g.title for g in parser._action_groups[2:]] == ["model and filters", "data", "optimisation", "output"]
+    assert isinstance(actions["no_freeze"], argparse._StoreTrueAction)
+    assert actions["crop_scale"].nargs == 2 and actions["crop_scale"].metavar == ("MIN", "MAX")
+    assert actions["lr_scheduler_type"].choices and actions["trainable"].choices and actions["mapping"].choices
+    assert parser.prog == "transfer.py"
+    args = parser.parse_args(["--crop_scale", "0.5", "1", "--learning_rate", "2e-3", "--resolution", "32"])
+    assert args.crop_scale == [0.5, 1.0] and args.learning_rate == 0.002 and args.resolution == 32
+    assert parser.parse_args(["--checkpointing_steps", "epoch"]).checkpointing_steps == "epoch"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--resolution", "0"])  # a positive-integer field, checked by the parser too
+
+
+def test_key_lists_come_from_the_fields_and_match_the_runs_already_on_disk():
+    assert RUN_IDENTITY_KEYS == OLD_IDENTITY_KEYS
+    assert CARD_KEYS == OLD_CARD_KEYS
+    config = make_config(dataset_name="digits", crop_scale=(0.5, 1.0), seed=3)
+    identity = run_identity(config)
+    assert tuple(identity) == OLD_IDENTITY_KEYS
+    # the JSON a run_config.json written before this change holds for the same options
+    assert json.dumps(identity) == json.dumps({
+        "model": "tf_efficientnet_lite0", "filters": "imagenet-lite0", "trainable": "all-but-depthwise",
+        "no_freeze": False, "no_strict": False, "mapping": "exact", "dataset_name": "digits",
+        "dataset_config_name": None, "train_dir": None, "validation_dir": None, "image_column_name": None,
+        "label_column_name": None, "train_val_split": 0.15, "max_train_samples": None, "max_eval_samples": None,
+        "resolution": None, "crop_scale": [0.5, 1.0], "per_device_train_batch_size": 64, "learning_rate": 0.001,
+        "weight_decay": 0.01, "num_train_epochs": 3, "max_train_steps": None, "gradient_accumulation_steps": 1,
+        "lr_scheduler_type": "linear", "num_warmup_steps": 0, "seed": 3,
+    })  # fmt: skip
+
+
+def test_configs_are_typed_validated_and_plain_json():
+    config = parse_args(["--dataset_name", "digits", "--checkpointing_steps", "5"])
+    assert isinstance(config, TrainingConfig) and config.checkpointing_steps == 5
+    assert config.crop_scale == [0.08, 1.0]  # a list, as JSON reads it back
+    assert json.loads(json.dumps(config.to_dict())) == config.to_dict()
+    assert list(config.to_dict()) == list(OPTIONS)
+    assert make_config(dataset_name="digits", checkpointing_steps=5) == config
+    with pytest.raises(TrainingConfigError, match=r"Unknown training options \['nope'\]"):
+        make_config(nope=1)
+    with pytest.raises(TrainingConfigError, match="pointwise\\+head"):  # the injectors' own policy check
+        make_config(trainable="some")
+    with pytest.raises(TrainingConfigError, match="max_train_samples must be a positive integer"):
+        TrainingConfig(max_train_samples=0).validate()
+
+
+def test_train_transfer_takes_a_config_or_keyword_options(monkeypatch):
+    from masterkey.training import run
+
+    seen = []
+    monkeypatch.setattr(run, "_train", lambda config, output_dir, extras: seen.append((config, extras)) or {})
+    config = TrainingConfig(dataset_name="digits", output_dir="out")
+    train_transfer(config, seed=7)
+    train_transfer(config)
+    train_transfer(dataset_name="digits", output_dir="out", extra_filters={"mine": print})
+    (first, _), (second, _), (third, extras) = seen
+    assert first.seed == 7 and second.seed == 42 and third == second
+    assert second is not config and config.crop_scale == (0.08, 1.0)  # the caller's config is left as it was
+    assert extras.filters == {"mine": print} and extras.datasets == {}
+    with pytest.raises(TrainingConfigError, match="TrainingConfig"):
+        train_transfer(argparse.Namespace(**config.to_dict()))
+
+
+# -- one comparison of run identities --------------------------------------------------------------------------------
+def test_folders_and_checkpoints_compare_identities_as_json(tmp_path):
+    """A tuple in memory is the list JSON reads back: finished_run, check_output_dir and find_checkpoint agree."""
+    from masterkey.training.outputs import (
+        STATE_NAME,
+        check_output_dir,
+        claim_output_dir,
+        find_checkpoint,
+        finished_run,
+        same_run,
+        write_json,
+    )
+
+    identity = {**run_identity(make_config(dataset_name="digits")), "num_processes": 1}
+    as_tuple = {**identity, "crop_scale": (0.08, 1.0)}
+    claim_output_dir(tmp_path, identity, clear=False)
+    assert same_run(json.loads((tmp_path / "run_config.json").read_text()), as_tuple)
+    assert not same_run({**identity, "seed": 1}, as_tuple) and not same_run(None, as_tuple)
+    assert same_run({**identity, "num_processes": 2}, as_tuple, ignore=("num_processes",))
+    # an unfinished run of the same configuration: 'latest' starts it over
+    assert check_output_dir(tmp_path, as_tuple, overwrite=False, resume="latest", checkpoint=None)
+    write_json(tmp_path / "results.json", {"final": {"accuracy": 0.5}})
+    assert finished_run(tmp_path, {**as_tuple, "num_processes": 4}) == {"final": {"accuracy": 0.5}}
+    assert finished_run(tmp_path, {**as_tuple, "seed": 1}) is None
+    checkpoint = tmp_path / "checkpoints" / "step_2"
+    checkpoint.mkdir(parents=True)
+    write_json(checkpoint / STATE_NAME, {"identity": identity, "completed_steps": 2})
+    assert find_checkpoint("latest", tmp_path, as_tuple) == checkpoint
+    with pytest.raises(TrainingConfigError, match="seed: 42 there, 1 now"):
+        find_checkpoint("latest", tmp_path, {**as_tuple, "seed": 1})
+
+
+# -- objects for one run ---------------------------------------------------------------------------------------------
+def _toy_arrays():
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 2
+    images = (rng.integers(0, 60, (40, 8, 8)) + 150 * labels[:, None, None]).astype(np.uint8)
+    return images, labels
+
+
+TOY = BuiltinDataset("toy-for-one-run", ("dark", "light"), _toy_arrays, "40 toy images.", "a test", "mit")
+
+
+def _own_filters(model):
+    from masterkey.extract import extract_filters
+
+    return ResolvedFilters("own-random", extract_filters(model, description="the target's own random kernels"))
+
+
+def test_extra_filters_and_datasets_are_looked_up_first(tmp_path):
+    import timm
+
+    model = timm.create_model("mobilenetv3_small_050", num_classes=2)
+    resolved = resolve_filters("random", model, extra_filters={"random": _own_filters})
+    assert resolved.spec == "own-random"  # the call's own entry wins over the registry's
+    dsd = load_image_dataset(TOY.name, cache_dir=tmp_path, extra_datasets={TOY.name: TOY})
+    assert (len(dsd["train"]), len(dsd["test"])) == (32, 8)
+    assert TOY.name not in BUILTIN_DATASETS
+
+
+@pytest.fixture(scope="module")
+def pushed_run(tmp_path_factory):
+    """A tiny run on a dataset and with filters of its own, pushed to a fake Hub; the messages it logged."""
+    import huggingface_hub
+
+    import masterkey.hub
+
+    out = tmp_path_factory.mktemp("own-objects") / "run"
+    calls, records = {}, []
+
+    class FakeApi:
+        def __init__(self, token=None, **kwargs):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, exist_ok=False, **kwargs):
+            return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")
+
+        def upload_folder(self, **kwargs):
+            calls["upload"] = kwargs
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler, logger = Collect(level=logging.INFO), logging.getLogger("masterkey")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    registries = (dict(BUILTIN_DATASETS), dict(NAMED_FILTERS))
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(masterkey.hub, "HfApi", FakeApi)
+            mp.setattr(huggingface_hub.constants, "ENDPOINT", "https://huggingface.co")
+            mp.delenv("HF_HUB_OFFLINE", raising=False)
+            results = train_transfer(
+                model="mobilenetv3_small_050", dataset_name=TOY.name, filters="own", resolution=32,
+                num_train_epochs=1, per_device_train_batch_size=8, dataloader_num_workers=0, cpu_threads=1,
+                output_dir=str(out), push_to_hub=True, hub_model_id="org/toy-run", hub_token="hf_t",
+                extra_datasets={TOY.name: TOY}, extra_filters={"own": _own_filters},
+            )  # fmt: skip
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return results, records, calls, registries
+
+
+def test_a_run_with_its_own_dataset_and_filters_leaves_the_registries_alone(pushed_run):
+    results, _, _, (datasets_before, filters_before) = pushed_run
+    assert dict(BUILTIN_DATASETS) == datasets_before and TOY.name not in BUILTIN_DATASETS
+    assert dict(NAMED_FILTERS) == filters_before and "own" not in NAMED_FILTERS
+    data = results["dataset"]
+    assert data["builtin"] and data["id"] == TOY.name and data["description"] == "40 toy images."
+    assert (data["num_train"], data["num_eval"], data["label_names"]) == (32, 8, ["dark", "light"])
+    assert results["filters"]["spec"] == "own-random" and results["filters"]["frozen"]
+    assert results["config"]["filters"] == "own" and results["config"]["dataset_name"] == TOY.name  # names, in JSON
+    assert results["config"]["hub_token"] == "<redacted>"
+
+
+def test_a_run_logs_its_summary_and_pushes_through_the_one_hub_upload(pushed_run):
+    from masterkey.training.outputs import PUSH_IGNORE_PATTERNS
+
+    results, records, calls, _ = pushed_run
+    messages = [r.getMessage() for r in records if r.name.startswith("masterkey.training")]
+    assert sum("saved to" in m for m in messages) == 1
+    assert f"{results['model']} on {TOY.name} (masterkey built-in)" in "\n".join(messages)
+    assert "pushed to https://huggingface.co/org/toy-run" in messages
+    upload = calls["upload"]
+    assert upload["repo_id"] == "org/toy-run" and upload["folder_path"] == results["output_dir"]
+    assert upload["ignore_patterns"] == list(PUSH_IGNORE_PATTERNS) and calls["token"] == "hf_t"
