@@ -1,5 +1,7 @@
 """Finding depthwise convs in real timm models and extracting them."""
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -94,3 +96,21 @@ def test_extract_from_a_timm_name_with_weights(tmp_path):
     assert bank.config["source_model"] == "mobilenetv3_small_050"
     with pytest.raises(UnsupportedModelError, match="does not fit"):
         masterkey.extract_filters("convnext_atto", weights=tmp_path / "weights.safetensors")
+
+
+def test_weights_that_cannot_be_read_are_typed_errors(tmp_path):
+    from masterkey.errors import CheckpointError
+
+    class Payload:  # a pickled object other than tensors: refused, never run
+        def __reduce__(self):
+            return (exec, ("import pathlib; pathlib.Path('PWNED').touch()",))
+
+    torch.save({"x": Payload()}, tmp_path / "pickled.pth")
+    (tmp_path / "corrupt.safetensors").write_bytes(b"\x00" * 64)
+    (tmp_path / "truncated.pth").write_bytes((tmp_path / "pickled.pth").read_bytes()[:40])
+    cases = {"missing.safetensors": "does not exist", ".": "is a folder", "corrupt.safetensors": "truncated or not",
+             "truncated.pth": "truncated or not", "pickled.pth": "never unpickles"}  # fmt: skip
+    for name, message in cases.items():
+        with pytest.raises(CheckpointError, match=message):
+            masterkey.extract_filters("mobilenetv3_small_050", weights=tmp_path / name)
+    assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()

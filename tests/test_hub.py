@@ -17,11 +17,18 @@ def published(local_hub, tmp_path_factory):
                                            source_dataset="noise-v1")
     v1.save_pretrained(root / "v1")
     sha1 = local_hub.publish("org/noise-dw", root / "v1", tag="v1")
-    v2 = masterkey.FilterBank.from_tensors({"a": torch.randn(4, 1, 3, 3), "b": torch.randn(8, 1, 5, 5)},
-                                           source_dataset="noise-v2")
+    # v2 comes from a model whose second conv has a channel multiplier of 2 (4 -> 8 channels): its manifest says so
+    v2 = masterkey.extract_filters(_noise_model(), source_dataset="noise-v2")
     v2.save_pretrained(root / "v2")
     local_hub.publish("org/noise-dw", root / "v2", message="v2")
     return {"v1": v1, "v2": v2, "sha1": sha1}
+
+
+def _noise_model():
+    model = torch.nn.Sequential()
+    model.add_module("a", torch.nn.Conv2d(4, 4, 3, groups=4, bias=False))
+    model.add_module("b", torch.nn.Conv2d(4, 8, 5, groups=4, bias=False))  # channel multiplier 2
+    return model
 
 
 def _assert_same(a, b):
@@ -72,9 +79,7 @@ def test_missing_repo_and_revision(published, tmp_path):
 def test_inject_straight_from_a_hub_id(published):
     bank = published["v2"]
     specs = {s.name: s for s in bank.specs}
-    model = torch.nn.Sequential()
-    model.add_module("a", torch.nn.Conv2d(4, 4, 3, groups=4, bias=False))
-    model.add_module("b", torch.nn.Conv2d(4, 8, 5, groups=4, bias=False))  # channel multiplier 2
-    assert specs["b"].out_channels == 8
+    model = _noise_model()
+    assert specs["b"].out_channels == 8 and specs["b"].channel_multiplier == 2
     masterkey.from_pretrained_filters(model, "org/noise-dw")
     assert torch.equal(model.b.weight, bank["b"]) and not model.b.weight.requires_grad

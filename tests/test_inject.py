@@ -202,3 +202,45 @@ def test_pointwise_injection_copies_and_freezes_the_first_pointwise_convs(tmp_pa
     assert len(report.injected) == count and report.mapping == "pointwise"
     # everything else trains, the depthwise kernels included (the control arm of layer-split)
     assert all(c.module.weight.requires_grad for c in masterkey.find_depthwise_convs(target))
+
+
+def test_a_dict_of_tensors_or_a_bad_mapping_result_is_a_typed_error(bank, tiny_model):
+    from masterkey.errors import ArgumentError, MappingError
+
+    with pytest.raises(ArgumentError, match="FilterBank.from_tensors"):
+        masterkey.from_pretrained_filters(tiny_model, dict(bank.items()))
+    with pytest.raises(MappingError, match="returned a list"):
+        masterkey.from_pretrained_filters(tiny_model, bank, mapping=lambda b, t: [n for n in b.names])
+
+
+def test_a_model_on_the_meta_device_is_refused_not_reported_as_injected(bank):
+    from masterkey.errors import ArgumentError
+
+    with torch.device("meta"):
+        model = timm.create_model("convnext_atto")
+    with pytest.raises(ArgumentError, match="meta device"):
+        masterkey.from_pretrained_filters(model, bank)
+
+
+def test_exact_mapping_refuses_another_channel_multiplier_with_the_same_weight_shape():
+    source = nn.Sequential(nn.Conv2d(32, 32, 3, groups=32))  # multiplier 1
+    target = nn.Sequential(nn.Conv2d(16, 32, 3, groups=16))  # multiplier 2: the same (32, 1, 3, 3) weight
+    bank = masterkey.extract_filters(source)
+    with pytest.raises(IncompatibleBankError, match="multiplier 2") as error:
+        masterkey.from_pretrained_filters(target, bank)
+    assert list(error.value.mismatched) == ["0"]
+    # across architectures (mapping="depth") the kernels are fitted, as for any other shape
+    masterkey.from_pretrained_filters(target, bank, mapping="depth")
+    assert torch.equal(target[0].weight, bank["0"])
+
+
+def test_a_second_injection_that_injects_nothing_keeps_earlier_kernels_frozen(bank, tiny_model):
+    masterkey.from_pretrained_filters(tiny_model, bank)
+    frozen = [n for n, p in tiny_model.named_parameters() if not p.requires_grad]
+    assert len(frozen) == len(bank)
+    unrelated = masterkey.FilterBank.from_tensors({"elsewhere": torch.randn(4, 1, 3, 3)})
+    model = masterkey.from_pretrained_filters(tiny_model, unrelated, strict=False)
+    assert not model.masterkey_report.injected
+    assert [n for n, p in tiny_model.named_parameters() if not p.requires_grad] == frozen
+    masterkey.freeze_depthwise(tiny_model, trainable="all")  # asked for explicitly, everything trains again
+    assert all(p.requires_grad for p in tiny_model.parameters())

@@ -51,7 +51,7 @@ def test_publish_cli_dry_run(tmp_path, results_file, capsys):
     assert cli.main(["publish", str(tmp_path / "bank"), "--out", str(out), "--results", str(results_file),
                      "--dry-run"]) == 0
     printed = capsys.readouterr().out
-    assert "would upload to noise-dw" in printed and "filters.safetensors" in printed
+    assert "would upload to masterkey-filters/noise-dw" in printed and "filters.safetensors" in printed
     assert "masterkey-filters/noise-dw" in (out / "README.md").read_text()
 
 

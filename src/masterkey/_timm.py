@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import copy
 import difflib
+import pickle
 from pathlib import Path
 from typing import Any, Callable
 
 import timm
 import torch
+from safetensors import SafetensorError
 from timm.models import load_state_dict, remap_state_dict
 from torch import nn
 
-from .errors import UnsupportedModelError
+from .errors import CheckpointError, UnsupportedModelError
 
 # Method names timm's reparameterize_model looks for on multi-branch (RepVGG / MobileOne style) blocks.
 REPARAM_METHODS = ("fuse", "reparameterize", "switch_to_deploy")
@@ -44,8 +46,22 @@ def load_weights(model: nn.Module, weights: str | Path) -> None:
     """
     path = Path(weights)
     if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist.")
-    state = load_state_dict(str(path), weights_only=True)
+        what = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"Checkpoint {str(path)!r} {what}. Pass a .safetensors (or torch) weights file.")
+    try:
+        state = load_state_dict(str(path), weights_only=True)
+    except (SafetensorError, RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        refused = "weights_only" in str(e)
+        raise CheckpointError(
+            f"Cannot read the checkpoint {str(path)!r}: "
+            + (
+                "it holds pickled objects other than tensors, which masterkey never unpickles. Convert it to "
+                "safetensors with code you trust."
+                if refused
+                else f"{first}. The file is truncated or not a safetensors / torch checkpoint; download it again."
+            )
+        ) from None
     try:
         if set(state) != set(model.state_dict()):
             state = remap_state_dict(state, model)

@@ -11,20 +11,50 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .constants import EXPERIMENT_NAMES, SCALE_NAMES
+from .constants import EXPERIMENT_NAMES, HUB_ORG, SCALE_NAMES
 from .errors import MasterKeyError
 
 __all__ = ["main", "COMMANDS"]
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"a seed is an integer from 0 to 2**32 - 1, got {text}")
+    return value
+
+
+def _out_dir(text: str) -> Path:
+    """An output folder that exists or can be made: checked when the command line is read, before any work."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file; pass a folder (it is created when missing)")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} lies under the file {str(parent)!r}; pass a folder elsewhere")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{str(parent)!r} is not writable; pass a folder you can write to")
+    return path
+
+
 def _add_extract(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="timm model name")
     p.add_argument("--weights", help="local checkpoint to load first (safetensors or torch file)")
-    p.add_argument("--out", required=True, type=Path, help="folder to write the bank to")
+    p.add_argument("--out", required=True, type=_out_dir, help="folder to write the bank to")
     p.add_argument("--source-dataset", help="dataset the weights were trained on")
     p.add_argument("--source-license", help="licence of the weights")
     p.add_argument("--no-reparameterize", action="store_true", help="refuse unfused multi-branch models")
@@ -45,7 +75,7 @@ def _run_extract(args: argparse.Namespace) -> int:
 def _add_inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("bank", help="Hub repo id, local folder, or built-in name (imagenet-lite0, universal-learned-8, ...)")
     p.add_argument("--into", help="timm model name to inject the bank into (prints the injection report)")
-    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--num-classes", type=_positive_int, default=None, help="classes of the model's new head")
     p.add_argument("--strict", action="store_true", help="fail when any target conv is left untouched")
     p.add_argument("--mapping", choices=("exact", "depth"), default="exact",
                    help="exact: same layer names and shapes; depth: another architecture, by relative depth")
@@ -71,22 +101,26 @@ def _run_inspect(args: argparse.Namespace) -> int:
 def _add_publish(p: argparse.ArgumentParser) -> None:
     p.add_argument("bank", help="bank to publish: local folder, Hub id, or a built-in name (imagenet-lite0, ...)")
     p.add_argument("--repo-id", help="target Hub repo (default: MASTERKEY_HUB_ORG/<folder name>)")
-    p.add_argument("--out", required=True, type=Path, help="folder to build the repo content in (e.g. hub_cards/NAME)")
+    p.add_argument("--out", required=True, type=_out_dir,
+                   help="folder to build the repo content in (e.g. hub_cards/NAME)")
     p.add_argument("--results", type=Path, help="card results JSON (see masterkey.publishing.load_card_results)")
     p.add_argument("--dry-run", action="store_true", help="build the folder and list what would be uploaded")
     p.add_argument("--private", action="store_true")
 
 
 def _run_publish(args: argparse.Namespace) -> int:
-    from .hub import load_master_filters
+    from .hub import check_upload, load_master_filters
     from .publishing import load_card_results, publish_bank
 
+    repo_id = args.repo_id or f"{HUB_ORG}/{args.out.name}"
+    if not args.dry_run:
+        check_upload(repo_id)  # offline, no token or a bad repo id: refused before the bank is built
     bank = load_master_filters(args.bank)
     results, sections = load_card_results(args.results) if args.results else ([], [])
-    files = publish_bank(bank, args.repo_id, folder=args.out, results=results, card_kwargs={"sections": sections},
-                         dry_run=args.dry_run, private=args.private or None)
+    files = publish_bank(bank, repo_id, folder=args.out, results=results, card_kwargs={"sections": sections},
+                         dry_run=args.dry_run, private=args.private or None)  # fmt: skip
     verb = "would upload" if args.dry_run else "uploaded"
-    print(f"{bank}\n{verb} to {args.repo_id or args.out.name}:")
+    print(f"{bank}\n{verb} to {repo_id}:")
     for name, size in files:
         print(f"  {name:24} {size:>12,d} bytes")
     return 0
@@ -94,7 +128,7 @@ def _run_publish(args: argparse.Namespace) -> int:
 
 def _add_analyze(p: argparse.ArgumentParser) -> None:
     p.add_argument("bank", help="Hub repo id, local folder, or built-in name (imagenet-lite0, universal-learned-8, ...)")
-    p.add_argument("--out", required=True, type=Path, help="folder to write report.json and the PNG figures to")
+    p.add_argument("--out", required=True, type=_out_dir, help="folder to write report.json and the PNG figures to")
     p.add_argument("--compare", help="a second bank (same forms) to compare with, layer by layer")
     p.add_argument("--keys", choices=("learned", "idealized"), default="learned", help="key set for 7x7 kernels")
 
@@ -117,7 +151,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
 
 
 def _add_cards(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("hub_cards"), help="folder to write the Hub folders into")
+    p.add_argument("--out", type=_out_dir, default="hub_cards", help="folder to write the Hub folders into")
     p.add_argument("--experiments", type=Path, help="experiments output folder whose results go on the cards")
 
 
@@ -135,9 +169,9 @@ def _add_experiment(p: argparse.ArgumentParser) -> None:
                    "the config's scale")
     p.add_argument("--config", type=Path, help="JSON of ExperimentConfig fields (model, bank, datasets, ..., scale), "
                    "such as the config.json an experiment wrote")
-    p.add_argument("--out", type=Path, default=Path("outputs/experiments"))
-    p.add_argument("--seeds", type=int, nargs="+", help="override the scale's seeds")
-    p.add_argument("--cpu-threads", type=int, help="torch threads per run on CPU (1 on a busy machine)")
+    p.add_argument("--out", type=_out_dir, default="outputs/experiments", help="folder of the experiments' outputs")
+    p.add_argument("--seeds", type=_seed, nargs="+", help="override the scale's seeds")
+    p.add_argument("--cpu-threads", type=_positive_int, help="torch threads per run on CPU (1 on a busy machine)")
     p.add_argument("--resume", action="store_true",
                    help="keep runs that finished in --out with the same configuration (continue an interrupted run)")
 
@@ -186,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command][2](args)
     except MasterKeyError as e:
+        print(f"masterkey {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a folder or file the system refused (permissions, disk full, ...): one line, no traceback
         print(f"masterkey {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -15,6 +15,8 @@ __all__ = [
     "IncompatibleBankError",
     "UnsupportedModelError",
     "CheckpointError",
+    "HubError",
+    "ResultsFormatError",
     "MappingError",
     "FitError",
     "DatasetError",
@@ -68,6 +70,16 @@ class UnsupportedModelError(MasterKeyError, ValueError):
 class CheckpointError(MasterKeyError, ValueError):
     """A model checkpoint cannot be used: missing, not a file, truncated or corrupt, or holding pickled objects that a
     safe load refuses."""
+
+
+class HubError(MasterKeyError, OSError):
+    """The Hub cannot be used for what was asked: downloads or uploads are off (``HF_HUB_OFFLINE``), no token, or an
+    invalid repo id."""
+
+
+class ResultsFormatError(MasterKeyError, ValueError):
+    """An experiment's ``results.json`` (or a card results file) is malformed or names something it must not (a
+    folder outside the output folder, say)."""
 
 
 class MappingError(MasterKeyError, ValueError):

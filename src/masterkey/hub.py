@@ -11,14 +11,18 @@ import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, get_token
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from .bank import FilterBank
 from .constants import LIBRARY_NAME, LIBRARY_VERSION
+from .errors import HubError
 from .keys import universal_bank
 from .sources import imagenet_lite0_bank
 
-__all__ = ["load_master_filters", "push_folder", "BUILTIN_BANKS"]
+__all__ = ["load_master_filters", "push_folder", "check_upload", "BUILTIN_BANKS"]
 
 _logger = logging.getLogger(__name__)
 
@@ -79,14 +83,18 @@ def push_folder(
     private: bool | None = None,
     commit_message: str | None = None,
     ignore_patterns: Sequence[str] | None = None,
+    allow_patterns: Sequence[str] | None = None,
 ) -> str:
-    """Create the Hub model repo ``repo_id`` if needed and upload ``folder`` to it (files matching
-    ``ignore_patterns`` left out); returns the repo's URL. The one upload path of masterkey: banks and trained models.
+    """Create the Hub model repo ``repo_id`` if needed and upload ``folder`` to it (only files matching
+    ``allow_patterns`` when given, files matching ``ignore_patterns`` left out); returns the repo's URL. The one upload
+    path of masterkey: banks and trained models. :func:`check_upload` runs first: nothing is created or uploaded
+    when it would fail.
 
     Example:
         >>> push_folder("hub_cards/tf_efficientnet_lite0-imagenet-dw", "org/lite0-imagenet-dw")
         'https://huggingface.co/org/lite0-imagenet-dw'
     """
+    check_upload(repo_id, token=token)
     api = HfApi(token=token, library_name=LIBRARY_NAME, library_version=LIBRARY_VERSION)
     url = api.create_repo(repo_id, private=private, exist_ok=True)
     _logger.info("Uploading %s to %s", folder, url)
@@ -95,5 +103,26 @@ def push_folder(
         folder_path=str(folder),
         commit_message=commit_message or f"Upload {Path(folder).name} with masterkey",
         ignore_patterns=list(ignore_patterns) if ignore_patterns else None,
+        allow_patterns=list(allow_patterns) if allow_patterns else None,
     )
     return str(url)
+
+
+def check_upload(repo_id: str, *, token: str | None = None) -> None:
+    """Refuse (:class:`~masterkey.errors.HubError`), before any work, an upload that cannot succeed: an invalid repo
+    id, the Hub switched off (``HF_HUB_OFFLINE=1``), or no token (neither given nor logged in).
+
+    Example:
+        >>> check_upload("org/convnext-imagenet-dw")  # raises HubError offline or without a token
+    """
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise HubError(f"{repo_id!r} is not a valid Hub repo id ({e}); use 'org/name'.") from None
+    if hf_constants.is_offline_mode():
+        raise HubError(f"Cannot upload to {repo_id!r}: HF_HUB_OFFLINE is set. Unset it, or use a dry run.")
+    if token is None and get_token() is None:
+        raise HubError(
+            f"Cannot upload to {repo_id!r}: no Hugging Face token. Log in with `hf auth login`, set HF_TOKEN, or pass "
+            "token=..."
+        )

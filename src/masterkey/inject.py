@@ -151,10 +151,17 @@ def trainable_parameters(model: nn.Module) -> TrainableParameters:
     return TrainableParameters(sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
 
 
+#: Attribute set on a parameter that an injection froze, so that a later injection (or policy) keeps it frozen.
+_FROZEN_MARK = "_masterkey_frozen"
+
+
 def _apply_policy(model: nn.Module, *, trainable: str, freeze: bool, injected: Iterable[nn.Parameter]) -> None:
     """``requires_grad`` of every parameter: the ``trainable`` policy, with the ``injected`` parameters frozen (or,
-    with ``freeze=False``, trainable) whatever the policy says, except under ``"all"``, where everything trains."""
+    with ``freeze=False``, trainable) whatever the policy says, except under ``"all"``, where everything trains.
+    Parameters an earlier injection froze stay frozen unless this call injects them again or says ``"all"``."""
+    injected = list(injected)
     injected_ids = {id(p) for p in injected}
+    earlier = {id(p) for p in model.parameters() if getattr(p, _FROZEN_MARK, False)} - injected_ids
     every = {id(p) for p in model.parameters()}
     if trainable == "all":
         trainable_ids = every
@@ -166,10 +173,14 @@ def _apply_policy(model: nn.Module, *, trainable: str, freeze: bool, injected: I
             if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1)):
                 trainable_ids |= {id(p) for p in module.parameters(recurse=False)}
         trainable_ids -= injected_ids
+    if trainable != "all":
+        trainable_ids -= earlier
     if not freeze:
         trainable_ids |= injected_ids
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable_ids)
+        if id(p) in injected_ids or trainable == "all":
+            setattr(p, _FROZEN_MARK, not p.requires_grad)
 
 
 def freeze_depthwise(
@@ -235,6 +246,12 @@ def inject(
     """
     check_trainable(trainable)
     model = prepare_model(model, reparameterize=reparameterize, **(model_kwargs or {}))
+    on_meta = [name for name, p in model.named_parameters() if p.is_meta]
+    if on_meta:
+        raise ArgumentError(
+            f"The model is on the meta device (e.g. {on_meta[0]}): its weights hold no values, so nothing can be "
+            "copied into them. Materialize it first (model.to_empty(device='cpu'), then initialise or load weights)."
+        )
     planned = plan(model)
     if strict and any(not e.injected for e in planned.entries):
         if refuse is None:
@@ -315,6 +332,13 @@ def from_pretrained_filters(
     check_trainable(trainable)
     if isinstance(mapping, str) and mapping not in MAPPINGS:
         raise MappingError(f"mapping={mapping!r} is unknown; choose one of {', '.join(MAPPINGS)} or pass a callable.")
+    if not isinstance(mapping, str) and not callable(mapping):
+        raise MappingError(f"mapping must be a name ({', '.join(MAPPINGS)}) or a callable, not {type(mapping).__name__}.")
+    if not isinstance(filters, (FilterBank, str, Path)):
+        raise ArgumentError(
+            f"filters must be a FilterBank, a Hub repo id or a local folder, not {type(filters).__name__}. Build a bank "
+            "from tensors with masterkey.FilterBank.from_tensors({name: kernel, ...})."
+        )
     bank = filters if isinstance(filters, FilterBank) else load_master_filters(filters)
 
     def plan(model: nn.Module) -> InjectionPlan:
@@ -333,6 +357,13 @@ def from_pretrained_filters(
                 reason = f"shape {got} in the bank, {want} in the model"
                 result.entries.append(InjectionEntry(target.name, source, False, reason=reason))
                 continue
+            source_in, target_in = bank.spec(source).in_channels, target.spec.in_channels
+            if mapping == "exact" and source_in != target_in:  # same weight shape, another channel multiplier
+                result.mismatched[target.name] = (want, got)
+                reason = (f"{source_in} input channels (multiplier {bank.spec(source).channel_multiplier}) in the "
+                          f"bank, {target_in} (multiplier {target.spec.channel_multiplier}) in the model")  # fmt: skip
+                result.entries.append(InjectionEntry(target.name, source, False, reason=reason))
+                continue
             kernel, transforms = fit_kernel(kernel, out_channels=want[0], kernel_size=want[2:], resize=resize)
             result.entries.append(InjectionEntry(target.name, source, True, transforms=transforms or ["copied"]))
             result.updates.append((target.module.weight, kernel))
@@ -344,12 +375,13 @@ def from_pretrained_filters(
         missing = [e.target for e in planned.entries if e.source is None]
         why = {e.target: e.reason for e in planned.entries if e.source is None}
         mismatched = planned.mismatched
+        differ = {e.target: e.reason for e in planned.entries if e.target in mismatched}
         hint = " mapping='depth' to fit a bank from another architecture," if mapping == "exact" else ""
         return IncompatibleBankError(
             f"The bank from {bank.config.get('source_model') or 'an unknown model'} does not fit "
             f"{_timm.model_name(model) or type(model).__name__}: {len(missing)} depthwise convs have no bank entry "
-            f"(e.g. {dict(list(why.items())[:3])}), {len(mismatched)} differ in shape "
-            f"(e.g. {dict(list(mismatched.items())[:3])}). Pass strict=False to inject only what fits,{hint} "
+            f"(e.g. {dict(list(why.items())[:3])}), {len(mismatched)} differ in shape or channel multiplier "
+            f"(e.g. {dict(list(differ.items())[:3])}). Pass strict=False to inject only what fits,{hint} "
             "or use a bank extracted from this architecture.",
             missing=missing,
             mismatched=mismatched,

@@ -119,7 +119,13 @@ def resolve_mapping(
             )
         plan = MAPPINGS[mapping](bank, targets)
     else:
-        plan = dict(mapping(bank, targets))
+        plan = mapping(bank, targets)
+        if not isinstance(plan, Mapping):
+            raise MappingError(
+                f"The mapping callable {getattr(mapping, '__name__', mapping)!r} returned a {type(plan).__name__}; it "
+                "must return a mapping {target conv name: bank entry name or None}."
+            )
+        plan = dict(plan)
     target_names = {t.name for t in targets}
     unknown_targets = sorted(set(plan) - target_names)
     unknown_sources = sorted({s for s in plan.values() if s is not None and s not in bank})

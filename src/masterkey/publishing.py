@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,9 @@ from huggingface_hub import EvalResult
 
 from .analysis import explained_table
 from .bank import FilterBank
-from .constants import CARD_NAME, HUB_ORG
-from .errors import BankFormatError
-from .hub import load_master_filters, push_folder
+from .constants import CARD_NAME, CONFIG_NAME, FILTERS_NAME, HUB_ORG
+from .errors import BankFormatError, ResultsFormatError
+from .hub import check_upload, load_master_filters, push_folder
 from .keys import IDEALIZED_SIGMAS, KEY_KINDS, KEY_MODELS, KEY_NAMES, LEARNED_SIZE, NUM_KEYS, key_correlation, universal_bank
 
 __all__ = [
@@ -33,6 +34,11 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
+
+#: A folder name made from names read from results files: one plain path component.
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: The files of a bank's Hub repo.
+BANK_FILES = (CARD_NAME, CONFIG_NAME, FILTERS_NAME)
 
 
 def publish_bank(
@@ -63,12 +69,15 @@ def publish_bank(
     """
     folder = Path(folder)
     repo_id = repo_id or f"{HUB_ORG}/{folder.name}"
+    if not dry_run:
+        check_upload(repo_id, token=token)  # before any work: offline, no token, a bad repo id
     (folder / CARD_NAME).unlink(missing_ok=True)  # the card is always regenerated from the bank and results
     bank.save_pretrained(folder, model_card_kwargs={"repo_id": repo_id, "results": list(results), **(card_kwargs or {})})
-    files = sorted((p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file())
+    # only the bank's own files travel: anything else a user keeps in the folder is neither listed nor uploaded
+    files = sorted((name, (folder / name).stat().st_size) for name in BANK_FILES)
     _logger.info("Wrote the Hub folder of %r to %s", bank, folder)
     if not dry_run:
-        push_folder(folder, repo_id, token=token, private=private,
+        push_folder(folder, repo_id, token=token, private=private, allow_patterns=BANK_FILES,
                     commit_message=commit_message or f"Upload masterkey filter bank ({len(bank)} kernels)")  # fmt: skip
     return files
 
@@ -97,8 +106,17 @@ def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None =
     matrix = Path(experiments_dir or "") / "transfer-matrix" / "results.json"
     if experiments_dir and matrix.is_file():
         data = json.loads(matrix.read_text())
-        for dataset, folder in data["details"]["own_banks"].items():
+        try:
+            own_banks = dict(data["details"]["own_banks"])
+        except (KeyError, TypeError, ValueError):
+            raise ResultsFormatError(f"{matrix} has no details.own_banks mapping; run transfer-matrix again.") from None
+        for dataset, folder in own_banks.items():
             name = f"{data['model']}-{dataset}-dw"
+            if not _SAFE_NAME.fullmatch(name) or ".." in name:  # a name read from a file never leaves out_dir
+                raise ResultsFormatError(
+                    f"{matrix} names a bank {name!r} that is not a plain folder name; the transfer-matrix results "
+                    "name their model and datasets with letters, digits, '.', '_' and '-' only."
+                )
             # the trained bank itself, or (on a clone without the training outputs) the folder published before
             bank = load_master_filters(folder if Path(folder).is_dir() else out_dir / name)
             written.append(publish(bank, name, folder, [("What the 8 universal keys explain", explained_table(bank))]))
@@ -142,28 +160,42 @@ def experiment_card_results(
     """
     results, sections = [], []
     for path in sorted(Path(experiments_dir).glob("*/results.json")):
-        data = json.loads(path.read_text(encoding="utf-8"))
-        rows = [r for r in data["summary"] if r["filters"] == filters]
-        for r in rows:
-            results.append(
-                EvalResult(
-                    task_type="image-classification",
-                    dataset_type=r["dataset"],
-                    dataset_name=r["dataset"],
-                    dataset_split="test",
-                    metric_type="accuracy",
-                    metric_value=round(r["mean"], 4),
-                    metric_name=f"accuracy, {r['model']}, {r['label']}, mean of {r['n']} seeds",
-                )
+        try:
+            results_rows, section = _card_rows(json.loads(path.read_text(encoding="utf-8")), filters)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError) as e:
+            raise ResultsFormatError(
+                f"{path} is not the results.json of a masterkey experiment ({type(e).__name__}: {e}); run the "
+                "experiment again, or point --experiments at the folder that `masterkey experiment` wrote."
+            ) from None
+        results += results_rows
+        sections += section
+    return results, sections
+
+
+def _card_rows(data: dict[str, Any], filters: str) -> tuple[list[EvalResult], list[tuple[str, str]]]:
+    """The ``EvalResult`` rows and the section one experiment's results give the card of ``filters``."""
+    results, sections = [], []
+    rows = [r for r in data["summary"] if r["filters"] == filters]
+    for r in rows:
+        results.append(
+            EvalResult(
+                task_type="image-classification",
+                dataset_type=r["dataset"],
+                dataset_name=r["dataset"],
+                dataset_split="test",
+                metric_type="accuracy",
+                metric_value=round(r["mean"], 4),
+                metric_name=f"accuracy, {r['model']}, {r['label']}, mean of {r['n']} seeds",
             )
-        if rows:
-            scale = data["scale"]
-            sections.append((
-                f"Experiment: {data['experiment']}",
-                "\n".join(data["table"]) + f"\n\nScale `{scale['name']}`: {len(scale['seeds'])} seeds, "
-                f"{scale['resolution']}px, wall time {data['wall_time_s'] / 60:.1f} min. Reproduce with "
-                f"`{data['command']}`.",
-            ))  # fmt: skip
+        )
+    if rows:
+        scale = data["scale"]
+        sections.append((
+            f"Experiment: {data['experiment']}",
+            "\n".join(data["table"]) + f"\n\nScale `{scale['name']}`: {len(scale['seeds'])} seeds, "
+            f"{scale['resolution']}px, wall time {data['wall_time_s'] / 60:.1f} min. Reproduce with "
+            f"`{data['command']}`.",
+        ))  # fmt: skip
     return results, sections
 
 

@@ -3,7 +3,7 @@
 Load it by path, so nothing is fetched from the Hub::
 
     import evaluate
-    from masterkey.training.metrics import ACCURACY_METRIC_PATH
+    from masterkey.training import ACCURACY_METRIC_PATH
     metric = evaluate.load(str(ACCURACY_METRIC_PATH))
 
 ``predictions`` are class ids, or rankings of class ids (best first, e.g. ``logits.topk(5).indices``);

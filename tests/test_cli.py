@@ -1,0 +1,94 @@
+"""The command line under bad input: every problem masterkey or argparse diagnoses is one line and exit 2, before any
+work, with no traceback; the dry run shows the real target and only the bank's files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import masterkey
+from masterkey import cli
+
+
+def _run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "masterkey.cli", *argv], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bank_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bank") / "noise-dw"
+    masterkey.FilterBank.from_tensors({"a": torch.randn(4, 1, 3, 3)}).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("command", ["extract mobilenetv3_small_050", "publish BANK", "analyze BANK", "cards",
+                                     "experiment layer-split"])  # fmt: skip
+@pytest.mark.parametrize("where", ["file", "under-file"])
+def test_an_output_folder_that_cannot_be_one_is_refused_before_any_work(tmp_path, bank_dir, command, where):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    out = afile if where == "file" else afile / "sub"
+    argv = [a.replace("BANK", str(bank_dir)) for a in command.split()] + ["--out", str(out)]
+    result = _run(*argv)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is a file" in result.stderr or "lies under the file" in result.stderr
+    assert afile.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["inspect", "imagenet-lite0", "--num-classes", "-5"], "positive integer"),
+        (["experiment", "layer-split", "--seeds", "-1"], "a seed is an integer"),
+        (["experiment", "layer-split", "--cpu-threads", "0"], "positive integer"),
+        (["extract", "mobilenetv3_small_050", "--weights", "/no/such/file.safetensors", "--out", "OUT"],
+         "does not exist"),
+        (["publish", "BANK", "--out", "OUT", "--repo-id", "not a repo id"], "not a valid Hub repo id"),
+        (["publish", "BANK", "--out", "OUT", "--repo-id", "org/name"], "HF_HUB_OFFLINE"),
+    ],
+)
+def test_diagnosed_problems_are_one_line_and_exit_2(tmp_path, bank_dir, argv, message):
+    argv = [a.replace("BANK", str(bank_dir)).replace("OUT", str(tmp_path / "out")) for a in argv]
+    result = _run(*argv, env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, result.stderr
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_dry_run_prints_the_real_target_and_lists_only_the_bank_files(tmp_path, bank_dir, capsys):
+    out = tmp_path / "noise-pub"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine, not the bank's")
+    assert cli.main(["publish", str(bank_dir), "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "would upload to masterkey-filters/noise-pub:" in printed
+    assert "notes.txt" not in printed and {"README.md", "config.json", "filters.safetensors"} <= set(printed.split())
+    assert (out / "notes.txt").read_text() == "mine, not the bank's"
+
+
+def test_cards_never_write_outside_the_output_folder(tmp_path, bank_dir):
+    experiments = tmp_path / "experiments" / "transfer-matrix"
+    experiments.mkdir(parents=True)
+    results = {"experiment": "transfer-matrix", "model": "x", "summary": [], "table": [], "scale": {},
+               "details": {"own_banks": {"/../../../../ESCAPED": str(bank_dir)}}}  # fmt: skip
+    (experiments / "results.json").write_text(json.dumps(results))
+    escaped = tmp_path / "ESCAPED-dw"
+    result = _run("cards", "--out", str(tmp_path / "out" / "cards"), "--experiments", str(tmp_path / "experiments"))
+    assert result.returncode == 2 and "not a plain folder name" in result.stderr, result.stderr
+    assert not escaped.exists() and not any(p.name.startswith("x-") for p in tmp_path.rglob("*-dw"))
+
+
+def test_results_without_a_summary_are_a_typed_error(tmp_path):
+    experiments = tmp_path / "experiments" / "source-size"
+    experiments.mkdir(parents=True)
+    (experiments / "results.json").write_text(json.dumps({"experiment": "source-size"}))
+    result = _run("cards", "--out", str(tmp_path / "cards"), "--experiments", str(tmp_path / "experiments"))
+    assert result.returncode == 2 and "is not the results.json of a masterkey experiment" in result.stderr
+    assert "Traceback" not in result.stderr
