@@ -27,7 +27,7 @@ HEADER = (
 def describe(family, lite0: masterkey.FilterBank) -> str:
     name = smallest_variant(family)
     try:
-        bank = masterkey.extract_filters(name, reparameterize=True)
+        bank = masterkey.extract_filters(name, pretrained=False, reparameterize=True)
         model = masterkey.from_pretrained_filters(name, bank, reparameterize=True, num_classes=10).eval()
         with torch.no_grad():
             finite = bool(torch.isfinite(model(torch.randn(1, 3, 64, 64))).all())

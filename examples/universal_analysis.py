@@ -20,7 +20,7 @@ args = parser.parse_args()
 
 # the ImageNet bank against the same architecture at random init (seed 0): what training changed, layer by layer
 torch.manual_seed(0)
-random_lite0 = masterkey.extract_filters("tf_efficientnet_lite0", source_dataset="random init (seed 0)")
+random_lite0 = masterkey.extract_filters("tf_efficientnet_lite0", pretrained=False, source_dataset="random init (seed 0)")
 lite0 = analyze_bank("imagenet-lite0", out_dir=args.out / "imagenet-lite0", compare=random_lite0)
 # the learned keys fitted with the idealized ones, compared with them
 keys = analyze_bank(

@@ -4,7 +4,6 @@ work, with no traceback; the dry run shows the real target and only the bank's f
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -15,9 +14,23 @@ import masterkey
 from masterkey import cli
 
 
-def _run(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "masterkey.cli", *argv], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)  # fmt: skip
+class Result:
+    def __init__(self, returncode: int, stderr: str):
+        self.returncode, self.stderr = returncode, stderr
+
+
+@pytest.fixture
+def run(capsys):
+    """``masterkey ARGV`` in this process: its exit code and what it printed on stderr."""
+
+    def _run(*argv: str) -> Result:
+        try:
+            code = cli.main(list(argv))
+        except SystemExit as e:  # argparse's own errors
+            code = e.code
+        return Result(code, capsys.readouterr().err)
+
+    return _run
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +43,12 @@ def bank_dir(tmp_path_factory):
 @pytest.mark.parametrize("command", ["extract mobilenetv3_small_050", "publish BANK", "analyze BANK", "cards",
                                      "experiment layer-split"])  # fmt: skip
 @pytest.mark.parametrize("where", ["file", "under-file"])
-def test_an_output_folder_that_cannot_be_one_is_refused_before_any_work(tmp_path, bank_dir, command, where):
+def test_an_output_folder_that_cannot_be_one_is_refused_before_any_work(run, tmp_path, bank_dir, command, where):
     afile = tmp_path / "afile"
     afile.write_text("keep me")
     out = afile if where == "file" else afile / "sub"
     argv = [a.replace("BANK", str(bank_dir)) for a in command.split()] + ["--out", str(out)]
-    result = _run(*argv)
+    result = run(*argv)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "is a file" in result.stderr or "lies under the file" in result.stderr
     assert afile.read_text() == "keep me"
@@ -53,9 +66,12 @@ def test_an_output_folder_that_cannot_be_one_is_refused_before_any_work(tmp_path
         (["publish", "BANK", "--out", "OUT", "--repo-id", "org/name"], "HF_HUB_OFFLINE"),
     ],
 )
-def test_diagnosed_problems_are_one_line_and_exit_2(tmp_path, bank_dir, argv, message):
+def test_diagnosed_problems_are_one_line_and_exit_2(run, monkeypatch, tmp_path, bank_dir, argv, message):
+    from huggingface_hub import constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
     argv = [a.replace("BANK", str(bank_dir)).replace("OUT", str(tmp_path / "out")) for a in argv]
-    result = _run(*argv, env={"HF_HUB_OFFLINE": "1"})
+    result = run(*argv)
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1, result.stderr
@@ -73,22 +89,28 @@ def test_dry_run_prints_the_real_target_and_lists_only_the_bank_files(tmp_path, 
     assert (out / "notes.txt").read_text() == "mine, not the bank's"
 
 
-def test_cards_never_write_outside_the_output_folder(tmp_path, bank_dir):
+def test_cards_never_write_outside_the_output_folder(run, tmp_path, bank_dir):
     experiments = tmp_path / "experiments" / "transfer-matrix"
     experiments.mkdir(parents=True)
     results = {"experiment": "transfer-matrix", "model": "x", "summary": [], "table": [], "scale": {},
                "details": {"own_banks": {"/../../../../ESCAPED": str(bank_dir)}}}  # fmt: skip
     (experiments / "results.json").write_text(json.dumps(results))
     escaped = tmp_path / "ESCAPED-dw"
-    result = _run("cards", "--out", str(tmp_path / "out" / "cards"), "--experiments", str(tmp_path / "experiments"))
+    result = run("cards", "--out", str(tmp_path / "out" / "cards"), "--experiments", str(tmp_path / "experiments"))
     assert result.returncode == 2 and "not a plain folder name" in result.stderr, result.stderr
     assert not escaped.exists() and not any(p.name.startswith("x-") for p in tmp_path.rglob("*-dw"))
 
 
-def test_results_without_a_summary_are_a_typed_error(tmp_path):
+def test_results_without_a_summary_are_a_typed_error(run, tmp_path):
     experiments = tmp_path / "experiments" / "source-size"
     experiments.mkdir(parents=True)
     (experiments / "results.json").write_text(json.dumps({"experiment": "source-size"}))
-    result = _run("cards", "--out", str(tmp_path / "cards"), "--experiments", str(tmp_path / "experiments"))
+    result = run("cards", "--out", str(tmp_path / "cards"), "--experiments", str(tmp_path / "experiments"))
     assert result.returncode == 2 and "is not the results.json of a masterkey experiment" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_diagnosed_error_prints_no_traceback_from_a_real_process(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "masterkey.cli", "inspect", str(tmp_path / "no-such-bank")],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "not found" in result.stderr

@@ -129,7 +129,7 @@ def test_model_without_depthwise_convs_is_refused(bank):
 
 
 def test_unfused_reparameterizable_target_needs_reparameterize():
-    source = masterkey.extract_filters("repvit_m1")
+    source = masterkey.extract_filters("repvit_m1", pretrained=False)
     with pytest.raises(UnsupportedModelError, match="reparameterize"):
         masterkey.from_pretrained_filters("repvit_m1", source)
     model = masterkey.from_pretrained_filters("repvit_m1", source, reparameterize=True)

@@ -51,7 +51,7 @@ def test_bank_is_cached_and_a_damaged_cache_is_rebuilt(tmp_path):
 
 
 def test_cli_extract_and_inspect(tmp_path, capsys):
-    assert cli.main(["extract", "mobilenetv3_small_050", "--out", str(tmp_path / "b"), "--source-dataset", "x"]) == 0
+    assert cli.main(["extract", "mobilenetv3_small_050", "--random", "--out", str(tmp_path / "b"), "--source-dataset", "x"]) == 0
     assert json.loads((tmp_path / "b" / "config.json").read_text())["source_dataset"] == "x"
     assert cli.main(["inspect", str(tmp_path / "b"), "--into", "mobilenetv3_small_050", "--strict"]) == 0
     out = capsys.readouterr().out

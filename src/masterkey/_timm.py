@@ -10,8 +10,17 @@ from typing import Any, Callable
 
 import timm
 import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import try_to_load_from_cache
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from safetensors import SafetensorError
-from timm.models import load_state_dict, remap_state_dict
+from timm.models import load_state_dict, remap_state_dict, split_model_name_tag
 from torch import nn
 
 from .errors import CheckpointError, UnsupportedModelError
@@ -20,22 +29,125 @@ from .errors import CheckpointError, UnsupportedModelError
 REPARAM_METHODS = ("fuse", "reparameterize", "switch_to_deploy")
 
 
-def create_model(name: str, *, weights: str | Path | None = None, **model_kwargs: Any) -> nn.Module:
-    """``timm.create_model(name, pretrained=False, **model_kwargs)``, then ``weights`` (a local checkpoint) if given.
+#: The prefix of a timm model name that is a Hugging Face Hub repo (timm's own ``hf-hub:`` source).
+HUB_PREFIX = "hf-hub:"
+#: Dataset words in timm's pretrained tags, as the Hub names the datasets.
+_TAG_DATASETS = {"in1k": "imagenet-1k", "in22k": "imagenet-22k", "in12k": "imagenet-12k", "in21k": "imagenet-21k"}
 
-    An unknown name raises :class:`UnsupportedModelError` listing close matches from timm's registry.
-    """
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+
+def names_pretrained_weights(name: str) -> bool:
+    """Whether a model name means pretrained weights: a Hub id (``hf-hub:org/name``) or a name with a pretrained tag
+    (``convnext_tiny.fb_in1k``). A bare architecture (``convnext_tiny``) means none in particular."""
+    return name.startswith(HUB_PREFIX) or bool(split_model_name_tag(name)[1])
+
+
+def check_name(name: str, *, pretrained: bool) -> None:
+    """Refuse (:class:`UnsupportedModelError`) a name timm cannot create: unknown architectures (close matches
+    listed), unknown pretrained tags (the tags listed), paths, or a Hub id without its weights."""
+    if name.startswith(HUB_PREFIX):
+        if not pretrained:
+            raise UnsupportedModelError(f"{name!r} names weights on the Hub; it is always loaded with them.")
+        return
+    if any(c in name for c in ("/", "\\", ":")):
+        raise UnsupportedModelError(
+            f"{name!r} is not a timm model name. For weights on the Hub use 'hf-hub:{name}'; for a local checkpoint "
+            "pass the architecture's name and weights=PATH."
+        )
+    architecture, tag = split_model_name_tag(name)
+    if not timm.is_model(architecture):
+        close = difflib.get_close_matches(architecture, timm.list_models(), n=5, cutoff=0.6)
         hint = f" Did you mean: {', '.join(close)}?" if close else " See timm.list_models() for the known names."
-        raise UnsupportedModelError(f"timm has no model named {name!r}.{hint}")
+        raise UnsupportedModelError(f"timm has no model named {architecture!r}.{hint}")
+    if tag and name not in timm.list_pretrained(f"{architecture}.*"):
+        tags = timm.list_pretrained(f"{architecture}.*")
+        raise UnsupportedModelError(
+            f"timm has no pretrained weights tagged {tag!r} for {architecture}; "
+            + (f"its tags: {', '.join(tags)}." if tags else "it has no pretrained weights at all.")
+        )
+    if pretrained and not tag and not timm.list_pretrained(f"{architecture}.*"):
+        raise UnsupportedModelError(f"timm has no pretrained weights for {architecture}; pass weights=PATH.")
+
+
+def create_model(
+    name: str, *, weights: str | Path | None = None, pretrained: bool = False, **model_kwargs: Any
+) -> nn.Module:
+    """``timm.create_model(name, pretrained=pretrained, **model_kwargs)``, then ``weights`` (a local checkpoint) if
+    given. Pretrained weights come through timm's own Hub loading (the Hugging Face cache, ``HF_HUB_OFFLINE``; a Hub
+    name may carry a revision: ``hf-hub:org/name@v1``).
+
+    Raises:
+        UnsupportedModelError: an unknown name (close matches listed), an unknown pretrained tag (the tags listed).
+        CheckpointError: pretrained weights that cannot be had (offline and not cached, no such repo or file).
+    """
+    check_name(name, pretrained=pretrained)
     try:
-        model = timm.create_model(name, pretrained=False, **model_kwargs)
+        model = timm.create_model(name, pretrained=pretrained, **model_kwargs)
     except TypeError as e:
         raise UnsupportedModelError(f"timm.create_model({name!r}, **{model_kwargs}) failed: {e}") from None
+    except (HfHubHTTPError, EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError, OSError,
+            ValueError, RuntimeError) as e:  # fmt: skip
+        raise CheckpointError(_unavailable(name, e)) from None
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def _unavailable(name: str, error: Exception) -> str:
+    first = (str(error).splitlines() or [type(error).__name__])[0]
+    if isinstance(error, LocalEntryNotFoundError) or hf_constants.is_offline_mode():
+        return (
+            f"The pretrained weights of {name!r} are not in the Hugging Face cache and the Hub cannot be reached "
+            f"(HF_HUB_OFFLINE={int(hf_constants.is_offline_mode())}): download them once online (timm.create_model("
+            f"{name!r}, pretrained=True)), or pass a local checkpoint with weights=PATH."
+        )
+    if isinstance(error, RepositoryNotFoundError):
+        return f"The Hub has no repo for {name!r} (or it is private: log in with `hf auth login`)."
+    return f"Cannot load the pretrained weights of {name!r}: {first}"
+
+
+def pretrained_provenance(model: nn.Module) -> dict[str, Any]:
+    """Where a model's pretrained weights came from, read from timm's ``pretrained_cfg`` and the Hugging Face cache:
+    ``source_model`` (architecture), ``source_weights`` (``hf-hub:<repo>@<commit>``), ``source_hub_id``,
+    ``source_revision`` (the resolved commit), ``source_tag``, ``source_dataset`` (from the tag where timm states
+    it), ``source_license`` and ``timm_version``.
+
+    Example:
+        >>> pretrained_provenance(timm.create_model("convnext_tiny.fb_in1k", pretrained=True))["source_dataset"]
+        'imagenet-1k'
+    """
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    repo, _, revision = (cfg.get("hf_hub_id") or "").partition("@")
+    commit = _cached_commit(repo, revision or None) if repo else None
+    tag = cfg.get("tag") or None
+    return {
+        "source_model": cfg.get("architecture") or model_name(model),
+        "source_weights": f"{HUB_PREFIX}{repo}@{commit or revision or 'main'}" if repo else cfg.get("url") or None,
+        "source_hub_id": repo or None,
+        "source_revision": commit,
+        "source_tag": tag,
+        "source_dataset": dataset_of_tag(tag),
+        "source_license": cfg.get("license") or None,
+        "timm_version": timm.__version__,
+    }
+
+
+def dataset_of_tag(tag: str | None) -> str | None:
+    """The training data a timm pretrained tag states (``fb_in22k_ft_in1k`` -> ``imagenet-22k, fine-tuned on
+    imagenet-1k``), or ``None`` when it names none."""
+    found = [_TAG_DATASETS[word] for word in (tag or "").split("_") if word in _TAG_DATASETS]
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else f"{found[0]}, fine-tuned on {found[-1]}"
+
+
+def _cached_commit(repo: str, revision: str | None) -> str | None:
+    """The commit the cached weights of ``repo`` were downloaded at (their snapshot folder's name)."""
+    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors"):
+        path = try_to_load_from_cache(repo, filename, revision=revision)
+        if isinstance(path, str):
+            parts = Path(path).parts
+            return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
+    return None
 
 
 def load_weights(model: nn.Module, weights: str | Path) -> None:

@@ -132,7 +132,7 @@ def compare_banks(
 
     Example:
         >>> lite0 = masterkey.load_master_filters("imagenet-lite0")
-        >>> rows = compare_banks(lite0, masterkey.extract_filters("tf_efficientnet_lite0"))
+        >>> rows = compare_banks(lite0, masterkey.extract_filters("tf_efficientnet_lite0", pretrained=False))
         >>> [round(r["similarity"], 2) for r in rows][:3]
     """
     fit = fit_universal(bank) if fit is None else fit

@@ -52,8 +52,14 @@ def _out_dir(text: str) -> Path:
 
 
 def _add_extract(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="timm model name")
-    p.add_argument("--weights", help="local checkpoint to load first (safetensors or torch file)")
+    p.add_argument("model", help="timm model name with a pretrained tag (convnext_tiny.fb_in1k), a Hub id "
+                   "(hf-hub:org/model), or an architecture with --weights, --pretrained or --random")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--weights", help="local checkpoint to load first (safetensors or torch file)")
+    g.add_argument("--pretrained", action="store_true", default=None,
+                   help="timm's default pretrained weights of the architecture (through the Hugging Face cache)")
+    g.add_argument("--random", dest="pretrained", action="store_false",
+                   help="randomly initialised kernels, recorded as such: for baselines only")
     p.add_argument("--out", required=True, type=_out_dir, help="folder to write the bank to")
     p.add_argument("--source-dataset", help="dataset the weights were trained on")
     p.add_argument("--source-license", help="licence of the weights")
@@ -64,9 +70,9 @@ def _run_extract(args: argparse.Namespace) -> int:
     from .extract import extract_filters
 
     info = {"source_dataset": args.source_dataset, "source_license": args.source_license}
-    if args.weights:
-        info["source_weights"] = Path(args.weights).name
-    bank = extract_filters(args.model, weights=args.weights, reparameterize=not args.no_reparameterize, **info)
+    bank = extract_filters(args.model, pretrained=args.pretrained, weights=args.weights,
+                           reparameterize=not args.no_reparameterize,
+                           **{k: v for k, v in info.items() if v is not None})  # fmt: skip
     bank.save_pretrained(args.out)
     print(f"{bank}\nsaved to {args.out}")
     return 0
@@ -204,13 +210,18 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 }
 
 
+class _ToStderr(logging.Handler):
+    """Log records as plain lines on whatever ``sys.stderr`` is when they are emitted."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(record.getMessage(), file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     # the library logs what it does; the command line shows it, one plain line each, on stderr
     logger = logging.getLogger("masterkey")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
+    if not any(isinstance(h, _ToStderr) for h in logger.handlers):
+        logger.addHandler(_ToStderr())
         logger.setLevel(logging.INFO)
     parser = argparse.ArgumentParser(prog="masterkey", description="Master key depthwise filters for DS-CNNs.")
     sub = parser.add_subparsers(dest="command", required=True)

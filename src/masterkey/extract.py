@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from torch import nn
 
 from . import _timm
 from .bank import FilterBank, KernelSpec, make_config, relative_depths, stage_index
-from .errors import UnsupportedModelError
+from .errors import ArgumentError, UnsupportedModelError
 
 __all__ = ["DepthwiseConv", "find_depthwise_convs", "extract_filters", "is_depthwise"]
 
@@ -98,12 +99,17 @@ def find_depthwise_convs(model: nn.Module) -> list[DepthwiseConv]:
 
 
 def prepare_model(
-    model: nn.Module | str, *, reparameterize: bool, weights: str | Path | None = None, **model_kwargs: Any
+    model: nn.Module | str,
+    *,
+    reparameterize: bool,
+    weights: str | Path | None = None,
+    pretrained: bool = False,
+    **model_kwargs: Any,
 ) -> nn.Module:
-    """A timm name becomes a fresh model (with ``weights`` loaded when given); unfused reparameterizable blocks are
-    fused in place when ``reparameterize`` is true."""
+    """A timm name becomes a model (its pretrained weights with ``pretrained``, a local checkpoint with ``weights``,
+    else a fresh one); unfused reparameterizable blocks are fused in place when ``reparameterize`` is true."""
     if isinstance(model, str):
-        model = _timm.create_model(model, weights=weights, **model_kwargs)
+        model = _timm.create_model(model, weights=weights, pretrained=pretrained, **model_kwargs)
     elif weights is not None:
         _timm.load_weights(model, weights)
     elif not isinstance(model, nn.Module):
@@ -113,9 +119,14 @@ def prepare_model(
     return model
 
 
+#: What a bank extracted from a randomly initialised model says about its weights.
+RANDOM_WEIGHTS = "randomly initialised (timm's init), for baselines"
+
+
 def extract_filters(
     model: nn.Module | str,
     *,
+    pretrained: bool | None = None,
     weights: str | Path | None = None,
     reparameterize: bool = True,
     model_kwargs: dict[str, Any] | None = None,
@@ -123,24 +134,83 @@ def extract_filters(
 ) -> FilterBank:
     """Extract every depthwise kernel of ``model`` into a :class:`FilterBank`.
 
+    A name with a pretrained tag (``"convnext_tiny.fb_in1k"``) or a Hub id (``"hf-hub:org/model"``) means its
+    pretrained weights, loaded through timm's Hub code (the Hugging Face cache, ``HF_HUB_OFFLINE``), and the bank
+    records where they came from (Hub id, resolved commit, tag, training dataset, licence, timm version). A bare
+    architecture name needs one of ``pretrained=True`` (timm's default pretrained weights), ``weights=PATH`` or
+    ``pretrained=False`` (randomly initialised kernels, recorded as such: for baselines only): random filters are
+    never extracted by accident.
+
     Args:
-        model: an ``nn.Module`` (left unchanged) or a timm model name.
-        weights: local checkpoint to load first (safetensors or a torch file, read with ``weights_only=True``).
+        model: an ``nn.Module`` (left unchanged, extracted with the weights it holds) or a timm model name.
+        pretrained: load the name's pretrained weights (default: when the name has a tag or is a Hub id).
+        weights: local checkpoint to load (safetensors or a torch file, read with ``weights_only=True``).
         reparameterize: fuse multi-branch blocks (FastViT, RepViT, MobileOne) on a copy before extracting, so each
             depthwise conv contributes the kernel it computes with. With ``False`` such models are refused.
         model_kwargs: passed to ``timm.create_model`` when ``model`` is a name.
-        source_info: written to the bank's ``config.json``: ``source_model`` (defaults to the timm architecture),
+        source_info: written to the bank's ``config.json``, over what masterkey recorded: ``source_model``,
             ``source_weights``, ``source_dataset``, ``source_license``, ``description``, or any other key.
+
+    Raises:
+        ArgumentError: a bare name without ``pretrained`` or ``weights``, or ``pretrained`` with a module or with
+            ``weights``.
+        CheckpointError: weights that cannot be had (offline and not cached, a damaged or pickled file).
 
     Example:
         >>> import masterkey
-        >>> bank = masterkey.extract_filters("tf_efficientnet_lite0", weights="lite0.pth", source_dataset="imagenet-1k")
-        >>> bank.save_pretrained("tf_efficientnet_lite0-imagenet-dw")
+        >>> bank = masterkey.extract_filters("convnext_tiny.fb_in1k")  # ImageNet weights from the Hub (or its cache)
+        >>> bank.config["source_revision"]  # the commit the weights were downloaded at
+        >>> random = masterkey.extract_filters("convnext_tiny", pretrained=False)  # a baseline, recorded as random
     """
+    info: dict[str, Any] = {}
+    if isinstance(model, str):
+        _timm.check_name(model, pretrained=bool(pretrained))  # an unknown name or tag first: the likelier mistake
+        pretrained = _resolve_pretrained(model, pretrained=pretrained, weights=weights)
+        if weights is None and not pretrained:
+            info["source_weights"] = RANDOM_WEIGHTS
+            info["description"] = (
+                f"Randomly initialised depthwise kernels of `{model}` (timm's init, no training): a baseline to "
+                "compare master-key filters with, not master-key filters themselves."
+            )
+    elif pretrained is not None:
+        raise ArgumentError(
+            "pretrained= applies to a timm model name; a module is extracted with the weights it holds (load them "
+            "first, or pass weights=PATH)."
+        )
     if isinstance(model, nn.Module) and reparameterize and _timm.unfused_branches(model, is_depthwise):
         model = _timm.reparameterize(model, inplace=False)  # never change the caller's model
-    model = prepare_model(model, reparameterize=reparameterize, weights=weights, **(model_kwargs or {}))
+    model = prepare_model(model, reparameterize=reparameterize, weights=weights, pretrained=bool(pretrained),
+                          **(model_kwargs or {}))  # fmt: skip
+    if pretrained:
+        info.update({k: v for k, v in _timm.pretrained_provenance(model).items() if v is not None})
+    elif weights is not None:  # read (and so checked) by prepare_model just above
+        info["source_weights"] = f"{Path(weights).name} (sha256 {_sha256(Path(weights))[:16]})"
     convs = find_depthwise_convs(model)
-    source_info.setdefault("source_model", _timm.model_name(model) or type(model).__name__)
+    info.setdefault("source_model", _timm.model_name(model) or type(model).__name__)
     filters = {conv.name: conv.module.weight.detach().to(torch.float32).clone() for conv in convs}
-    return FilterBank(filters, make_config([conv.spec for conv in convs], **source_info))
+    return FilterBank(filters, make_config([conv.spec for conv in convs], **{**info, **source_info}))
+
+
+def _resolve_pretrained(name: str, *, pretrained: bool | None, weights: str | Path | None) -> bool:
+    if weights is not None:
+        if pretrained:
+            raise ArgumentError("Pass either pretrained=True or weights=PATH, not both: they are two sets of weights.")
+        return False
+    if pretrained is None:
+        if not _timm.names_pretrained_weights(name):
+            raise ArgumentError(
+                f"{name!r} names an architecture, not weights. Pass a pretrained tag ('{name}.<tag>', see "
+                f"timm.list_pretrained('{name}.*')) or pretrained=True for timm's default pretrained weights, "
+                "weights=PATH for your own checkpoint, or pretrained=False for randomly initialised kernels "
+                "(baselines only)."
+            )
+        return True
+    return pretrained
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -20,7 +20,7 @@ from .bank import FilterBank
 from .constants import LIBRARY_NAME, LIBRARY_VERSION
 from .errors import HubError
 from .keys import universal_bank
-from .sources import imagenet_lite0_bank
+from .sources import IMAGENET_SOURCES, imagenet_bank
 
 __all__ = ["load_master_filters", "push_folder", "check_upload", "BUILTIN_BANKS"]
 
@@ -30,7 +30,7 @@ _logger = logging.getLogger(__name__)
 #: one entry shaped ``(8, 1, k, k)``, named as their Hub folders are (``universal-learned-8``): use them with
 #: ``fit_universal`` / ``inject_universal``.
 BUILTIN_BANKS: dict[str, Callable[[], FilterBank]] = {
-    "imagenet-lite0": imagenet_lite0_bank,
+    **{source.bank_name: functools.partial(imagenet_bank, variant) for variant, source in IMAGENET_SOURCES.items()},
     "universal-learned-8": functools.partial(universal_bank, "learned"),
     "universal-idealized-8": functools.partial(universal_bank, "idealized"),
 }
@@ -49,8 +49,9 @@ def load_master_filters(
 
     Hub downloads go through ``huggingface_hub`` (``hf_hub_download``, its cache and ``HF_HUB_OFFLINE``), so a bank
     downloaded once loads offline afterwards. Only ``filters.safetensors`` and ``config.json`` are read. The built-in
-    names of :data:`BUILTIN_BANKS` (``"imagenet-lite0"``, ``"universal-learned-8"``, ``"universal-idealized-8"``) are
-    built locally; an existing local folder of the same name wins.
+    names of :data:`BUILTIN_BANKS` (``"imagenet-lite0"``, ``"imagenet-lite1"``, ``"imagenet-lite2"``,
+    ``"universal-learned-8"``, ``"universal-idealized-8"``) are built locally; an existing local folder of the same
+    name wins.
 
     Raises:
         BankNotFoundError: not a folder, not on the Hub, or not cached while offline.

@@ -73,7 +73,7 @@ def match_by_depth(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, 
 
     Example:
         >>> import masterkey, timm
-        >>> bank = masterkey.extract_filters("convnext_atto")
+        >>> bank = masterkey.extract_filters("convnext_atto", pretrained=False)
         >>> targets = masterkey.find_depthwise_convs(timm.create_model("mobilenetv3_small_050"))
         >>> match_by_depth(bank, targets)["blocks.4.2.conv_dw"]
         'stages.3.blocks.1.conv_dw'
