@@ -164,7 +164,8 @@ def extract_filters(
     """
     info: dict[str, Any] = {}
     if isinstance(model, str):
-        _timm.check_name(model, pretrained=bool(pretrained))  # an unknown name or tag first: the likelier mistake
+        # an unknown name or tag first: the likelier mistake
+        _timm.check_name(model, pretrained=bool(pretrained) or model.startswith(_timm.HUB_PREFIX))
         pretrained = _resolve_pretrained(model, pretrained=pretrained, weights=weights)
         if weights is None and not pretrained:
             info["source_weights"] = RANDOM_WEIGHTS

@@ -1,0 +1,67 @@
+"""Banks from pretrained checkpoints, through timm's own Hub loading, offline against the loopback Hub server.
+
+The server holds a timm-format repo written with timm's ``save_for_hf`` from the real ImageNet lite0 weights, under
+the id timm resolves for ``tf_efficientnet_lite0.in1k`` and under a user's id for ``hf-hub:``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from huggingface_hub import constants as hf_constants
+from timm.models import save_for_hf
+
+import masterkey
+from masterkey.errors import ArgumentError, CheckpointError, UnsupportedModelError
+from masterkey.sources import imagenet_lite0_model
+
+
+@pytest.fixture(scope="module")
+def served(local_hub, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("timm-repo")
+    model = imagenet_lite0_model()
+    model.pretrained_cfg = {**timm.models.get_pretrained_cfg("tf_efficientnet_lite0.in1k").to_dict(),
+                            "architecture": "tf_efficientnet_lite0"}  # fmt: skip
+    save_for_hf(model, str(folder), safe_serialization=True)
+    commits = {
+        "timm/tf_efficientnet_lite0.in1k": local_hub.publish("timm/tf_efficientnet_lite0.in1k", folder),
+        "org/lite0-timm": local_hub.publish("org/lite0-timm", folder),
+    }
+    return commits
+
+
+def _same(a, b):
+    assert a.names == b.names and all(torch.equal(a[n], b[n]) for n in a.names)
+
+
+@pytest.mark.parametrize(("name", "repo"), [("tf_efficientnet_lite0.in1k", "timm/tf_efficientnet_lite0.in1k"),
+                                            ("hf-hub:org/lite0-timm", "org/lite0-timm")])  # fmt: skip
+def test_a_tag_or_a_hub_id_means_the_pretrained_weights(served, name, repo):
+    bank = masterkey.extract_filters(name)
+    _same(bank, masterkey.load_master_filters("imagenet-lite0"))
+    cfg = bank.config
+    assert cfg["source_hub_id"] == repo and cfg["source_revision"] == served[repo]
+    assert cfg["source_weights"] == f"hf-hub:{repo}@{served[repo]}"
+    assert cfg["source_tag"] == "in1k" and cfg["source_dataset"] == "imagenet-1k"
+    assert cfg["source_license"] == "apache-2.0" and cfg["timm_version"] == timm.__version__
+
+
+def test_a_second_extraction_works_offline_from_the_cache_and_an_uncached_one_is_a_typed_error(served, monkeypatch):
+    first = masterkey.extract_filters("tf_efficientnet_lite0.in1k")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    _same(masterkey.extract_filters("tf_efficientnet_lite0.in1k"), first)
+    with pytest.raises(CheckpointError, match="not in the Hugging Face cache"):
+        masterkey.extract_filters("tf_efficientnet_lite1.in1k")  # never downloaded
+
+
+def test_random_kernels_only_when_asked_for(served):
+    with pytest.raises(ArgumentError, match="names an architecture, not weights"):
+        masterkey.extract_filters("tf_efficientnet_lite0")
+    random = masterkey.extract_filters("tf_efficientnet_lite0", pretrained=False)
+    assert random.config["source_weights"].startswith("randomly initialised")
+    assert "baseline" in random.config["description"]
+    with pytest.raises(UnsupportedModelError, match="its tags: tf_efficientnet_lite0.in1k"):
+        masterkey.extract_filters("tf_efficientnet_lite0.in22k")
+    with pytest.raises(UnsupportedModelError, match="hf-hub:org/lite0-timm"):
+        masterkey.extract_filters("org/lite0-timm")
