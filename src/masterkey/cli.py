@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .constants import EXPERIMENT_NAMES, HUB_ORG, SCALE_NAMES
-from .errors import MasterKeyError
+from .errors import ArgumentError, MasterKeyError
 
 __all__ = ["main", "COMMANDS"]
 
@@ -105,24 +105,51 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 
 def _add_publish(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bank", help="bank to publish: local folder, Hub id, or a built-in name (imagenet-lite0, ...)")
-    p.add_argument("--repo-id", help="target Hub repo (default: MASTERKEY_HUB_ORG/<folder name>)")
-    p.add_argument("--out", required=True, type=_out_dir,
-                   help="folder to build the repo content in (e.g. hub_cards/NAME)")
+    p.add_argument("bank", nargs="?", help="what to publish: a pretrained checkpoint (convnext_tiny.fb_in1k, "
+                   "hf-hub:org/model: extracted first), a bank folder, a bank's Hub id, or a built-in name")
+    p.add_argument("--repo-id", help="target Hub repo (default: MASTERKEY_HUB_ORG/<architecture>-<dataset>-dw for a "
+                   "checkpoint, MASTERKEY_HUB_ORG/<folder name> for a bank)")
+    p.add_argument("--out", required=True, type=_out_dir, help="folder to build the repo content in (e.g. "
+                   "hub_cards/NAME); with --zoo, the folder that holds one such folder per checkpoint")
+    p.add_argument("--zoo", metavar="ORG", help="publish the bank of every checkpoint of masterkey.publishing.ZOO "
+                   "(an ImageNet checkpoint per supported family) as ORG/<architecture>-<dataset>-dw")
+    p.add_argument("--list", action="store_true", help="with --zoo: print the checkpoints and target repos only")
     p.add_argument("--results", type=Path, help="card results JSON (see masterkey.publishing.load_card_results)")
     p.add_argument("--dry-run", action="store_true", help="build the folder and list what would be uploaded")
     p.add_argument("--private", action="store_true")
 
 
-def _run_publish(args: argparse.Namespace) -> int:
-    from .hub import check_upload, load_master_filters
-    from .publishing import load_card_results, publish_bank
+def _is_checkpoint(name: str) -> bool:
+    from . import _timm
+    from .hub import BUILTIN_BANKS
 
-    repo_id = args.repo_id or f"{HUB_ORG}/{args.out.name}"
+    return name not in BUILTIN_BANKS and not Path(name).exists() and _timm.names_pretrained_weights(name)
+
+
+def _run_publish(args: argparse.Namespace) -> int:
+    from .extract import extract_filters
+    from .hub import check_upload, load_master_filters
+    from .publishing import ZOO, load_card_results, publish_bank, publish_checkpoint, zoo_repo_name
+
+    if args.zoo:
+        plan = [(checkpoint, f"{args.zoo}/{zoo_repo_name(checkpoint)}") for checkpoint in ZOO]
+        for checkpoint, repo_id in plan:
+            if args.list:
+                print(f"{checkpoint:40} -> {repo_id}")
+                continue
+            publish_checkpoint(checkpoint, repo_id, folder=args.out / repo_id.split("/")[1], dry_run=args.dry_run,
+                               private=args.private or None)  # fmt: skip
+            print(f"{'would upload' if args.dry_run else 'uploaded'} {checkpoint} to {repo_id}")
+        return 0
+    if args.bank is None:
+        raise ArgumentError("Name what to publish (a checkpoint, a bank folder or Hub id), or pass --zoo ORG.")
+    checkpoint = _is_checkpoint(args.bank)
+    default = zoo_repo_name(args.bank) if checkpoint else args.out.name
+    repo_id = args.repo_id or f"{HUB_ORG}/{default}"
     if not args.dry_run:
         check_upload(repo_id)  # offline, no token or a bad repo id: refused before the bank is built
-    bank = load_master_filters(args.bank)
     results, sections = load_card_results(args.results) if args.results else ([], [])
+    bank = extract_filters(args.bank) if checkpoint else load_master_filters(args.bank)
     files = publish_bank(bank, repo_id, folder=args.out, results=results, card_kwargs={"sections": sections},
                          dry_run=args.dry_run, private=args.private or None)  # fmt: skip
     verb = "would upload" if args.dry_run else "uploaded"

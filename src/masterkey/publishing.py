@@ -18,14 +18,19 @@ from typing import Any
 
 from huggingface_hub import EvalResult
 
+from . import _timm
 from .analysis import explained_table
 from .bank import FilterBank
+from .extract import extract_filters
 from .constants import CARD_NAME, CONFIG_NAME, FILTERS_NAME, HUB_ORG
 from .errors import BankFormatError, ResultsFormatError
 from .hub import check_upload, load_master_filters, push_folder
 from .keys import IDEALIZED_SIGMAS, KEY_KINDS, KEY_MODELS, KEY_NAMES, LEARNED_SIZE, NUM_KEYS, key_correlation, universal_bank
 
 __all__ = [
+    "ZOO",
+    "zoo_repo_name",
+    "publish_checkpoint",
     "publish_bank",
     "load_card_results",
     "experiment_card_results",
@@ -39,6 +44,62 @@ _logger = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: The files of a bank's Hub repo.
 BANK_FILES = (CARD_NAME, CONFIG_NAME, FILTERS_NAME)
+
+#: An ImageNet checkpoint of every supported DS-CNN family (one per family, small ones first): what
+#: ``masterkey publish --zoo ORG`` publishes, each as ``ORG/<architecture>-<dataset>-dw`` (:func:`zoo_repo_name`).
+ZOO = (
+    "convnext_tiny.fb_in1k", "convnextv2_tiny.fcmae_ft_in1k", "efficientnet_b0.ra_in1k", "tf_efficientnet_lite0.in1k",
+    "tf_efficientnet_lite1.in1k", "tf_efficientnet_lite2.in1k", "tf_efficientnetv2_b0.in1k", "mobilenetv2_100.ra_in1k",
+    "mobilenetv3_large_100.ra_in1k", "mobilenetv4_conv_small.e2400_r224_in1k", "mixnet_s.ft_in1k", "ghostnet_100.in1k",
+    "ghostnetv2_100.in1k", "ghostnetv3_100.in1k", "repghostnet_100.in1k", "repvit_m1.dist_in1k",
+    "fastvit_t8.apple_in1k", "mobileone_s0.apple_in1k", "edgenext_small.usi_in1k", "inception_next_tiny.sail_in1k",
+    "mnasnet_100.rmsp_in1k", "lcnet_100.ra2_in1k", "tinynet_a.in1k", "rexnet_100.nav_in1k", "starnet_s1.in1k",
+    "mambaout_femto.in1k", "efficientvit_b0.r224_in1k", "mobilevit_s.cvnets_in1k", "tiny_vit_5m_224.in1k",
+    "fbnetc_100.rmsp_in1k", "hardcorenas_a.miil_green_in1k", "hgnetv2_b0.ssld_stage2_ft_in1k",
+)  # fmt: skip
+_DATASET_SLUGS = {"imagenet-1k": "imagenet", "imagenet-22k": "imagenet22k", "imagenet-12k": "imagenet12k",
+                  "imagenet-21k": "imagenet21k"}  # fmt: skip
+
+
+def zoo_repo_name(checkpoint: str) -> str:
+    """The Hub repo name of a checkpoint's bank: ``<architecture>-<dataset>-dw``, the dataset read from timm's tag
+    (``convnext_tiny.fb_in22k_ft_in1k`` -> ``convnext_tiny-imagenet22k-ft-imagenet-dw``).
+
+    Example:
+        >>> zoo_repo_name("convnext_tiny.fb_in1k")
+        'convnext_tiny-imagenet-dw'
+    """
+    name = checkpoint.removeprefix(_timm.HUB_PREFIX).split("@")[0].split("/")[-1]
+    architecture, tag = _timm.split_model_name_tag(name)
+    dataset = _timm.dataset_of_tag(tag)
+    if dataset is None:
+        return f"{architecture}{'-' + tag if tag else ''}-dw"
+    parts = [_DATASET_SLUGS.get(d.strip(), d.strip()) for d in dataset.split(", fine-tuned on ")]
+    return f"{architecture}-{'-ft-'.join(parts)}-dw"
+
+
+def publish_checkpoint(
+    checkpoint: str,
+    repo_id: str | None = None,
+    *,
+    folder: str | Path,
+    dry_run: bool = False,
+    private: bool | None = None,
+    token: str | None = None,
+) -> tuple[str, list[tuple[str, int]]]:
+    """From a pretrained checkpoint to its bank on the Hub in one call: check the target (unless ``dry_run``),
+    extract the bank (:func:`masterkey.extract_filters`, weights through timm's Hub loading, provenance recorded),
+    write its folder with the card, and upload it. Returns the repo id and the files.
+
+    Example:
+        >>> publish_checkpoint("convnext_tiny.fb_in1k", "org/convnext_tiny-imagenet-dw", folder="banks/convnext")
+    """
+    repo_id = repo_id or f"{HUB_ORG}/{zoo_repo_name(checkpoint)}"
+    if not dry_run:
+        check_upload(repo_id, token=token)  # before the download and the extraction
+    bank = extract_filters(checkpoint)
+    files = publish_bank(bank, repo_id, folder=folder, dry_run=dry_run, private=private, token=token)
+    return repo_id, files
 
 
 def publish_bank(
