@@ -22,9 +22,9 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import functools
 import json
+import logging
 import shlex
 import sys
 import time

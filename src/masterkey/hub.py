@@ -6,8 +6,8 @@ every upload through :func:`push_folder` (``HfApi`` with ``library_name="masterk
 
 from __future__ import annotations
 
-import logging
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 

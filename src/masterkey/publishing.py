@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,11 +21,21 @@ from huggingface_hub import EvalResult
 from . import _timm
 from .analysis import explained_table
 from .bank import FilterBank
-from .extract import extract_filters
 from .constants import CARD_NAME, CONFIG_NAME, FILTERS_NAME, HUB_ORG
 from .errors import BankFormatError, ResultsFormatError
+from .extract import extract_filters
 from .hub import check_upload, load_master_filters, push_folder
-from .keys import IDEALIZED_SIGMAS, KEY_KINDS, KEY_MODELS, KEY_NAMES, LEARNED_SIZE, NUM_KEYS, key_correlation, universal_bank
+from .keys import (
+    IDEALIZED_SIGMAS,
+    KEY_KINDS,
+    KEY_MODELS,
+    KEY_NAMES,
+    LEARNED_SIZE,
+    NUM_KEYS,
+    key_correlation,
+    universal_bank,
+)
+from .sources import IMAGENET_SOURCES
 
 __all__ = [
     "ZOO",
@@ -145,7 +155,7 @@ def publish_bank(
 
 def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None = None) -> list[Path]:
     """Build the Hub folder (filters, config, card) of every bank masterkey publishes, with the experiments' results
-    on the cards when ``experiments_dir`` holds them: the ImageNet ``tf_efficientnet_lite0`` bank, the learned and
+    on the cards when ``experiments_dir`` holds them: the ImageNet ``tf_efficientnet_lite0/1/2`` banks, the learned and
     idealized universal keys, and the banks the transfer-matrix experiment trained on the built-in datasets.
 
     Example:
@@ -159,10 +169,12 @@ def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None =
                      card_kwargs={"sections": [*sections, *experiment_sections]}, dry_run=True)  # fmt: skip
         return out_dir / name
 
-    lite0 = load_master_filters("imagenet-lite0")
-    lite0_explained = explained_table(lite0)  # slow-ish (a fit and a chance baseline): computed once for two cards
-    explained = ("What the 8 universal keys explain", lite0_explained)
-    written = [publish(lite0, "tf_efficientnet_lite0-imagenet-dw", "imagenet-lite0", [explained])]
+    written, lite0_explained = [], None
+    for source in IMAGENET_SOURCES.values():  # the packaged ImageNet banks: lite0, lite1, lite2
+        bank = load_master_filters(source.bank_name)
+        table = explained_table(bank)  # slow-ish (a fit and a chance baseline): lite0's is computed once for two cards
+        lite0_explained = table if source.variant == "lite0" else lite0_explained
+        written.append(publish(bank, source.folder_name, source.bank_name, [("What the 8 universal keys explain", table)]))
     written += write_universal_cards(out_dir, experiments_dir=experiments_dir, lite0_explained=lite0_explained)
     matrix = Path(experiments_dir or "") / "transfer-matrix" / "results.json"
     if experiments_dir and matrix.is_file():
