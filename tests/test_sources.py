@@ -72,3 +72,25 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.startswith("masterkey inspect: error: Filter bank") and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("variant", "kernels"), [("lite1", 21), ("lite2", 21)])
+def test_lite1_and_lite2_are_real_imagenet_banks_too(tmp_path, variant, kernels):
+    import timm
+    from PIL import Image
+
+    from masterkey.sources import imagenet_bank, imagenet_model, imagenet_weights
+
+    skimage_data = pytest.importorskip("skimage.data")
+    bank = imagenet_bank(variant, cache_dir=tmp_path)
+    checkpoint = torch.load(imagenet_weights(variant), map_location="cpu", weights_only=True)
+    depthwise = [t for k, t in checkpoint.items() if "_depthwise_conv.weight" in k]
+    assert len(bank) == len(depthwise) == kernels and bank.kernel_sizes == [(3, 3), (5, 5)]
+    assert all(torch.equal(bank[n], t.float()) for n, t in zip(bank.names, depthwise))
+    assert bank.config["source_model"] == f"tf_efficientnet_{variant}" and bank.config["source_license"] == "Apache-2.0"
+    assert masterkey.load_master_filters(f"imagenet-{variant}").names == bank.names
+    model = imagenet_model(variant).eval()
+    transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+    with torch.no_grad():
+        top3 = model(transform(Image.fromarray(skimage_data.chelsea()))[None]).topk(3).indices[0].tolist()
+    assert {281, 282, 285} & set(top3)  # tabby, tiger cat, Egyptian cat
