@@ -114,3 +114,21 @@ def test_a_diagnosed_error_prints_no_traceback_from_a_real_process(tmp_path):
     result = subprocess.run([sys.executable, "-m", "masterkey.cli", "inspect", str(tmp_path / "no-such-bank")],
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "not found" in result.stderr
+
+
+def test_python_dash_m_and_version():
+    from masterkey.constants import LIBRARY_VERSION
+
+    result = subprocess.run([sys.executable, "-m", "masterkey", "--version"], capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0 and result.stdout.strip() == f"masterkey {LIBRARY_VERSION}"
+
+
+def test_inspect_shows_every_layer_and_how_well_the_keys_explain_it(capsys):
+    assert cli.main(["inspect", "imagenet-lite0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.strip().split(" ")[0].isdigit()]
+    assert len(rows) == 16 and "mean R²" in lines[1]
+    first = rows[0].split()
+    assert first[1] == "blocks.0.0.conv_dw" and first[2] == "3x3" and first[3] == "32"
+    assert 0 < float(first[6]) <= 1 and first[-1] == "idealized-3x3"

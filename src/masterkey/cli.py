@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .constants import EXPERIMENT_NAMES, HUB_ORG, SCALE_NAMES
+from .constants import EXPERIMENT_NAMES, HUB_ORG, LIBRARY_VERSION, SCALE_NAMES
 from .errors import ArgumentError, MasterKeyError
 
 __all__ = ["main", "COMMANDS"]
@@ -90,10 +90,12 @@ def _add_inspect(p: argparse.ArgumentParser) -> None:
 
 
 def _run_inspect(args: argparse.Namespace) -> int:
+    from .analysis import layer_statistics
     from .hub import load_master_filters
 
     bank = load_master_filters(args.bank)
     print(bank)
+    print(_layer_table(bank, layer_statistics(bank)))
     if args.into:
         from .inject import from_pretrained_filters
 
@@ -102,6 +104,21 @@ def _run_inspect(args: argparse.Namespace) -> int:
                                         **kwargs)  # fmt: skip
         print(model.masterkey_report)
     return 0
+
+
+def _layer_table(bank, rows: list[dict]) -> str:
+    """One line per kernel: shape, depth, and how well the 8 universal keys explain it (mean R², share >= 0.5)."""
+    lines = [f"{'#':>3}  {'layer':<40} {'kernel':>7} {'channels':>8} {'stride':>6} {'depth':>6} {'mean R²':>8} "
+             f"{'R²>=0.5':>8}  keys"]  # fmt: skip
+    for row in rows:
+        kernel = "x".join(map(str, row["kernel_size"]))
+        fitted = row["fitted"]
+        r2 = f"{row['r2_mean']:.3f}" if fitted else "-"
+        share = f"{row['share_r2_at_least']['0.5']:.1%}" if fitted else "-"
+        keys = row["keys"] if fitted else "not fitted (non-square or even kernel)"
+        lines.append(f"{row['index']:>3}  {row['name'][:40]:<40} {kernel:>7} {row['channels']:>8} "
+                     f"{max(row['stride']):>6} {row['relative_depth']:>6.2f} {r2:>8} {share:>8}  {keys}")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _add_publish(p: argparse.ArgumentParser) -> None:
@@ -116,7 +133,7 @@ def _add_publish(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", action="store_true", help="with --zoo: print the checkpoints and target repos only")
     p.add_argument("--results", type=Path, help="card results JSON (see masterkey.publishing.load_card_results)")
     p.add_argument("--dry-run", action="store_true", help="build the folder and list what would be uploaded")
-    p.add_argument("--private", action="store_true")
+    p.add_argument("--private", action="store_true", help="create the Hub repo as private (when it does not exist)")
 
 
 def _is_checkpoint(name: str) -> bool:
@@ -251,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.addHandler(_ToStderr())
         logger.setLevel(logging.INFO)
     parser = argparse.ArgumentParser(prog="masterkey", description="Master key depthwise filters for DS-CNNs.")
+    parser.add_argument("--version", action="version", version=f"masterkey {LIBRARY_VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add_arguments, _) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_text, description=help_text))
@@ -260,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     except MasterKeyError as e:
         print(f"masterkey {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`masterkey inspect ... | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:  # a folder or file the system refused (permissions, disk full, ...): one line, no traceback
         print(f"masterkey {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -243,7 +243,7 @@ class _Runner:
                 "group": group, "label": label, "x": x, "seed": seed, "dataset": options["dataset_name"],
                 "model": options.get("model", self.config.model),
                 "accuracy": result["final"]["accuracy"], "eval_loss": result["final"]["eval_loss"],
-                "train_loss": result["final"]["train_loss"],
+                "train_loss": result["final"]["train_loss"], "num_labels": result["dataset"]["num_labels"],
                 "train_time_s": result["train_time_s"], "filters": options.get("filters", "none"),
                 "trainable_percent": result["parameters"]["trainable_percent"], "run": result["output_dir"],
             })  # fmt: skip
@@ -433,36 +433,97 @@ def markdown_table(summary: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _plot(experiment: str, model: str, summary: Sequence[dict[str, Any]], path: Path) -> None:
+def _chance_levels(records: Sequence[dict[str, Any]], datasets: Mapping[str, BuiltinDataset]) -> dict[str, float]:
+    """``1 / number of classes`` of every dataset in ``records`` (recorded per run; older results fall back on the
+    built-in datasets, the experiment's own class halves included)."""
+    levels = {}
+    for r in records:
+        classes = r.get("num_labels")
+        if classes is None and r["dataset"] in datasets:
+            classes = len(datasets[r["dataset"]].class_names)
+        if classes:
+            levels[r["dataset"]] = 1.0 / classes
+    return levels
+
+
+#: Words for the x axis of each experiment's plot.
+_X_LABELS = {
+    "transfer-matrix": "target dataset",
+    "across-architectures": "target architecture (timm)",
+    "layer-split": "first n depthwise (or pointwise) layers copied from the network trained on A or B, frozen",
+    "source-size": "share of the source dataset's training images the bank was trained on",
+}
+
+
+def _plot(experiment: str, model: str, summary: Sequence[dict[str, Any]], path: Path, *,
+          chance: Mapping[str, float]) -> None:  # fmt: skip
     # matplotlib is the optional 'analysis' extra: only the plot needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     groups = list(dict.fromkeys(r["group"] for r in summary))
-    fig = Figure(figsize=(9, 4.8), layout="constrained")
+    fig = Figure(figsize=(10, 6.2), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    if all(r["x"] is not None for r in summary):  # a curve per group against x
-        for group in groups:
-            rows = [r for r in summary if r["group"] == group]
-            ax.errorbar([r["x"] for r in rows], [r["mean"] for r in rows], yerr=[r["std"] for r in rows],
-                        marker="o", capsize=3, label=group)  # fmt: skip
-        ax.set_xlabel("copied layers n" if experiment == "layer-split" else "share of the source's training images")
-        ax.legend()
-    else:  # grouped bars: one group per target, one bar per source
+    scratch = {r["group"]: r for r in summary if r["filters"] == "none"}
+    if all(r["x"] is not None for r in summary):  # curves against x, the from-scratch cells as reference lines
+        curves = [g for g in groups if any(r["group"] == g and r["filters"] != "none" for r in summary)]
+        xs_all = sorted({r["x"] for r in summary})
+        step = min((b - a for a, b in zip(xs_all, xs_all[1:])), default=1.0)
+        for i, group in enumerate(curves):
+            rows = [r for r in summary if r["group"] == group and r["filters"] != "none"]
+            offset = (i - (len(curves) - 1) / 2) * 0.06 * step  # series side by side: error bars stay readable
+            ax.errorbar([r["x"] + offset for r in rows], [r["mean"] for r in rows], yerr=[r["std"] for r in rows],
+                        marker="o", capsize=3,
+                        label=f"frozen bank, trained on that share, on {group}" if experiment == "source-size" else group)  # fmt: skip
+        for row in scratch.values():
+            ax.axhline(row["mean"], color="black", linestyle="--", linewidth=1,
+                       label=f"from scratch ({row['dataset']}): {row['mean']:.3f} ± {row['std']:.3f}")  # fmt: skip
+            ax.axhspan(row["mean"] - row["std"], row["mean"] + row["std"], color="black", alpha=0.06)
+    else:  # grouped bars: one group per target, one bar per source, the value written on each bar
         labels = list(dict.fromkeys(r["label"] for r in summary))
         width = 0.8 / len(labels)
         for i, label in enumerate(labels):
             rows = {r["group"]: r for r in summary if r["label"] == label}
             xs = [g + i * width for g, name in enumerate(groups) if name in rows]
-            ax.bar(xs, [rows[n]["mean"] for n in groups if n in rows], width,
-                   yerr=[rows[n]["std"] for n in groups if n in rows], capsize=2, label=label)  # fmt: skip
+            values = [rows[n]["mean"] for n in groups if n in rows]
+            bars = ax.bar(xs, values, width, yerr=[rows[n]["std"] for n in groups if n in rows], capsize=2,
+                          label=label)  # fmt: skip
+            ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7, padding=2)
+        for g, name in enumerate(groups):
+            left, right = g - width / 2, g + 0.8 - width / 2
+            if name in scratch:
+                ax.hlines(scratch[name]["mean"], left, right, colors="black", linestyles="--", linewidth=1,
+                          label="from scratch (same target)" if g == 0 else None)  # fmt: skip
         ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], groups)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_ylabel("test accuracy (mean ± std over seeds)")
+    levels = sorted(set(chance[r["dataset"]] for r in summary if r["dataset"] in chance))
+    for i, level in enumerate(levels):
+        ax.axhline(level, color="grey", linestyle=":", linewidth=1.2, label="chance (1 / classes)" if i == 0 else None)
+    bottom = min([*levels, *(r["mean"] - r["std"] for r in summary)]) if levels else 0.0
+    ax.set_ylim(max(0.0, bottom - 0.05), min(1.0, max(r["mean"] + r["std"] for r in summary) + 0.08))
+    ax.set_xlabel(_X_LABELS.get(experiment, "cell"))
+    ax.set_ylabel("test accuracy of the trained model (mean ± std over seeds)")
     ax.set_title(f"{experiment}: {model if experiment != 'across-architectures' else 'target families'}")
     ax.grid(alpha=0.3)
+    # below the axes: long labels (Hub ids) never squeeze the plot
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8)
     fig.savefig(path, dpi=110)
+
+
+def replot(folder: str | Path) -> Path:
+    """Draw an experiment's plot again from the ``results.json`` in ``folder`` (no training); returns the PNG.
+
+    Example:
+        >>> replot("docs/experiments/transfer-matrix")
+    """
+    folder = Path(folder)
+    data = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    datasets = dict(BUILTIN_DATASETS)
+    if data["experiment"] == "layer-split":
+        datasets.update({half.name: half for half in split_classes(data["details"]["halves"][0].rsplit("-", 1)[0])})
+    path = folder / f"{data['experiment']}.png"
+    _plot(data["experiment"], data["model"], data["summary"], path, chance=_chance_levels(data["runs"], datasets))
+    return path
 
 
 def run_experiment(
@@ -518,5 +579,6 @@ def run_experiment(
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (folder / "command.txt").write_text(results["command"] + "\n")
     (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    _plot(name, config.model, summary, folder / f"{name}.png")
+    chance = _chance_levels(run.records, {**BUILTIN_DATASETS, **run.datasets})
+    _plot(name, config.model, summary, folder / f"{name}.png", chance=chance)
     return results
