@@ -36,8 +36,8 @@ cards: $(STAMP)
 	$(VENV)/bin/masterkey cards --out hub_cards --experiments docs/experiments
 
 # The paper's experiments at full scale, one torch thread per run: `make -j2 experiments` runs two at a time on
-# 2 CPU cores. results.json, config.json, command.txt and the plot are kept in docs/experiments; the trained runs
-# stay in outputs/
+# 2 CPU cores. results.json, config.json, command.txt, the plot and the banks the cards are built from are kept in
+# docs/experiments; the trained runs stay in outputs/
 EXPERIMENTS := layer-split transfer-matrix source-size across-architectures
 
 experiments: $(EXPERIMENTS:%=experiment-%)
@@ -46,3 +46,4 @@ experiment-%: $(STAMP)
 	$(VENV)/bin/masterkey experiment $* --scale full --out outputs/experiments --cpu-threads 1
 	mkdir -p docs/experiments/$*
 	cp $(addprefix outputs/experiments/$*/,results.json config.json command.txt $*.png) docs/experiments/$*/
+	if [ -d outputs/experiments/$*/banks ]; then rm -rf docs/experiments/$*/banks; cp -r outputs/experiments/$*/banks docs/experiments/$*/; fi

@@ -60,3 +60,27 @@ def test_bad_results_file(tmp_path):
     path.write_text(json.dumps({"results": [{"metric": "accuracy"}]}))
     with pytest.raises(BankFormatError, match="EvalResult"):
         load_card_results(path)
+
+
+def test_cards_build_on_a_fresh_clone_into_a_new_folder_and_state_a_licence(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from huggingface_hub import ModelCard
+
+    from masterkey.publishing import write_hub_cards
+
+    experiments = tmp_path / "experiments"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "docs" / "experiments", experiments)
+    written = write_hub_cards(tmp_path / "new" / "cards", experiments_dir=experiments)
+    names = {p.name for p in written}
+    assert {"tf_efficientnet_lite0-imagenet-dw", "tf_efficientnet_lite1-imagenet-dw", "tf_efficientnet_lite2-imagenet-dw",
+            "universal-learned-8", "universal-idealized-8", "tf_efficientnet_lite0-digits-dw",
+            "tf_efficientnet_lite0-animal-mnist-dw"} == names  # fmt: skip
+    for folder in written:
+        card = ModelCard.load(folder / "README.md")
+        assert card.data.license, folder.name
+        titles = [line for line in card.text.splitlines() if line.startswith("## ")]
+        assert len(titles) == len(set(titles)), (folder.name, titles)
+    learned = ModelCard.load(tmp_path / "new" / "cards" / "universal-learned-8" / "README.md").text
+    assert "masterkey.inject_universal(" in learned and "from_pretrained_filters(" not in learned

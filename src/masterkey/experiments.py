@@ -262,12 +262,16 @@ class _Runner:
         return folder
 
 
-def source_bank(folder: Path, *, name: str, dataset: str, model: str) -> Path:
-    """Extract the depthwise bank of a trained source network into ``folder/bank-all``; returns the bank folder."""
+def source_bank(folder: Path, *, name: str, dataset: str, model: str, license: str | None = None) -> Path:
+    """Extract the depthwise bank of a trained source network into ``folder/bank-all``; returns the bank folder. The
+    bank's licence is its training data's (``license``; the built-in datasets state theirs)."""
     config = json.loads((folder / "config.json").read_text())
+    known = BUILTIN_DATASETS.get(dataset)
     bank = extract_filters(model, weights=folder / "model.safetensors",
                            model_kwargs={"num_classes": config["num_classes"]},
-                           source_dataset=dataset, description=f"{model} trained from scratch on {dataset} ({name})")  # fmt: skip
+                           source_dataset=dataset, source_license=license or (known.license if known else None),
+                           source_weights=f"trained from scratch by masterkey ({folder.name})",
+                           description=f"{model} trained from scratch on {dataset} ({name})")  # fmt: skip
     out = folder / "bank-all"
     bank.save_pretrained(out)
     return out
@@ -292,6 +296,8 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
                                  dataset=dataset, model=model))
         for dataset in run.config.datasets
     }  # fmt: skip
+    for dataset, folder in own_banks.items():  # kept beside the results: the cards are built from them
+        load_master_filters(folder).save_pretrained(run.out_dir / "banks" / slugify(dataset))
     sources = {"from scratch": "none", f"{bank} (frozen)": bank,
                **{f"{d} bank (frozen)": path for d, path in own_banks.items()},
                f"universal 8 fitted to {bank} (frozen)": FITTED_PREFIX + bank,

@@ -36,6 +36,7 @@ from .keys import (
     universal_bank,
 )
 from .sources import IMAGENET_SOURCES
+from .training import BUILTIN_DATASETS
 
 __all__ = [
     "ZOO",
@@ -190,8 +191,16 @@ def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None =
                     f"{matrix} names a bank {name!r} that is not a plain folder name; the transfer-matrix results "
                     "name their model and datasets with letters, digits, '.', '_' and '-' only."
                 )
-            # the trained bank itself, or (on a clone without the training outputs) the folder published before
-            bank = load_master_filters(folder if Path(folder).is_dir() else out_dir / name)
+            # the trained bank itself, or (on a clone without the training outputs) its copy beside the results
+            kept = matrix.parent / "banks" / dataset
+            if not Path(folder).is_dir() and not kept.is_dir():
+                raise ResultsFormatError(
+                    f"The bank transfer-matrix trained on {dataset!r} is neither at {folder} nor kept at {kept}; run "
+                    "`masterkey experiment transfer-matrix` again (it keeps its banks beside its results)."
+                )
+            bank = load_master_filters(folder if Path(folder).is_dir() else kept)
+            if not bank.config.get("source_license") and dataset in BUILTIN_DATASETS:  # banks from before licences
+                bank = FilterBank(dict(bank.items()), {**bank.config, "source_license": BUILTIN_DATASETS[dataset].license})
             written.append(publish(bank, name, folder, [("What the 8 universal keys explain", explained_table(bank))]))
     return written
 
@@ -343,10 +352,10 @@ def write_universal_cards(
             "(8, 1, k, k), each filter with mean 0 and L2 norm 1. Use them with `masterkey.fit_universal` and "
             "`masterkey.inject_universal` rather than as a per-layer bank.",
             "example_model": "convnext_atto",
+            "usage": usage,  # fit and inject the keys: they are not a per-layer bank
             "sections": [
                 ("The 8 keys", _keys_table()),
                 ("What they explain in an ImageNet bank", lite0),
-                ("Fitting and injecting them", usage),
                 ("Licence", _LICENCE_TEXT),
             ],
             "credits": ["Learned values: CC BY 4.0, from tonylindeberg/masterfiltmodel (model-fitting/8Filters.txt)."],
@@ -357,7 +366,8 @@ def write_universal_cards(
             for spec in specs:
                 rows, sections = experiment_card_results(experiments_dir, spec)
                 results += rows
-                card["sections"] += sections
+                titles = {title for title, _ in card["sections"]}  # one experiment, one section, whatever the spec
+                card["sections"] += [(title, body) for title, body in sections if title not in titles]
         publish_bank(universal_bank(kind, size=size), folder=folder, results=results, card_kwargs=card, dry_run=True)
         written.append(folder)
     return written
