@@ -50,6 +50,7 @@ class LocalHub:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         (root / "mirrors" / "models").mkdir(parents=True, exist_ok=True)
+        (root / "mirrors" / "datasets").mkdir(parents=True, exist_ok=True)
         (root / "repos").mkdir(exist_ok=True)
         config = root / "olah.toml"
         config.write_text(
@@ -73,9 +74,11 @@ class LocalHub:
         self.stop()
         raise RuntimeError(f"olah did not start; see {root / 'olah.log'}")
 
-    def publish(self, repo_id: str, folder: Path, *, tag: str | None = None, message: str = "upload") -> str:
-        """Commit the files of ``folder`` to the repo ``repo_id`` on branch main; returns the commit sha."""
-        repo = self.root / "mirrors" / "models" / repo_id
+    def publish(self, repo_id: str, folder: Path, *, tag: str | None = None, message: str = "upload",
+                repo_type: str = "model") -> str:  # fmt: skip
+        """Commit the files of ``folder`` to the repo ``repo_id`` (a ``model`` or ``dataset`` repo) on branch main;
+        returns the commit sha."""
+        repo = self.root / "mirrors" / f"{repo_type}s" / repo_id
         if not (repo / ".git").exists():
             repo.mkdir(parents=True)
             self._git(repo, "init", "-q", "-b", "main")
