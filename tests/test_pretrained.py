@@ -65,3 +65,18 @@ def test_random_kernels_only_when_asked_for(served):
         masterkey.extract_filters("tf_efficientnet_lite0.in22k")
     with pytest.raises(UnsupportedModelError, match="hf-hub:org/lite0-timm"):
         masterkey.extract_filters("org/lite0-timm")
+
+
+def test_a_training_runs_folder_is_a_checkpoint_too(tmp_path):
+    from timm.models import save_for_hf
+
+    torch.manual_seed(3)
+    model = timm.create_model("mobilenetv3_small_050", num_classes=5)
+    save_for_hf(model, str(tmp_path / "run"), safe_serialization=True)
+    bank = masterkey.extract_filters(f"local-dir:{tmp_path / 'run'}", source_dataset="my-photos")
+    assert all(torch.equal(bank[n], model.get_submodule(n).weight) for n in bank.names)
+    cfg = bank.config
+    assert cfg["source_weights"].startswith(f"local-dir:{tmp_path / 'run'} (sha256 ")
+    assert "source_tag" not in cfg and "source_license" not in cfg  # the folder's timm config says nothing of these
+    with pytest.raises(UnsupportedModelError, match="timm's Hub layout"):
+        masterkey.extract_filters(f"local-dir:{tmp_path / 'nothing'}")

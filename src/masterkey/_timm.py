@@ -31,6 +31,8 @@ REPARAM_METHODS = ("fuse", "reparameterize", "switch_to_deploy")
 
 #: The prefix of a timm model name that is a Hugging Face Hub repo (timm's own ``hf-hub:`` source).
 HUB_PREFIX = "hf-hub:"
+#: The prefix of a timm model name that is a local folder in timm's Hub layout (a masterkey training run's output).
+LOCAL_PREFIX = "local-dir:"
 #: Dataset words in timm's pretrained tags, as the Hub names the datasets.
 _TAG_DATASETS = {"in1k": "imagenet-1k", "in22k": "imagenet-22k", "in12k": "imagenet-12k", "in21k": "imagenet-21k"}
 
@@ -38,15 +40,21 @@ _TAG_DATASETS = {"in1k": "imagenet-1k", "in22k": "imagenet-22k", "in12k": "image
 def names_pretrained_weights(name: str) -> bool:
     """Whether a model name means pretrained weights: a Hub id (``hf-hub:org/name``) or a name with a pretrained tag
     (``convnext_tiny.fb_in1k``). A bare architecture (``convnext_tiny``) means none in particular."""
-    return name.startswith(HUB_PREFIX) or bool(split_model_name_tag(name)[1])
+    return name.startswith((HUB_PREFIX, LOCAL_PREFIX)) or bool(split_model_name_tag(name)[1])
 
 
 def check_name(name: str, *, pretrained: bool) -> None:
     """Refuse (:class:`UnsupportedModelError`) a name timm cannot create: unknown architectures (close matches
     listed), unknown pretrained tags (the tags listed), paths, or a Hub id without its weights."""
-    if name.startswith(HUB_PREFIX):
+    if name.startswith((HUB_PREFIX, LOCAL_PREFIX)):
         if not pretrained:
-            raise UnsupportedModelError(f"{name!r} names weights on the Hub; it is always loaded with them.")
+            raise UnsupportedModelError(f"{name!r} names weights (on the Hub or in a folder); it is loaded with them.")
+        folder = Path(name.removeprefix(LOCAL_PREFIX))
+        if name.startswith(LOCAL_PREFIX) and not (folder / "config.json").is_file():
+            raise UnsupportedModelError(
+                f"{str(folder)!r} is not a folder in timm's Hub layout (config.json and model.safetensors), such as a "
+                "masterkey training run's output folder."
+            )
         return
     if any(c in name for c in ("/", "\\", ":")):
         raise UnsupportedModelError(

@@ -163,9 +163,10 @@ def extract_filters(
         >>> random = masterkey.extract_filters("convnext_tiny", pretrained=False)  # a baseline, recorded as random
     """
     info: dict[str, Any] = {}
+    requested = model
     if isinstance(model, str):
         # an unknown name or tag first: the likelier mistake
-        _timm.check_name(model, pretrained=bool(pretrained) or model.startswith(_timm.HUB_PREFIX))
+        _timm.check_name(model, pretrained=bool(pretrained) or model.startswith((_timm.HUB_PREFIX, _timm.LOCAL_PREFIX)))
         pretrained = _resolve_pretrained(model, pretrained=pretrained, weights=weights)
         if weights is None and not pretrained:
             info["source_weights"] = RANDOM_WEIGHTS
@@ -182,7 +183,12 @@ def extract_filters(
         model = _timm.reparameterize(model, inplace=False)  # never change the caller's model
     model = prepare_model(model, reparameterize=reparameterize, weights=weights, pretrained=bool(pretrained),
                           **(model_kwargs or {}))  # fmt: skip
-    if pretrained:
+    if isinstance(source := requested, str) and source.startswith(_timm.LOCAL_PREFIX):
+        # a local folder's config describes the architecture, not these weights' tag, data or licence
+        weights_file = next(Path(source.removeprefix(_timm.LOCAL_PREFIX)).glob("*.safetensors"), None)
+        digest = f" (sha256 {_sha256(weights_file)[:16]})" if weights_file else ""
+        info["source_weights"] = f"{source}{digest}"
+    elif pretrained:
         info.update({k: v for k, v in _timm.pretrained_provenance(model).items() if v is not None})
     elif weights is not None:  # read (and so checked) by prepare_model just above
         info["source_weights"] = f"{Path(weights).name} (sha256 {_sha256(Path(weights))[:16]})"
