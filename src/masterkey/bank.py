@@ -120,6 +120,8 @@ _short_repr.maxlevel = 2
 _short_repr.maxlist = _short_repr.maxtuple = _short_repr.maxdict = 4
 
 _MISSING = object()
+# the origin named in messages about a config passed in Python rather than read from a file
+_GIVEN_CONFIG = "the given config"
 
 
 class _Invalid(Exception):
@@ -127,7 +129,7 @@ class _Invalid(Exception):
 
 
 def _shown(value: Any) -> str:
-    return f"{_json_kind(value)} {_short_repr.repr(value)}"
+    return "null" if value is None else f"{_json_kind(value)} {_short_repr.repr(value)}"
 
 
 def _json_kind(value: Any) -> str:
@@ -169,7 +171,7 @@ def _int_value(value: Any, field: str, *, minimum: int) -> int:
 def _pair_value(value: Any, field: str) -> tuple[int, int]:
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
-            raise _Invalid(f"'{field}' must be an integer or a list of 2 integers, found {len(value)} values")
+            raise _Invalid(f"'{field}' must be an integer or a list of 2 integers, found a list of {len(value)}")
         return _int_value(value[0], f"{field}[0]", minimum=1), _int_value(value[1], f"{field}[1]", minimum=1)
     size = _int_value(value, field, minimum=1)
     return size, size
@@ -399,7 +401,7 @@ class FilterBank(
         config = dict(config)
         config.setdefault("format_version", FORMAT_VERSION)
         config.setdefault("library_name", LIBRARY_NAME)
-        specs = sorted(_check_config(config, origin="the given config"), key=lambda s: s.index)
+        specs = sorted(_check_config(config, origin=_GIVEN_CONFIG), key=lambda s: s.index)
         kernels = _as_kernels(filters, origin="the given filters")
         _validate(kernels, {spec.name: spec for spec in specs}, origin="the given filters")
         # relative depth is derived from the module paths (one definition everywhere), whatever a file says
@@ -645,6 +647,8 @@ class FilterBank(
                         library_version=LIBRARY_VERSION,
                     )
                 )
+            except LocalEntryNotFoundError:
+                raise  # not cached while offline: a subclass of EntryNotFoundError, reported as not found
             except EntryNotFoundError:
                 raise BankFormatError(f"The Hub repo {model_id!r} has no {filename}: it is not a masterkey bank.") from None
 
@@ -817,20 +821,21 @@ def _as_kernels(filters: Any, *, origin: str) -> dict[str, torch.Tensor]:
 
 def _check_json(document: Any, *, origin: str) -> None:
     """Nesting depth and finite numbers everywhere, walked without recursion (a hostile file cannot overflow it)."""
+    source = origin if origin == _GIVEN_CONFIG else f"{CONFIG_NAME} of {origin}"
     stack: list[tuple[Any, int, tuple]] = [(document, 1, ())]
     while stack:
         node, depth, path = stack.pop()
         if isinstance(node, float) and not math.isfinite(node):
             where = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path).lstrip(".")
             raise BankFormatError(
-                f"{CONFIG_NAME} of {origin} holds a non-finite number ({node}) at {where or 'the top level'}: JSON "
-                "numbers must be finite (no NaN, Infinity or 1e999). Fix it, or save or download the bank again."
+                f"{source} holds a non-finite number ({node}) at {where or 'the top level'}: JSON numbers must be "
+                "finite (no NaN, Infinity or 1e999). Fix it, or save or download the bank again."
             )
         if isinstance(node, (dict, list, tuple)):
             if depth > MAX_JSON_DEPTH:
                 raise BankFormatError(
-                    f"{CONFIG_NAME} of {origin} is nested deeper than {MAX_JSON_DEPTH} levels; a bank config needs 4. "
-                    "Save or download the bank again."
+                    f"{source} is nested deeper than {MAX_JSON_DEPTH} levels; a bank config needs 4. Save or "
+                    "download the bank again."
                 )
             children = node.items() if isinstance(node, dict) else enumerate(node)
             stack.extend((value, depth + 1, (*path, key)) for key, value in children)
@@ -839,10 +844,11 @@ def _check_json(document: Any, *, origin: str) -> None:
 def _check_config(config: Any, *, origin: str) -> list[KernelSpec]:
     """The manifest of a validated ``config.json`` (``origin`` names it in messages); any deviation from the schema
     raises ``BankFormatError`` naming the field and the entry."""
+    source = origin if origin == _GIVEN_CONFIG else f"{CONFIG_NAME} of {origin}"
     if not isinstance(config, Mapping) or "filters" not in config:
         held = "" if isinstance(config, Mapping) else f": it holds {_json_kind(config)}, not an object"
         raise BankFormatError(
-            f"{CONFIG_NAME} of {origin} is not a masterkey bank config (no 'filters' manifest{held}). "
+            f"{source} is not a masterkey bank config (no 'filters' manifest{held}). "
             "Rebuild it with masterkey.extract_filters(...).save_pretrained(...)."
         )
     version = config.get("format_version")
@@ -852,23 +858,23 @@ def _check_config(config: Any, *, origin: str) -> list[KernelSpec]:
             f"reads versions 1 to {FORMAT_VERSION}. Upgrade masterkey (pip install -U masterkey)."
         )
     _check_json(config, origin=origin)
-    fix = "Fix it in config.json, or save or download the bank again."
+    fix = f"Fix it in {CONFIG_NAME}, or save or download the bank again."
     for field in (*SOURCE_FIELDS, "library_name"):
         if config.get(field) is not None and not (isinstance(config[field], str) and _is_text(config[field])):
-            raise BankFormatError(f"'{field}' in {CONFIG_NAME} of {origin} must be a string (valid Unicode) or null, found "
+            raise BankFormatError(f"'{field}' in {source} must be a string (valid Unicode) or null, found "
                                   f"{_shown(config[field])}. {fix}")  # fmt: skip
     if "extra" in config and not isinstance(config["extra"], Mapping):
-        raise BankFormatError(f"'extra' in {CONFIG_NAME} of {origin} must be an object, found {_shown(config['extra'])}. "
+        raise BankFormatError(f"'extra' in {source} must be an object, found {_shown(config['extra'])}. "
                               f"{fix}")  # fmt: skip
     digest = config.get("filters_sha256", _MISSING)
     if digest is not _MISSING and not (
         isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
     ):
-        raise BankFormatError(f"'filters_sha256' in {CONFIG_NAME} of {origin} must be 64 lowercase hex digits, found "
+        raise BankFormatError(f"'filters_sha256' in {source} must be 64 lowercase hex digits, found "
                               f"{_shown(digest)}. Save or download the bank again.")  # fmt: skip
     entries = config["filters"]
     if not isinstance(entries, (list, tuple)):
-        raise BankFormatError(f"'filters' in {CONFIG_NAME} of {origin} must be a list of manifest entries, found "
+        raise BankFormatError(f"'filters' in {source} must be a list of manifest entries, found "
                               f"{_shown(entries)}. {fix}")  # fmt: skip
     if not entries:
         raise BankFormatError(f"The manifest of {origin} lists no kernels; a bank holds at least one.")
@@ -877,13 +883,13 @@ def _check_config(config: Any, *, origin: str) -> list[KernelSpec]:
                               f"{MAX_KERNELS:,}. {fix}")  # fmt: skip
     count = config.get("num_kernels", len(entries))
     if isinstance(count, bool) or count != len(entries):
-        raise BankFormatError(f"'num_kernels' in {CONFIG_NAME} of {origin} is {_shown(count)} but the manifest lists "
+        raise BankFormatError(f"'num_kernels' in {source} is {_shown(count)} but the manifest lists "
                               f"{len(entries)} kernels. {fix}")  # fmt: skip
     specs, seen = [], {}
     for i, entry in enumerate(entries):
-        spec = KernelSpec.from_dict(entry, where=f"filters[{i}] in {CONFIG_NAME} of {origin}")
+        spec = KernelSpec.from_dict(entry, where=f"filters[{i}] in {source}")
         if spec.name in seen:
-            raise BankFormatError(f"Malformed manifest entry filters[{i}] in {CONFIG_NAME} of {origin}: it repeats the "
+            raise BankFormatError(f"Malformed manifest entry filters[{i}] in {source}: it repeats the "
                                   f"name {spec.name!r} of filters[{seen[spec.name]}]. {_FIX_ENTRY}.")  # fmt: skip
         seen[spec.name] = i
         specs.append(spec)
