@@ -30,15 +30,15 @@ from masterkey.training import (
 )
 from masterkey.training.config import CARD_KEYS, RUN_IDENTITY_KEYS
 
-#: The command line as it was written by hand before it was generated: names, in order.
+#: The command line as it was written by hand before it was generated, and the options added since: names, in order.
 OPTIONS = (
     "model", "filters", "trainable", "no_freeze", "no_strict", "mapping", "compare_with_scratch",
     "dataset_name", "dataset_config_name", "train_dir", "validation_dir", "image_column_name", "label_column_name",
     "train_val_split", "max_train_samples", "max_eval_samples", "resolution", "crop_scale", "dataloader_num_workers",
     "per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate", "weight_decay", "num_train_epochs",
     "max_train_steps", "gradient_accumulation_steps", "lr_scheduler_type", "num_warmup_steps", "seed", "cpu_threads",
-    "output_dir", "overwrite_output_dir", "checkpointing_steps", "resume_from_checkpoint", "with_tracking",
-    "report_to", "push_to_hub", "hub_model_id", "hub_token", "log_sample_ids",
+    "output_dir", "overwrite_output_dir", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint",
+    "with_tracking", "report_to", "push_to_hub", "hub_model_id", "hub_token", "log_sample_ids",
 )  # fmt: skip
 #: What run_config.json files written before the dataclass hold, in this order: old folders must still match.
 OLD_IDENTITY_KEYS = (

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -189,6 +190,11 @@ class TrainingConfig:
     output_dir: str | None = option(None, "default: outputs/transfer/<model>_<dataset>_<time>", group=_OUTPUT)
     overwrite_output_dir: bool = option(False, "replace another run's results in output_dir", group=_OUTPUT)
     checkpointing_steps: int | str | None = option(None, "save state every N steps, or 'epoch'", group=_OUTPUT)
+    # not part of the run's identity: how many checkpoints to keep does not change what the run computes
+    checkpoints_total_limit: int | None = option(
+        None, "keep at most this many checkpoints, deleting the oldest (default: keep all)", group=_OUTPUT,
+        positive=True,
+    )  # fmt: skip
     resume_from_checkpoint: str | None = option(None, "a checkpoint folder, or 'latest' in output_dir",
                                                 group=_OUTPUT)  # fmt: skip
     with_tracking: bool = option(False, "log metrics with Accelerate's trackers", group=_OUTPUT)
@@ -215,6 +221,11 @@ class TrainingConfig:
         def fail(message: str) -> None:
             raise TrainingConfigError(message)
 
+        # NaN compares false with everything and inf passes a lower bound: a non-finite value would slip through the
+        # range checks below and train to NaN
+        for name, value in _float_values(self):
+            if not math.isfinite(value):
+                fail(f"--{name} must be a finite number, got {value!r}.")
         if self.dataset_name is None and self.train_dir is None:
             self.dataset_name = DEFAULT_DATASET
         if self.dataset_name is not None and self.train_dir is not None:
@@ -264,6 +275,18 @@ class TrainingConfig:
     def to_dict(self) -> dict[str, Any]:
         """The fields in declaration order (the command line's order), as written to ``results.json``."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _float_values(config: TrainingConfig) -> list[tuple[str, float]]:
+    """``(name, value)`` of every float the configuration holds: a float field, or an item of a sequence field such as
+    ``crop_scale``; found by type, so that a float option added later is checked too."""
+    found = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, float):  # ints (and bools) are always finite
+                found.append((f.name, item))
+    return found
 
 
 def _keys(flag: str) -> tuple[str, ...]:

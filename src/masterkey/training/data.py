@@ -9,22 +9,29 @@ Three steps, each usable on its own:
 2. :func:`prepare_splits` finds the image and label columns, the train and evaluation splits (splitting the train
    split when there is no evaluation split), applies ``max_*_samples`` and builds a stable label mapping;
 3. :class:`ImageClassificationDataset` wraps a split for a torch ``DataLoader``: RGB conversion, timm transforms
-   (:func:`timm_transforms`), label ids, and the row id of every example.
+   (:func:`timm_transforms`), label ids, and the row id of every example. Given a ``seed``, the random augmentation
+   of an example depends only on (seed, epoch, row): the same in every worker process and after a resume.
 
-Unreadable images: an image that cannot be decoded stops the run with a :class:`DatasetError` naming the split and
-the row (the row number in that split of the source dataset), rather than being skipped silently: a skipped image
-would change what the reported accuracy means. Drop such rows with ``Dataset.filter`` and run again.
+Unreadable images: :func:`check_images` opens and verifies every image of both splits before training starts
+(PIL's ``verify``: the file structure and checksums, without decoding the pixels); an image that fails stops the run
+with a one-line :class:`DatasetError` naming the file (or the split and the row: the row number in that split of the
+source dataset), rather than being skipped silently: a skipped image would change what the reported accuracy means.
+An image that passes the check and still fails to decode stops the run with the same kind of error when its batch
+comes up. Remove such files, or drop such rows with ``Dataset.filter``, and run again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import gzip
 import hashlib
 import importlib.util
+import io
 import logging
 import pickle
-from collections.abc import Callable, Mapping, Sequence
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +39,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from PIL import Image
 from sklearn.datasets import load_digits
 from timm.data import create_transform, resolve_model_data_config
 
@@ -47,6 +55,7 @@ __all__ = [
     "prepare_splits",
     "PreparedSplits",
     "ImageClassificationDataset",
+    "check_images",
     "timm_transforms",
     "EVAL_SPLIT_NAMES",
 ]
@@ -413,6 +422,35 @@ def _label_mapping(train, evaluation, column: str) -> tuple[list[str], dict[Any,
     return [str(v) for v in ordered], {v: i for i, v in enumerate(ordered)}
 
 
+def _image_paths(ds, image_column: str) -> list[str | None] | None:
+    """The file path of every image of an ``Image`` column, read from Arrow without decoding (or loading the image
+    bytes); ``None`` when the column is not an ``Image`` column."""
+    if not isinstance(ds.features.get(image_column), datasets.Image):
+        return None
+    paths = []
+    for chunk in ds.data.column(image_column).chunks:  # the struct's path field alone: zero-copy, no image bytes
+        if not hasattr(chunk, "field"):
+            return None
+        paths += chunk.field("path").to_pylist()
+    return paths
+
+
+def _refuse_one_folder(ds, source: str) -> None:
+    """An imagefolder with a single class folder loads without a label column (datasets adds labels only when
+    there are two folders or more): say that, rather than that the label column is missing."""
+    images = [n for n, f in ds.features.items() if isinstance(f, datasets.Image)]
+    paths = _image_paths(ds, images[0]) if len(images) == 1 else None
+    if not paths or any(p is None for p in paths):
+        return
+    folders = {Path(p).parent for p in paths}
+    if len(folders) == 1:
+        (folder,) = folders
+        raise DatasetError(
+            f"{source} needs at least 2 classes, found 1 ({folder.name}): all its images are in {str(folder)!r}. An "
+            "image folder holds one sub-folder of images per class; add a folder for each other class."
+        )
+
+
 def _subset(n: int, limit: int | None, seed: int) -> np.ndarray:
     """Positions ``0..n-1``, or ``limit`` of them drawn at random with ``seed``."""
     if limit is None or limit >= n:
@@ -443,7 +481,12 @@ def prepare_splits(
         raise DatasetError(f"{source} has no 'train' split; its splits are: {', '.join(dsd) or 'none'}.")
     train_full = dsd["train"]
     eval_name = next((s for s in EVAL_SPLIT_NAMES if s in dsd), None)
-    image_column, label_column = detect_columns(train_full, image_column, label_column)
+    try:
+        image_column, label_column = detect_columns(train_full, image_column, label_column)
+    except DatasetError:
+        if label_column is None:
+            _refuse_one_folder(train_full, source)
+        raise
     notes = []
     if eval_name is None:
         if not 0.0 < train_val_split < 1.0:
@@ -469,7 +512,11 @@ def prepare_splits(
     evaluation = _as_image_column(eval_full.select(eval_rows), image_column, eval_source)
     label_names, label_to_id = _label_mapping(train, evaluation, label_column)
     if len(label_names) < 2:
-        raise DatasetError(f"{source} has {len(label_names)} class(es) in column {label_column!r}; at least 2 needed.")
+        found = f"found {len(label_names)}" + (f" ({label_names[0]})" if label_names else "")
+        raise DatasetError(
+            f"{source} needs at least 2 classes, {found} in column {label_column!r}. Classification needs examples "
+            "of two classes or more: add the other classes."
+        )
     return PreparedSplits(
         train=train,
         eval=evaluation,
@@ -505,6 +552,19 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
     Images become RGB (grayscale, palette, RGBA...) before ``transform``; labels become class ids; ``ids`` is the
     example's row in its source split. Batches are fetched with one ``Dataset.__getitems__`` call (a single Arrow
     read).
+
+    With a ``seed``, ``transform``'s random numbers (Python's ``random``, NumPy's and torch's CPU generators) are
+    seeded for each example from (seed, epoch, row) and the generators' states restored afterwards, so an example's
+    augmentation is the same whichever worker process reads it, in whichever batch, and after a resume; without
+    workers the training process's own generators are left as they were. :meth:`set_epoch` sets the epoch in
+    shared memory, which the DataLoader's (persistent) worker processes read.
+
+    Example:
+        >>> ds = ImageClassificationDataset(split, image_column="image", label_column="label", transform=train_tf,
+        ...                                 seed=42)
+        >>> ds.set_epoch(1)
+        >>> ds[0]["pixel_values"].shape
+        torch.Size([3, 32, 32])
     """
 
     def __init__(
@@ -517,6 +577,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         label_to_id: dict[Any, int] | None = None,
         row_ids: Sequence[int] | None = None,
         split: str = "train",
+        seed: int | None = None,
     ):
         self.dataset = dataset
         self.image_column = image_column
@@ -525,6 +586,18 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
         self.label_to_id = label_to_id
         self.row_ids = np.arange(len(dataset)) if row_ids is None else np.asarray(row_ids)
         self.split = split
+        self.seed = seed
+        # in shared memory: worker processes (forked or spawned, persistent or not) see the epoch the loop sets
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch the augmentation of the next batches depends on (the training loop calls it before each
+        epoch's first batch is requested)."""
+        self._epoch.fill_(int(epoch))
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -544,16 +617,21 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
                     raise self._unreadable(i, row_error) from None
             raise self._unreadable(indices[0], e) from None
         out = []
-        for i, image, label in zip(indices, batch[self.image_column], batch[self.label_column]):
-            try:
-                if image.mode != "RGB":
-                    image = image.convert("RGB")
-                pixels = self.transform(image)
-            except Exception as e:
-                raise self._unreadable(i, e) from None
-            if self.label_to_id is not None:
-                label = self.label_to_id[label]
-            out.append({"pixel_values": pixels, "labels": int(label), "ids": int(self.row_ids[i])})
+        epoch = self.epoch
+        with _restored_rng(enabled=self.seed is not None):
+            for i, image, label in zip(indices, batch[self.image_column], batch[self.label_column]):
+                row = int(self.row_ids[i])
+                if self.seed is not None:
+                    _seed_everything(_example_seed(self.seed, epoch, row))
+                try:
+                    if image.mode != "RGB":
+                        image = image.convert("RGB")
+                    pixels = self.transform(image)
+                except Exception as e:
+                    raise self._unreadable(i, e) from None
+                if self.label_to_id is not None:
+                    label = self.label_to_id[label]
+                out.append({"pixel_values": pixels, "labels": int(label), "ids": row})
         return out
 
     def _unreadable(self, index: int, error: Exception) -> DatasetError:
@@ -564,3 +642,83 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
             f"Remove it, e.g. dataset.filter(lambda _, i: i != {row}, with_indices=True), and run again."
         )
 
+
+
+def _example_seed(seed: int, epoch: int, row: int) -> int:
+    """A 64-bit seed from (seed, epoch, row): a hash, so that neighbouring rows or epochs get unrelated streams."""
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{row}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.default_generator.manual_seed(seed)  # the CPU generator only: an accelerator's generator is left alone
+
+
+@contextlib.contextmanager
+def _restored_rng(*, enabled: bool) -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's CPU generator states on exit, so that seeding per example does not change
+    the random numbers of whatever runs next in the same process (dropout, without DataLoader workers)."""
+    if not enabled:
+        yield
+        return
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+def check_images(dataset, *, image_column: str, split: str, row_ids: Sequence[int] | None = None,
+                 source: str = "the dataset", batch_size: int = 256) -> int:  # fmt: skip
+    """Open and verify every image of ``dataset``'s ``image_column`` (an ``Image`` column) without decoding pixels:
+    PIL's ``Image.open`` and ``verify`` on the stored bytes or file, which reads the header and, for PNG, every
+    chunk and its checksum. Run before training so that a broken file stops the run before its first step, even when
+    its batch would come late or never (``drop_last``). Returns the number of images checked.
+
+    Raises:
+        DatasetError: one line naming the first image that fails (its file, or its split and row: ``row_ids[i]``
+            when given) and what to do.
+
+    Example:
+        >>> check_images(splits.train, image_column=splits.image_column, split="train", row_ids=splits.train_rows)
+        1438
+    """
+    raw = dataset.cast_column(image_column, datasets.Image(decode=False))
+    rows = np.arange(len(raw)) if row_ids is None else np.asarray(row_ids)
+    for start in range(0, len(raw), batch_size):
+        for offset, item in enumerate(raw[start : start + batch_size][image_column]):
+            error = _verify_image(item)
+            if error is not None:
+                raise _undecodable(item, error, row=int(rows[start + offset]), split=split, source=source)
+    return len(raw)
+
+
+def _verify_image(item: Mapping[str, Any] | None) -> Exception | None:
+    if item is None:
+        return ValueError("no image (None)")
+    data, path = item.get("bytes"), item.get("path")
+    try:
+        with Image.open(io.BytesIO(data) if data is not None else path) as image:
+            image.verify()
+    except Exception as e:  # PIL raises many types for a broken file (SyntaxError, OSError, struct.error, ...)
+        return e
+    return None
+
+
+def _undecodable(item: Mapping[str, Any] | None, error: Exception, *, row: int, split: str,
+                 source: str) -> DatasetError:  # fmt: skip
+    reason = " ".join(str(error).split()) or "unreadable"
+    path = (item or {}).get("path")
+    if path and (item or {}).get("bytes") is None:
+        return DatasetError(
+            f"The image file {path!r} (row {row} of the {split} split of {source}) cannot be decoded "
+            f"({type(error).__name__}: {reason}). Remove or replace the file and run again."
+        )
+    return DatasetError(
+        f"The image in row {row} of the {split} split of {source} cannot be decoded ({type(error).__name__}: "
+        f"{reason}). Drop the row, e.g. dataset.filter(lambda _, i: i != {row}, with_indices=True), and run again."
+    )

@@ -7,13 +7,20 @@ epoch, completed optimizer steps, history, configuration). Shuffling uses Accele
 epoch ``e`` depends only on ``seed`` and ``e``), and a resumed epoch skips the batches already consumed with
 ``accelerator.skip_first_batches``, so a resumed run sees exactly the batches the uninterrupted run would have seen.
 A checkpoint is written to ``<name>.tmp`` and renamed when complete: killing a run mid-save leaves no half
-checkpoint for ``latest`` to pick up.
+checkpoint for ``latest`` to pick up. The training augmentation draws its randomness from (seed, epoch, sample) only
+(:class:`~.data.ImageClassificationDataset` is told the epoch here), so a resumed run on CPU computes bitwise the
+weights of the run it replaces, whatever the number of DataLoader workers.
+
+Divergence: a non-finite loss stops the run before it reaches the weights, with a :class:`TrainingConfigError` naming
+the step and epoch; the weights are checked before every checkpoint and evaluation, so no checkpoint, model file or
+``results.json`` ever holds non-finite numbers, and the last checkpoint written stays the last good one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -27,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .outputs import STATE_NAME, write_json
+from ..errors import MasterKeyError, TrainingConfigError
+from .outputs import STATE_NAME, prune_checkpoints, write_json
 
 __all__ = [
     "training_loop",
@@ -74,6 +82,7 @@ class LoopState:
     session_train_time: float = 0.0
     samples: int = 0
     data_time: float = 0.0
+    last_checkpoint: str | None = None  # the last checkpoint written (or resumed from), named when training diverges
 
     def to_dict(self, identity: dict[str, Any]) -> dict[str, Any]:
         keys = ("epoch", "batches_in_epoch", "completed_steps", "loss_sum", "loss_count", "history", "train_time",
@@ -87,11 +96,13 @@ class LoopState:
         self.resumed_step = self.completed_steps
 
 
-def save_checkpoint(accelerator, folder: Path, state: dict[str, Any]) -> None:
+def save_checkpoint(accelerator, folder: Path, state: dict[str, Any], *, total_limit: int | None = None) -> None:
     """``accelerator.save_state`` into ``<folder>.tmp``, then the state file, then a rename: complete or absent.
+    With ``total_limit``, the oldest complete checkpoints beside it beyond that many are deleted afterwards
+    (:func:`~.outputs.prune_checkpoints`; never this one).
 
     Example:
-        >>> save_checkpoint(accelerator, output_dir / "checkpoints" / "step_40", state.to_dict(identity))
+        >>> save_checkpoint(accelerator, output_dir / "checkpoints" / "step_40", state.to_dict(identity), total_limit=2)
     """
     tmp = folder.with_name(folder.name + ".tmp")
     if accelerator.is_main_process and tmp.exists():
@@ -104,6 +115,8 @@ def save_checkpoint(accelerator, folder: Path, state: dict[str, Any]) -> None:
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
+        if total_limit is not None:
+            prune_checkpoints(folder.parent, total_limit=total_limit, keep=folder)
     accelerator.wait_for_everyone()
 
 
@@ -129,7 +142,13 @@ def training_loop(
 
     Batches are dicts with ``pixel_values`` and ``labels`` (and ``ids`` when ``log_sample_ids``). Besides the loss
     it measures the time spent waiting for data (``state.data_time``) against the whole loop
-    (``state.session_train_time``).
+    (``state.session_train_time``). The training dataset is told each epoch (its ``set_epoch``, when it has one), so
+    that its augmentation depends on the epoch and not on where a run was resumed.
+
+    Raises:
+        TrainingConfigError: the loss became NaN or infinite (checked before it reaches the weights), or the weights
+            did (checked before each checkpoint and evaluation); the message names the step and epoch, the last
+            checkpoint (``state.last_checkpoint``) is left as it was and nothing non-finite is saved.
 
     Example:
         >>> model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
@@ -141,74 +160,142 @@ def training_loop(
                disable=not (progress and accelerator.is_local_main_process))  # fmt: skip
     n_proc = accelerator.num_processes
     loss_sum = torch.tensor(state.loss_sum, device=accelerator.device)
-    # an epoch interrupted at its last step (checkpoint, then kill) still needs its evaluation
-    while state.epoch < state.num_epochs and (state.completed_steps < state.max_steps or state.batches_in_epoch):
-        model.train()
-        train_loader.set_epoch(state.epoch)
-        loader = train_loader
-        if state.batches_in_epoch:
-            loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch)
-        start = time.perf_counter()
-        iterator = iter(loader)
-        while state.completed_steps < state.max_steps:
-            t0 = time.perf_counter()
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                break
-            state.data_time += time.perf_counter() - t0
-            with accelerator.accumulate(model):
-                logits = model(batch["pixel_values"])
-                loss = F.cross_entropy(logits, batch["labels"])
-                accelerator.backward(loss)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            n = batch["labels"].shape[0]
-            loss_sum += loss.detach().float() * n
-            state.loss_count += n
-            state.batches_in_epoch += 1
-            state.samples += n * n_proc
-            state.samples_total += n * n_proc
-            if log_sample_ids:
-                ids = accelerator.gather(batch["ids"])
-                if id_log is not None:
-                    id_log.write(json.dumps({"epoch": state.epoch, "batch": state.batches_in_epoch - 1,
-                                             "ids": ids.tolist()}) + "\n")  # fmt: skip
-                    id_log.flush()
-            if accelerator.sync_gradients:
-                state.completed_steps += 1
-                bar.update(1)
-                every = checkpointing_steps if isinstance(checkpointing_steps, int) and on_checkpoint else 0
-                if every and state.completed_steps % every == 0:
-                    state.loss_sum = loss_sum.item()
-                    _timed_pause(state, start, lambda: on_checkpoint(f"step_{state.completed_steps}"))
-                    start = time.perf_counter()
-        elapsed = time.perf_counter() - start
-        state.session_train_time += elapsed
-        state.train_time += elapsed
+    try:
+        # an epoch interrupted at its last step (checkpoint, then kill) still needs its evaluation
+        while state.epoch < state.num_epochs and (state.completed_steps < state.max_steps or state.batches_in_epoch):
+            model.train()
+            train_loader.set_epoch(state.epoch)
+            # Accelerate gives the epoch to the sampler only (it skips a dataset's set_epoch when the sampler has one)
+            dataset = getattr(train_loader, "dataset", None)
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(state.epoch)
+            loader = train_loader
+            if state.batches_in_epoch:
+                loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch)
+            start = time.perf_counter()
+            iterator = iter(loader)
+            while state.completed_steps < state.max_steps:
+                t0 = time.perf_counter()
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    break
+                except MasterKeyError as e:
+                    raise _without_worker_traceback(e) from None
+                state.data_time += time.perf_counter() - t0
+                with accelerator.accumulate(model):
+                    logits = model(batch["pixel_values"])
+                    loss = F.cross_entropy(logits, batch["labels"])
+                    _check_finite_loss(accelerator, loss, optimizer, state)  # before backward: the weights stay good
+                    accelerator.backward(loss)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                n = batch["labels"].shape[0]
+                loss_sum += loss.detach().float() * n
+                state.loss_count += n
+                state.batches_in_epoch += 1
+                state.samples += n * n_proc
+                state.samples_total += n * n_proc
+                if log_sample_ids:
+                    ids = accelerator.gather(batch["ids"])
+                    if id_log is not None:
+                        id_log.write(json.dumps({"epoch": state.epoch, "batch": state.batches_in_epoch - 1,
+                                                 "ids": ids.tolist()}) + "\n")  # fmt: skip
+                        id_log.flush()
+                if accelerator.sync_gradients:
+                    state.completed_steps += 1
+                    bar.update(1)
+                    every = checkpointing_steps if isinstance(checkpointing_steps, int) and on_checkpoint else 0
+                    if every and state.completed_steps % every == 0:
+                        _check_finite_weights(model, state)
+                        state.loss_sum = loss_sum.item()
+                        _timed_pause(state, start, lambda: on_checkpoint(f"step_{state.completed_steps}"))
+                        start = time.perf_counter()
+            elapsed = time.perf_counter() - start
+            state.session_train_time += elapsed
+            state.train_time += elapsed
 
-        count = torch.tensor(float(state.loss_count), device=loss_sum.device)
-        total = accelerator.reduce(torch.stack([loss_sum, count]), "sum")
-        metrics = {"epoch": state.epoch, "step": state.completed_steps,
-                   "train_loss": (total[0] / total[1]).item() if total[1] > 0 else float("nan")}  # fmt: skip
-        if on_epoch_end is not None:
-            metrics.update(on_epoch_end(state.epoch))
-        state.history.append(metrics)
-        if bar.disable is False:
-            accuracy = metrics.get("accuracy", float("nan"))
-            bar.set_postfix(accuracy=f"{accuracy:.4f}", loss=f"{metrics['train_loss']:.4f}")
-        if with_tracking:
-            scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-            accelerator.log(scalars, step=state.completed_steps)
-        state.epoch += 1
-        state.batches_in_epoch, state.loss_count = 0, 0
-        loss_sum.zero_()
-        state.loss_sum = 0.0
-        if checkpointing_steps == "epoch" and on_checkpoint is not None:
-            on_checkpoint(f"epoch_{state.epoch - 1}")
-    bar.close()
+            _check_finite_weights(model, state)  # before evaluating them (and saving them, after the last epoch)
+            count = torch.tensor(float(state.loss_count), device=loss_sum.device)
+            total = accelerator.reduce(torch.stack([loss_sum, count]), "sum")
+            metrics = {"epoch": state.epoch, "step": state.completed_steps,
+                       "train_loss": (total[0] / total[1]).item() if total[1] > 0 else float("nan")}  # fmt: skip
+            if on_epoch_end is not None:
+                metrics.update(on_epoch_end(state.epoch))
+            _check_finite_metrics(metrics, state)
+            state.history.append(metrics)
+            if bar.disable is False:
+                accuracy = metrics.get("accuracy", float("nan"))
+                bar.set_postfix(accuracy=f"{accuracy:.4f}", loss=f"{metrics['train_loss']:.4f}")
+            if with_tracking:
+                scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+                accelerator.log(scalars, step=state.completed_steps)
+            state.epoch += 1
+            state.batches_in_epoch, state.loss_count = 0, 0
+            loss_sum.zero_()
+            state.loss_sum = 0.0
+            if checkpointing_steps == "epoch" and on_checkpoint is not None:
+                on_checkpoint(f"epoch_{state.epoch - 1}")
+    finally:  # also when a check stops the run
+        bar.close()
     return state
+
+
+def _diverged(what: str, state: LoopState, *, step: int, learning_rate: float | None = None) -> TrainingConfigError:
+    """The error of a run that trained to NaN or infinity: where, what was kept, what to try."""
+    lr = "" if learning_rate is None else f", learning rate {learning_rate:.3g}"
+    kept = (
+        f"The last checkpoint, {state.last_checkpoint}, holds the weights from before and is kept; nothing else was "
+        "saved."
+        if state.last_checkpoint
+        else "No checkpoint was written and no model or results were saved."
+    )
+    return TrainingConfigError(
+        f"Training diverged: {what} at step {step} of {state.max_steps} (epoch {state.epoch}{lr}). {kept} Lower "
+        "--learning_rate (or add --num_warmup_steps) and check the data for broken images or labels; a run with "
+        "another learning rate starts anew (another --output_dir)."
+    )
+
+
+def _check_finite_loss(accelerator, loss: torch.Tensor, optimizer, state: LoopState) -> None:
+    """Stop on a NaN or infinite loss, on every process at once (the flag is summed across processes, so that none
+    waits in a collective for one that stopped)."""
+    bad = (~torch.isfinite(loss.detach())).float()
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, "sum")
+    if bad.item():
+        learning_rate = optimizer.param_groups[0]["lr"] if optimizer.param_groups else None
+        raise _diverged(f"the loss became {loss.item()}", state, step=state.completed_steps + 1,
+                        learning_rate=learning_rate)  # fmt: skip
+
+
+def _check_finite_weights(model: torch.nn.Module, state: LoopState) -> None:
+    """Stop before saving or evaluating weights that hold NaN or infinity (a finite loss can still give infinite
+    gradients and updates). The weights are the same on every process, so every process stops here together."""
+    tensors = [t.detach() for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    bad = int(torch.stack([~torch.isfinite(t).all() for t in tensors]).sum()) if tensors else 0  # one device sync
+    if bad:
+        raise _diverged(f"{bad} of {len(tensors)} weight tensors became non-finite", state, step=state.completed_steps)
+
+
+def _check_finite_metrics(metrics: dict[str, Any], state: LoopState) -> None:
+    """Stop before a NaN or infinite loss goes into the history (and ``results.json``)."""
+    for key in ("train_loss", "eval_loss"):
+        value = metrics.get(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _diverged(f"the {key.replace('_', ' ')} is {value}", state, step=state.completed_steps)
+
+
+def _without_worker_traceback(error: MasterKeyError) -> MasterKeyError:
+    """A masterkey error raised in a DataLoader worker comes back with the worker's traceback in its message
+    (``Caught DatasetError in DataLoader worker process 0. Original Traceback ...``): keep its own last line."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return error
+    last = text.strip().splitlines()[-1]
+    prefix = f"{type(error).__module__}.{type(error).__name__}: "
+    return type(error)(last[len(prefix) :] if last.startswith(prefix) else last)
 
 
 def _timed_pause(state: LoopState, start: float, action: Callable[[], None]) -> None:
@@ -217,6 +304,19 @@ def _timed_pause(state: LoopState, start: float, action: Callable[[], None]) -> 
     state.session_train_time += elapsed
     state.train_time += elapsed
     action()
+
+
+def _batches(loader):
+    """``loader``'s batches, masterkey errors from its workers without the worker traceback."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except MasterKeyError as e:
+            raise _without_worker_traceback(e) from None
+        yield batch
 
 
 def evaluate_model(
@@ -231,7 +331,7 @@ def evaluate_model(
     model.eval()
     loss_sum, count, ids_seen = 0.0, 0, []
     with torch.no_grad():
-        for batch in loader:
+        for batch in _batches(loader):
             logits = model(batch["pixel_values"]).float()
             losses = F.cross_entropy(logits, batch["labels"], reduction="none")
             ranked = logits.topk(min(top_k, logits.shape[-1]), dim=-1).indices

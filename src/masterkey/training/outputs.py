@@ -49,6 +49,8 @@ __all__ = [
     "finished_run",
     "find_checkpoint",
     "read_checkpoint_state",
+    "complete_checkpoints",
+    "prune_checkpoints",
     "save_model",
     "write_json",
     "transfer_card",
@@ -191,8 +193,46 @@ def claim_output_dir(output_dir: Path, identity: Mapping[str, Any], *, clear: bo
 
 # -- checkpoints -----------------------------------------------------------------------------------------------------
 def _checkpoint_order(path: Path) -> tuple[int, int]:
-    state = _read_json(path / STATE_NAME) or {}
-    return int(state.get("completed_steps", -1)), int(path.stat().st_mtime_ns)
+    state = _read_json(path / STATE_NAME)
+    steps = state.get("completed_steps") if isinstance(state, dict) else None
+    return (steps if isinstance(steps, int) else -1), int(path.stat().st_mtime_ns)
+
+
+def complete_checkpoints(folder: Path) -> list[Path]:
+    """The complete checkpoints in ``folder`` (those holding their state file; a ``.tmp`` folder, still being written
+    or left by a kill, never counts), oldest first: by completed steps, then by time written.
+
+    Example:
+        >>> [p.name for p in complete_checkpoints(Path("run/checkpoints"))]
+        ['step_10', 'step_20']
+    """
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if not p.name.endswith(".tmp") and (p / STATE_NAME).is_file()]
+    return sorted(found, key=_checkpoint_order)
+
+
+def prune_checkpoints(folder: Path, *, total_limit: int, keep: Path | None = None) -> list[Path]:
+    """Delete the oldest complete checkpoints in ``folder`` until at most ``total_limit`` remain (as
+    ``--checkpoints_total_limit``, like transformers' ``save_total_limit``); ``keep`` (the checkpoint just written)
+    and ``.tmp`` folders are never deleted. Returns the deleted folders. Main process only.
+
+    Example:
+        >>> prune_checkpoints(Path("run/checkpoints"), total_limit=2, keep=Path("run/checkpoints/step_30"))
+        [PosixPath('run/checkpoints/step_10')]
+    """
+    if total_limit < 1:
+        raise TrainingConfigError(f"--checkpoints_total_limit must be a positive integer, got {total_limit!r}.")
+    checkpoints = complete_checkpoints(folder)
+    keep_resolved = None if keep is None else keep.resolve()
+    deletable = [p for p in checkpoints if p.resolve() != keep_resolved]
+    excess = len(checkpoints) - total_limit
+    deleted = deletable[: max(0, excess)]
+    for path in deleted:
+        shutil.rmtree(path)
+    if deleted:
+        logger.debug("deleted checkpoints %s (--checkpoints_total_limit %d)", [p.name for p in deleted], total_limit)
+    return deleted
 
 
 def find_checkpoint(resume: str | None, output_dir: Path, identity: Mapping[str, Any]) -> Path | None:
@@ -208,10 +248,10 @@ def find_checkpoint(resume: str | None, output_dir: Path, identity: Mapping[str,
         return None
     if resume == "latest":
         folder = output_dir / CHECKPOINTS_DIR
-        found = [p for p in folder.iterdir() if (p / STATE_NAME).is_file()] if folder.is_dir() else []
+        found = complete_checkpoints(folder)
         if not found:
             return None
-        path = max(found, key=_checkpoint_order)
+        path = found[-1]
     else:
         path = Path(resume)
         if not path.is_dir():

@@ -29,15 +29,16 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from .. import _timm
-from ..errors import TrainingConfigError
+from ..errors import DatasetError, TrainingConfigError
 from ..extract import find_depthwise_convs
-from ..hub import push_folder
+from ..hub import check_upload, push_folder
 from ..inject import TrainableParameters, freeze_depthwise
 from .config import TrainingConfig, make_config, run_identity
 from .data import (
     BuiltinDataset,
     ImageClassificationDataset,
     PreparedSplits,
+    check_images,
     find_builtin_dataset,
     load_image_dataset,
     prepare_splits,
@@ -95,7 +96,11 @@ def train_transfer(
 
     Raises:
         DatasetError, TrainingConfigError, UnsupportedModelError, IncompatibleBankError, BankNotFoundError: bad
-            input, diagnosed before training starts where possible.
+            input, diagnosed before training starts where possible (every image is verified first).
+        HubError: ``push_to_hub`` cannot upload (no token, an invalid repo id, ``HF_HUB_OFFLINE``); checked before
+            anything is loaded or written.
+        TrainingConfigError: training diverged (a NaN or infinite loss or weight), naming the step; the last
+            checkpoint is kept and no model or results are written.
 
     Example:
         >>> results = masterkey.train_transfer(model="mobilenetv3_small_050", dataset_name="digits", resolution=32,
@@ -159,11 +164,14 @@ def slugify(text: str) -> str:
 
 def _compare(config: TrainingConfig, output_dir: Path, state: PartialState, extras: _Extras) -> dict[str, Any]:
     """The configuration with its filters and the same model from scratch, one after the other, side by side."""
-    runs = {}
+    arms = {}
     for filters in (config.filters, "none"):
         sub = dataclasses.replace(config, filters=filters, compare_with_scratch=False)
         name = "scratch" if filters == "none" else filters
-        runs[name] = _train(sub, output_dir / (name if filters == "none" else f"filters-{slugify(filters)}"), extras)
+        arms[name] = (sub, output_dir / (name if filters == "none" else f"filters-{slugify(filters)}"))
+    for sub, folder in arms.values():  # both uploads, before the first run trains
+        _check_push(sub, folder)
+    runs = {name: _train(sub, folder, extras) for name, (sub, folder) in arms.items()}
     table = comparison_table(runs)
     comparison = {"output_dir": str(output_dir), "table": table.splitlines(), "runs": runs}
     if state.is_main_process:
@@ -296,8 +304,46 @@ def _optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Op
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.learning_rate)
 
 
+def _repo_id(config: TrainingConfig, output_dir: Path) -> str:
+    return config.hub_model_id or output_dir.name
+
+
+def _check_push(config: TrainingConfig, output_dir: Path) -> None:
+    """With ``push_to_hub``, refuse a run whose upload would fail (no token, invalid repo id, offline) before any
+    data is loaded: otherwise the whole run trains first and fails at its very end."""
+    if config.push_to_hub:
+        check_upload(_repo_id(config, output_dir), token=config.hub_token)
+
+
+def _check_images(accelerator: Accelerator, config: TrainingConfig, splits: PreparedSplits, extras: _Extras) -> None:
+    """Verify every training and evaluation image before the first step, in the main process (the others get its
+    verdict), so that a broken file is one line naming it rather than a DataLoader worker's traceback after some
+    steps. Built-in datasets are encoded by masterkey from arrays: nothing to check."""
+    name = config.dataset_name
+    if find_builtin_dataset(name, extras.datasets) is not None and not Path(name).exists():
+        return
+    problem: list[str | None] = [None]
+    if accelerator.is_main_process:
+        start = time.perf_counter()
+        source = name or config.train_dir
+        try:
+            checked = check_images(splits.train, image_column=splits.image_column, split=splits.train_source,
+                                   row_ids=splits.train_rows, source=source)  # fmt: skip
+            checked += check_images(splits.eval, image_column=splits.image_column, split=splits.eval_source,
+                                    row_ids=splits.eval_rows, source=source)  # fmt: skip
+        except DatasetError as e:
+            problem[0] = str(e)
+        else:
+            logger.debug("verified %d images in %.1f s", checked, time.perf_counter() - start)
+    if accelerator.num_processes > 1:
+        broadcast_object_list(problem)
+    if problem[0] is not None:
+        raise DatasetError(problem[0])
+
+
 def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[str, Any]:
     wall_start = time.perf_counter()
+    _check_push(config, output_dir)
     if not timm.is_model(config.model):  # before any data is loaded: the typed error with close matches
         _timm.create_model(config.model)
     accelerator = _make_accelerator(config, output_dir)
@@ -336,12 +382,14 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
         set_seed(config.seed)  # the same initial weights with and without filters
         model, filters = _build_model(config, splits.num_labels, extras)
         metric = load_accuracy_metric()
+    _check_images(accelerator, config, splits, extras)
 
     train_tf, eval_tf, data_config = timm_transforms(model, config.resolution, crop_scale=config.crop_scale)
     common = {"image_column": splits.image_column, "label_column": splits.label_column,
               "label_to_id": splits.label_to_id}  # fmt: skip
+    # seeded: the augmentation depends on (seed, epoch, row) only, so a resumed run is the run it replaces
     train_ds = ImageClassificationDataset(splits.train, transform=train_tf, row_ids=splits.train_rows, split="train",
-                                          **common)  # fmt: skip
+                                          seed=config.seed, **common)  # fmt: skip
     eval_ds = ImageClassificationDataset(splits.eval, transform=eval_tf, row_ids=splits.eval_rows,
                                          split=splits.eval_source, **common)  # fmt: skip
     workers = config.dataloader_num_workers
@@ -372,6 +420,7 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         state.restore(read_checkpoint_state(checkpoint))
+        state.last_checkpoint = str(checkpoint)
         if accelerator.is_main_process:
             logger.info(f"resumed from {checkpoint} (step {state.completed_steps}, epoch {state.epoch})")
 
@@ -386,24 +435,32 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
         return evaluate_model(accelerator, model, eval_loader, metric, top_k=top_k, id_log=id_log, epoch=epoch)
 
     def save(name: str) -> None:
-        save_checkpoint(accelerator, output_dir / CHECKPOINTS_DIR / name, state.to_dict(identity))
+        folder = output_dir / CHECKPOINTS_DIR / name
+        save_checkpoint(accelerator, folder, state.to_dict(identity), total_limit=config.checkpoints_total_limit)
+        state.last_checkpoint = str(folder)
 
-    training_loop(
-        accelerator,
-        model,
-        optimizer,
-        scheduler,
-        train_loader,
-        state,
-        on_epoch_end=on_epoch_end,
-        checkpointing_steps=config.checkpointing_steps,
-        on_checkpoint=save,
-        log_sample_ids=config.log_sample_ids,
-        id_log=id_log,
-        with_tracking=config.with_tracking,
-    )
-    if id_log is not None:
-        id_log.close()
+    try:
+        training_loop(
+            accelerator,
+            model,
+            optimizer,
+            scheduler,
+            train_loader,
+            state,
+            on_epoch_end=on_epoch_end,
+            checkpointing_steps=config.checkpointing_steps,
+            on_checkpoint=save,
+            log_sample_ids=config.log_sample_ids,
+            id_log=id_log,
+            with_tracking=config.with_tracking,
+        )
+    except BaseException:  # a run stopped by an error (divergence, a broken image) still closes its trackers
+        if config.with_tracking:
+            accelerator.end_training()
+        raise
+    finally:
+        if id_log is not None:
+            id_log.close()
 
     results = None
     if accelerator.is_main_process:
@@ -426,7 +483,7 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
         }
         unwrapped = accelerator.unwrap_model(model)
         save_model(unwrapped, output_dir, label_names=splits.label_names, data_config=data_config)
-        repo_id = (config.hub_model_id or output_dir.name) if config.push_to_hub else None
+        repo_id = _repo_id(config, output_dir) if config.push_to_hub else None
         transfer_card(results, repo_id=repo_id).save(str(output_dir / "README.md"))
         write_json(output_dir / RESULTS_NAME, results)
         logger.info(summary(results))
