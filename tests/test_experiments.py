@@ -160,3 +160,41 @@ def test_published_plots_redraw_from_their_results_with_chance_for_every_dataset
     chance = _chance_levels(runs, datasets)
     assert set(chance) == {r["dataset"] for r in runs}
     assert chance.get("digits", 0.1) == pytest.approx(0.1) and chance.get("animal-mnist-B", 0.2) == pytest.approx(0.2)
+
+
+def _result(train_loss, accuracies, classes=10, n_eval=500):
+    return {"dataset": {"num_labels": classes, "num_eval": n_eval},
+            "final": {"train_loss": train_loss, "accuracy": accuracies[-1], "num_eval_examples": n_eval},
+            "epochs_history": [{"accuracy": a} for a in accuracies]}  # fmt: skip
+
+
+def test_the_learning_check_judges_loss_against_chance_and_accuracy_against_noise():
+    from masterkey.experiments import learning_check
+
+    # the digits run: train loss 3.81 above ln 10 = 2.30, accuracy 0.158 barely above chance
+    stuck = learning_check(_result(3.81, [0.12, 0.14, 0.158]))
+    assert not stuck["learned"] and stuck["chance"] == pytest.approx(0.1)
+    good = learning_check(_result(0.6, [0.79, 0.80, 0.795]))
+    assert good["learned"] and good["converged"]
+    rising = learning_check(_result(0.9, [0.5, 0.6, 0.7]))
+    assert rising["learned"] and not rising["converged"] and rising["last_rise"] == pytest.approx(0.2)
+    assert learning_check(_result(0.9, [0.7]))["converged"] is None
+
+
+def test_summaries_pair_each_arm_with_scratch_by_seed():
+    from masterkey.experiments import markdown_table, summarize
+
+    def record(label, seed, acc):
+        return {"group": "g", "label": label, "x": None, "seed": seed, "dataset": "d", "model": "m", "accuracy": acc,
+                "filters": "none" if label == "scratch" else "bank", "chance": 0.1, "learned": acc > 0.3,
+                "converged": True}  # fmt: skip
+
+    records = [record("scratch", s, a) for s, a in enumerate((0.40, 0.50, 0.45))]
+    records += [record("bank", s, a) for s, a in enumerate((0.50, 0.61, 0.54))]  # +0.10, +0.11, +0.09
+    bank = summarize(records)[1]
+    diff = bank["vs_scratch"]
+    assert diff["mean"] == pytest.approx(0.10) and diff["low"] > 0 and diff["real"] and diff["pairs"] == 3
+    assert bank["learned"] == 3 and "**+0.100" in markdown_table(summarize(records))
+    noisy = [record("scratch", s, a) for s, a in enumerate((0.40, 0.50, 0.45))]
+    noisy += [record("bank", s, a) for s, a in enumerate((0.50, 0.45, 0.46))]
+    assert not summarize(noisy)[1]["vs_scratch"]["real"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import shlex
 import sys
 import time
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy import stats as scipy_stats
 from torch import nn
 
 from ._timm import create_model
@@ -246,6 +248,7 @@ class _Runner:
                 "train_loss": result["final"]["train_loss"], "num_labels": result["dataset"]["num_labels"],
                 "train_time_s": result["train_time_s"], "filters": options.get("filters", "none"),
                 "trainable_percent": result["parameters"]["trainable_percent"], "run": result["output_dir"],
+                **learning_check(result),
             })  # fmt: skip
 
     def source_model(self, name: str, **options: Any) -> Path:
@@ -414,28 +417,94 @@ EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = dict(
 
 
 # -- results ---------------------------------------------------------------------------------------------------------
+#: A run learned when its final train loss is below this share of chance's loss ln K ...
+LEARNED_LOSS_SHARE = 0.8
+#: ... and its accuracy lies this many binomial standard errors above chance (1 / K).
+LEARNED_SIGMAS = 3.0
+#: A run converged when its accuracy rose by less than this over its last two epochs.
+CONVERGED_RISE = 0.01
+
+
+def learning_check(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether a training run (its ``results.json``) learned and converged, with the numbers it was judged on.
+
+    It **learned** when its final train loss is below ``LEARNED_LOSS_SHARE * ln K`` (chance's loss) and its accuracy
+    is ``LEARNED_SIGMAS`` binomial standard errors above chance ``1/K``; it **converged** when its accuracy rose by
+    less than ``CONVERGED_RISE`` over its last two epochs (``None`` with a single epoch: unknown).
+
+    Example:
+        >>> learning_check(train_transfer(...))
+        {'chance': 0.1, 'chance_loss': 2.302..., 'learned': True, 'converged': False, ...}
+    """
+    classes = result["dataset"]["num_labels"]
+    n_eval = max(1, result["final"].get("num_eval_examples") or result["dataset"].get("num_eval") or 1)
+    chance, chance_loss = 1.0 / classes, math.log(classes)
+    final = result["final"]
+    history = [h["accuracy"] for h in result.get("epochs_history", []) if h.get("accuracy") is not None]
+    margin = LEARNED_SIGMAS * math.sqrt(chance * (1 - chance) / n_eval)
+    learned = bool(final["train_loss"] < LEARNED_LOSS_SHARE * chance_loss and final["accuracy"] > chance + margin)
+    rise = history[-1] - history[-3] if len(history) >= 3 else (history[-1] - history[0] if len(history) == 2 else None)
+    return {"chance": chance, "chance_loss": chance_loss, "learned": learned,
+            "converged": None if rise is None else bool(rise < CONVERGED_RISE), "last_rise": rise}  # fmt: skip
+
+
+def _interval(differences: np.ndarray) -> tuple[float, float, float]:
+    """Mean and 95% t-interval of paired differences (the interval is the mean itself with one pair)."""
+    mean = float(differences.mean())
+    if len(differences) < 2:
+        return mean, mean, mean
+    half = float(scipy_stats.t.ppf(0.975, len(differences) - 1) * differences.std(ddof=1) / math.sqrt(len(differences)))
+    return mean, mean - half, mean + half
+
+
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean, standard deviation (ddof=1) and count of accuracy per (group, label), in first-seen order."""
+    """Per (group, label), in first-seen order: accuracy mean, standard deviation (ddof=1) and count; how many runs
+    learned and converged (:func:`learning_check`); and, beside the group's from-scratch cell, the paired difference
+    to it (same seed: same initial weights and data order), its mean and 95% interval, ``real`` when the interval
+    excludes 0."""
     cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         cells.setdefault((r["group"], r["label"]), []).append(r)
+    scratch = {group: {r["seed"]: r["accuracy"] for r in rows}
+               for (group, _), rows in cells.items() if rows[0]["filters"] == "none"}  # fmt: skip
     summary = []
     for (group, label), rows in cells.items():
         acc = np.array([r["accuracy"] for r in rows], dtype=float)
-        summary.append({
+        row = {
             "group": group, "label": label, "x": rows[0]["x"], "filters": rows[0]["filters"], "n": len(rows),
             "dataset": rows[0]["dataset"], "model": rows[0]["model"],
             "mean": float(acc.mean()), "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
             "seeds": [r["seed"] for r in rows],
-        })  # fmt: skip
+            "chance": rows[0].get("chance"),
+            "learned": sum(bool(r.get("learned")) for r in rows) if "learned" in rows[0] else None,
+            "converged": sum(bool(r.get("converged")) for r in rows) if rows[0].get("converged") is not None else None,
+        }  # fmt: skip
+        base = scratch.get(group, {})
+        pairs = [(r["accuracy"] - base[r["seed"]]) for r in rows if r["seed"] in base]
+        if rows[0]["filters"] != "none" and pairs:
+            mean, low, high = _interval(np.array(pairs))
+            row["vs_scratch"] = {"mean": mean, "low": low, "high": high, "pairs": len(pairs),
+                                 "real": bool(len(pairs) > 1 and (low > 0 or high < 0))}  # fmt: skip
+        summary.append(row)
     return summary
 
 
 def markdown_table(summary: Sequence[dict[str, Any]]) -> str:
-    """The summary as a Markdown table: accuracy as mean ± std over seeds."""
-    lines = ["| group | filters | accuracy (mean ± std) | seeds |", "|---|---|---|---|"]
+    """The summary as a Markdown table: accuracy as mean ± std over seeds, the paired difference to from-scratch with
+    its 95% interval (bold where it excludes 0), chance, and how many seeds learned (:func:`learning_check`)."""
+    lines = ["| group | filters | accuracy (mean ± std) | Δ vs scratch, 95% CI | chance | learned | seeds |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in summary:
-        lines.append(f"| {row['group']} | {row['label']} | {row['mean']:.3f} ± {row['std']:.3f} | {row['n']} |")
+        diff = row.get("vs_scratch")
+        delta = "" if diff is None else f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
+        if diff is not None and diff["real"]:
+            delta = f"**{delta}**"
+        chance = "" if row.get("chance") is None else f"{row['chance']:.2f}"
+        learned = "n/a" if row.get("learned") is None else f"{row['learned']}/{row['n']}"
+        if row.get("learned") is not None and row["learned"] < row["n"]:
+            learned += " ⚠"
+        lines.append(f"| {row['group']} | {row['label']} | {row['mean']:.3f} ± {row['std']:.3f} | {delta} | {chance} | "
+                     f"{learned} | {row['n']} |")  # fmt: skip
     return "\n".join(lines)
 
 
