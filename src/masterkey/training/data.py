@@ -422,16 +422,18 @@ def _label_mapping(train, evaluation, column: str) -> tuple[list[str], dict[Any,
     return [str(v) for v in ordered], {v: i for i, v in enumerate(ordered)}
 
 
-def _image_paths(ds, image_column: str) -> list[str | None] | None:
-    """The file path of every image of an ``Image`` column, read from Arrow without decoding (or loading the image
-    bytes); ``None`` when the column is not an ``Image`` column."""
+def _image_files(ds, image_column: str) -> list[str] | None:
+    """The local file of every image of an ``Image`` column that stores files, not bytes (an imagefolder), read from
+    Arrow without decoding or loading anything else; ``None`` for any other column."""
     if not isinstance(ds.features.get(image_column), datasets.Image):
         return None
     paths = []
-    for chunk in ds.data.column(image_column).chunks:  # the struct's path field alone: zero-copy, no image bytes
-        if not hasattr(chunk, "field"):
+    for chunk in ds.data.column(image_column).chunks:  # the struct's fields alone: zero-copy, no image bytes
+        if not hasattr(chunk, "field") or chunk.field("bytes").null_count != len(chunk):
             return None
         paths += chunk.field("path").to_pylist()
+    if any(p is None or not Path(p).is_absolute() for p in paths):
+        return None
     return paths
 
 
@@ -439,8 +441,8 @@ def _refuse_one_folder(ds, source: str) -> None:
     """An imagefolder with a single class folder loads without a label column (datasets adds labels only when
     there are two folders or more): say that, rather than that the label column is missing."""
     images = [n for n, f in ds.features.items() if isinstance(f, datasets.Image)]
-    paths = _image_paths(ds, images[0]) if len(images) == 1 else None
-    if not paths or any(p is None for p in paths):
+    paths = _image_files(ds, images[0]) if len(images) == 1 else None
+    if not paths:
         return
     folders = {Path(p).parent for p in paths}
     if len(folders) == 1:

@@ -11,7 +11,7 @@ A finished run folder holds:
   says which filters were frozen and where they came from;
 - ``results.json``: final and per-epoch metrics, parameter counts, timings, the full configuration, versions;
 - ``run_config.json`` (written when the run starts: the folder belongs to that run), ``checkpoints/`` when
-  ``--checkpointing_steps`` is set, ``logs/`` with ``--with_tracking``, ``sample_ids.jsonl`` with
+  ``--checkpointing_steps`` is set (the newest ``--checkpoints_total_limit`` of them when that is set), ``logs/`` with ``--with_tracking``, ``sample_ids.jsonl`` with
   ``--log_sample_ids``.
 """
 
