@@ -114,3 +114,15 @@ def test_weights_that_cannot_be_read_are_typed_errors(tmp_path):
         with pytest.raises(CheckpointError, match=message):
             masterkey.extract_filters("mobilenetv3_small_050", weights=tmp_path / name)
     assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
+
+
+def test_building_a_bank_from_weights_draws_nothing_from_the_global_random_stream(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in timm.create_model("mobilenetv3_small_050").state_dict().items()},
+              str(tmp_path / "w.safetensors"))  # fmt: skip
+    torch.manual_seed(0)
+    masterkey.extract_filters("mobilenetv3_small_050", weights=tmp_path / "w.safetensors")
+    after_extraction = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(3), after_extraction)  # a cached bank and a built one leave the same stream

@@ -181,8 +181,12 @@ def extract_filters(
         )
     if isinstance(model, nn.Module) and reparameterize and _timm.unfused_branches(model, is_depthwise):
         model = _timm.reparameterize(model, inplace=False)  # never change the caller's model
-    model = prepare_model(model, reparameterize=reparameterize, weights=weights, pretrained=bool(pretrained),
-                          **(model_kwargs or {}))  # fmt: skip
+    # a model created only to be overwritten by weights must not draw from the global random stream: whether a bank
+    # was built now or read from a cache would otherwise change every later random draw of the caller's run
+    keep_rng = isinstance(model, str) and (weights is not None or bool(pretrained))
+    with torch.random.fork_rng(devices=[], enabled=keep_rng):
+        model = prepare_model(model, reparameterize=reparameterize, weights=weights, pretrained=bool(pretrained),
+                              **(model_kwargs or {}))  # fmt: skip
     if isinstance(source := requested, str) and source.startswith(_timm.LOCAL_PREFIX):
         # a local folder's config describes the architecture, not these weights' tag, data or licence
         weights_file = next(Path(source.removeprefix(_timm.LOCAL_PREFIX)).glob("*.safetensors"), None)
