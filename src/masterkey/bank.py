@@ -518,23 +518,22 @@ class FilterBank(
         return f"FilterBank({src}: {len(self)} depthwise kernels, {self.num_parameters:,} parameters, kernels {sizes})"
 
     # -- Hub serialization -------------------------------------------------------------------------------------
-    def _file_contents(self, card: ModelCard) -> dict[str, bytes]:
-        """The bytes of the bank's three files, in the order they are swapped in."""
+    def _file_contents(self, card: ModelCard | None = None) -> dict[str, bytes]:
+        """The bytes of the bank's files (the card when given), in the order they are swapped in."""
         filters = save_safetensors(dict(self.items()), metadata={"format": "pt"})
         config = {k: v for k, v in self.config.items() if k != "filters"}
         config["filters_sha256"] = hashlib.sha256(filters).hexdigest()  # checked on load: damage cannot pass
         config["filters"] = [spec.to_dict() for spec in self._specs.values()]
-        return {
-            FILTERS_NAME: filters,
-            CARD_NAME: str(card).encode("utf-8"),
-            CONFIG_NAME: (json.dumps(config, indent=2, allow_nan=False) + "\n").encode("utf-8"),
-        }
+        files = {FILTERS_NAME: filters}
+        if card is not None:
+            files[CARD_NAME] = str(card).encode("utf-8")
+        files[CONFIG_NAME] = (json.dumps(config, indent=2, allow_nan=False) + "\n").encode("utf-8")
+        return files
 
     def _save_pretrained(self, save_directory: Path) -> None:
         # ModelHubMixin's hook, kept for code that calls it; save_pretrained below writes atomically instead
-        for name, data in self._file_contents(self.generate_model_card()).items():
-            if name != CARD_NAME:
-                (Path(save_directory) / name).write_bytes(data)
+        for name, data in self._file_contents().items():
+            (Path(save_directory) / name).write_bytes(data)
 
     def save_pretrained(
         self,
@@ -556,7 +555,8 @@ class FilterBank(
         renamed to ``.masterkey-pending`` (the commit point) before its files are moved over the old ones. Until the
         rename the folder holds the old bank; after it, loading takes any bank file still in ``.masterkey-pending``
         from there, so it reads the new bank. Whenever the process dies, ``from_pretrained`` therefore loads the old
-        bank or the new one; the next save finishes or removes what a killed save left.
+        bank or the new one; the next save finishes or removes what a killed save left. Names starting with
+        ``.masterkey-`` in the folder are reserved for this.
 
         Example:
             >>> bank.save_pretrained("my-bank")  # my-bank/filters.safetensors, config.json, README.md
@@ -666,8 +666,8 @@ class FilterBank(
             try:
                 cfg = config if config is not None else _read_config(paths[CONFIG_NAME], origin=origin)
                 specs = _check_config(cfg, origin=repr(origin))
-                data = _read_bytes(paths[FILTERS_NAME], limit=MAX_FILTERS_BYTES, origin=origin)
-                return cls._assemble(data, cfg, specs, origin=origin)
+                return cls._assemble(_read_bytes(paths[FILTERS_NAME], limit=MAX_FILTERS_BYTES, origin=origin), cfg,
+                                     specs, origin=origin)  # fmt: skip
             except (BankFormatError, InvalidFiltersError):
                 # a save that finished while these files were read swaps them (new inodes): read again; otherwise
                 # the files themselves are wrong
@@ -679,7 +679,7 @@ class FilterBank(
     def _assemble(cls, data: bytes, config: dict[str, Any], specs: list[KernelSpec], *, origin: str) -> FilterBank:
         digest = hashlib.sha256(data).hexdigest()  # the bytes read once: hashed, then parsed from memory
         tensors = _parse_filters(data, origin=origin)
-        del data
+        del data  # the only reference: a large file is not held twice while the kernels are checked
         # the specific diagnoses (missing kernels, shapes, NaN) first: they say more than a hash mismatch
         _validate(tensors, {spec.name: spec for spec in specs}, origin=repr(origin))
         recorded = config.get("filters_sha256")
@@ -1004,14 +1004,14 @@ def _write_bank_folder(folder: Path, files: Mapping[str, bytes]) -> None:
     """Write ``files`` into ``folder`` atomically (see :meth:`FilterBank.save_pretrained`)."""
     folder.mkdir(parents=True, exist_ok=True)
     with _folder_lock(folder):
-        _finish_interrupted_save(folder)
-        for name in files:
+        for name in files:  # before anything moves: a directory cannot be replaced by a file
             target = folder / name
             if os.path.isdir(target) and not os.path.islink(target):
                 raise BankFormatError(
                     f"Cannot save a bank into {folder}: its {name} is a directory. Remove or rename it, or save to "
                     "another folder."
                 )
+        _finish_interrupted_save(folder)
         staging = folder / f"{_STAGING_PREFIX}{secrets.token_hex(8)}"
         staging.mkdir()
         try:
