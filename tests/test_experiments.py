@@ -16,9 +16,14 @@ from masterkey.publishing import write_hub_cards
 
 @pytest.fixture(scope="module")
 def experiments_dir(tmp_path_factory):
+    from masterkey.training import BUILTIN_DATASETS, NAMED_FILTERS
+
+    registries = (dict(BUILTIN_DATASETS), dict(NAMED_FILTERS))
     out = tmp_path_factory.mktemp("experiments")
     for name in EXPERIMENTS:
         assert cli.main(["experiment", name, "--scale", "quick", "--out", str(out)]) == 0
+    # the experiments hand their own datasets and filters to each run: no global registry grew
+    assert (dict(BUILTIN_DATASETS), dict(NAMED_FILTERS)) == registries
     return out
 
 
