@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"mapping"},
     {"inject"},
     {"universal_injection"},
+    {"models"},
     {"analysis"},
     {"training.config"},
     {"training.data", "training.filters"},

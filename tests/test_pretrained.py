@@ -80,3 +80,31 @@ def test_a_training_runs_folder_is_a_checkpoint_too(tmp_path):
     assert "source_tag" not in cfg and "source_license" not in cfg  # the folder's timm config says nothing of these
     with pytest.raises(UnsupportedModelError, match="timm's Hub layout"):
         masterkey.extract_filters(f"local-dir:{tmp_path / 'nothing'}")
+
+
+def test_training_starts_from_the_served_weights_with_its_own_depthwise_kernels_frozen(served, tmp_path):
+    from masterkey.sources import imagenet_lite0_model
+    from masterkey.training import train_transfer
+
+    results = train_transfer(model="hf-hub:org/lite0-timm", filters="own", dataset_name="digits", resolution=32,
+                             max_train_steps=2, per_device_train_batch_size=8, max_train_samples=32,
+                             max_eval_samples=16, output_dir=str(tmp_path / "run"), cpu_threads=1,
+                             dataloader_num_workers=0)  # fmt: skip
+    trained = timm.create_model(f"local-dir:{tmp_path / 'run'}", pretrained=True)
+    served_model = imagenet_lite0_model()
+    # the frozen depthwise kernels are still exactly the served ImageNet ones after training
+    for conv in masterkey.find_depthwise_convs(trained):
+        assert torch.equal(conv.module.weight, served_model.get_submodule(conv.name).weight), conv.name
+    body = results["filters"]["body"]
+    assert body["source_hub_id"] == "org/lite0-timm" and body["source_revision"] == served["org/lite0-timm"]
+    card = (tmp_path / "run" / "README.md").read_text()
+    assert "base_model: org/lite0-timm" in card and "license:" in card
+
+
+def test_the_pretrained_flag_needs_weights_that_exist(served, tmp_path):
+    from masterkey.training import train_transfer
+
+    with pytest.raises(UnsupportedModelError, match="no pretrained weights"):
+        train_transfer(model="mobilenetv3_small_050.nosuchtag", filters="none", dataset_name="digits",
+                       output_dir=str(tmp_path / "run"))  # fmt: skip
+    assert not (tmp_path / "run" / "results.json").exists()

@@ -257,3 +257,17 @@ def test_a_run_logs_its_summary_and_pushes_through_the_one_hub_upload(pushed_run
     upload = calls["upload"]
     assert upload["repo_id"] == "org/toy-run" and upload["folder_path"] == results["output_dir"]
     assert upload["ignore_patterns"] == list(PUSH_IGNORE_PATTERNS) and calls["token"] == "hf_t"
+
+
+def test_every_run_gets_the_demo_recipe_the_demo_differs_only_in_dataset_and_comparison():
+    from masterkey.training import DEMO_ARGS, make_config, parse_args
+
+    demo, mine = parse_args([]), parse_args(["--dataset_name", "digits"])
+    recipe = ("learning_rate", "lr_scheduler_type", "num_warmup_steps", "crop_scale", "num_train_epochs",
+              "per_device_train_batch_size", "weight_decay", "model", "filters")  # fmt: skip
+    assert {k: getattr(demo, k) for k in recipe} == {k: getattr(mine, k) for k in recipe}
+    assert (mine.learning_rate, mine.lr_scheduler_type, mine.num_warmup_steps, list(mine.crop_scale)) == (
+        2e-3, "cosine", 50, [0.5, 1.0])  # fmt: skip
+    assert make_config().learning_rate == 2e-3
+    given = {DEMO_ARGS[i].lstrip("-") for i in range(len(DEMO_ARGS)) if DEMO_ARGS[i].startswith("--")}
+    assert given == {"model", "filters", "dataset_name", "resolution", "compare_with_scratch"}

@@ -38,6 +38,8 @@ _LAZY_ATTRS = {
     "inject_universal": "universal_injection",
     "export_universal": "universal_injection",
     "inject_pointwise": "inject",
+    "save_model": "models",
+    "push_model": "models",
     "analyze_bank": "analysis",
     "train_transfer": "training",
     "load_image_dataset": "training",
@@ -82,3 +84,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .fitting import UniversalFit, fit_universal
     from .universal_injection import export_universal, inject_universal
     from .keys import universal_bank
+    from .models import push_model, save_model

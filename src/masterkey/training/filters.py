@@ -72,6 +72,12 @@ def _random(model: nn.Module) -> ResolvedFilters:
     return ResolvedFilters("random", extract_filters(model, description="random initialization of the target"))
 
 
+def _own(model: nn.Module) -> ResolvedFilters:
+    """The model's own depthwise kernels as they are, frozen: with pretrained weights (``--pretrained`` or a tagged
+    name), the efficient fine-tuning setting, where only the rest trains."""
+    return ResolvedFilters("own", extract_filters(model, description="the target model's own depthwise kernels"))
+
+
 def _universal(keys: str, *, source: str | None = None) -> Callable[[nn.Module], ResolvedFilters]:
     """The 8 universal keys through :func:`masterkey.inject_universal`: each channel's key, ``a`` and ``b`` from
     fitting the ``source`` bank, or without a source key = channel mod 8 (a = 1, b = 0)."""
@@ -94,6 +100,7 @@ def _universal(keys: str, *, source: str | None = None) -> Callable[[nn.Module],
 NAMED_FILTERS: dict[str, FilterResolver] = {
     "imagenet-lite0": _builtin("imagenet-lite0"),
     "random": _random,
+    "own": _own,
     "universal-learned": _universal("learned"),
     "universal-idealized": _universal("idealized"),
 }

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from timm.models import save_for_hf
 
+from .. import models
 from ..cards import render_card, results_table
 from ..constants import LIBRARY_VERSION
 from ..errors import TrainingConfigError
@@ -277,48 +277,12 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
 
 # -- model folder ----------------------------------------------------------------------------------------------------
 def save_model(model, output_dir: Path, *, label_names: Sequence[str], data_config: Mapping[str, Any]) -> None:
-    """Save the trained model as ``model.safetensors`` + ``config.json`` (timm's Hub layout), loadable by
-    ``timm.create_model("local-dir:...", pretrained=True)`` and transformers' image-classification pipeline."""
-    save_for_hf(model, str(output_dir), model_config={"label_names": list(label_names)}, safe_serialization=True)
-    path = output_dir / "config.json"
-    config = json.loads(path.read_text())
-    config["label_names"] = list(label_names)
-    # transformers' TimmWrapperForImageClassification calls timm.create_model(num_classes=..., **model_args)
-    model_args = {k: v for k, v in (config.get("model_args") or {}).items() if k != "num_classes"}
-    if model_args:
-        config["model_args"] = model_args
-    else:
-        config.pop("model_args", None)
-    pretrained_cfg = config.setdefault("pretrained_cfg", {})
-    for key in ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std"):
-        if key in data_config:
-            value = data_config[key]
-            pretrained_cfg[key] = list(value) if isinstance(value, (tuple, list)) else value
-    pretrained_cfg["num_classes"] = len(label_names)
-    for key in ("tag", "hf_hub_id", "url", "license", "pool_size"):  # they describe timm's weights, not these
-        pretrained_cfg.pop(key, None)
-    path.write_text(json.dumps(config, indent=2) + "\n")
+    """Save the trained model in timm's Hub layout (:func:`masterkey.models.save_model`, the card written apart, with
+    the results), loadable by ``timm.create_model("local-dir:...", pretrained=True)`` and transformers' pipeline."""
+    models.save_model(model, output_dir, label_names=label_names, data_config=data_config, card=False)
 
 
 # -- model card ------------------------------------------------------------------------------------------------------
-_HOW_TO_USE = """With timm:
-
-```python
-import timm
-
-model = timm.create_model("{timm_name}", pretrained=True).eval()
-```
-
-With transformers (its timm wrapper):
-
-```python
-from transformers import pipeline
-
-classifier = pipeline("image-classification", model="{pipeline_name}")
-classifier("image.png")
-```
-
-Classes ({num_labels}): {label_list}."""
 
 _FOOTER = "Trained with [masterkey](https://github.com/masterkey-filters/masterkey)'s `examples/transfer.py`."
 
@@ -340,16 +304,23 @@ def transfer_card(results: Mapping[str, Any], *, repo_id: str | None = None) -> 
         "dataset_split": data["eval_split"],
         "dataset_config": cfg.get("dataset_config_name"),
     }
-    evals = [EvalResult(metric_type="accuracy", metric_name="Accuracy", metric_value=final["accuracy"], **common)]
+    # rounded as the tables are: a card reports a measurement, not float noise
+    evals = [EvalResult(metric_type="accuracy", metric_name="Accuracy", metric_value=round(final["accuracy"], 4),
+                        **common)]  # fmt: skip
     if final.get("top5_accuracy") is not None:
         evals.append(
-            EvalResult(metric_type="top_5_accuracy", metric_name="Top-5 accuracy", metric_value=final["top5_accuracy"],
-                       **common)  # fmt: skip
+            EvalResult(metric_type="top_5_accuracy", metric_name="Top-5 accuracy",
+                       metric_value=round(final["top5_accuracy"], 4), **common)  # fmt: skip
         )
     name = repo_id.split("/")[-1] if repo_id else Path(results["output_dir"]).name
+    body = filters.get("body") or {}
+    licence, licence_text = _licence(results)
     card_data = ModelCardData(
         library_name="timm",
         pipeline_tag="image-classification",
+        license=licence,
+        license_name="see-card" if licence == "other" else None,
+        base_model=body.get("source_hub_id"),
         tags=["masterkey", "image-classification", "timm", "depthwise-filters", "transfer-learning"],
         datasets=[data["id"]] if data.get("hub") else None,
         model_name=name,
@@ -366,6 +337,11 @@ def transfer_card(results: Mapping[str, Any], *, repo_id: str | None = None) -> 
     dataset_line = (
         f"{data['description']} From {data['source']}; licence {data['license']}." if data.get("description") else ""
     )
+    if body:
+        training_line += (
+            f" The body started from the pretrained weights `{body.get('source_weights')}` (licence "
+            f"{body.get('source_license') or 'not recorded'})."
+        )
     config_rows = [(k, f"`{cfg[k]}`") for k in CARD_KEYS if cfg.get(k) is not None]
     config_rows.append(("processes", str(results["num_processes"])))
     configuration = (
@@ -373,18 +349,19 @@ def transfer_card(results: Mapping[str, Any], *, repo_id: str | None = None) -> 
         + "".join(f"| {key} | {value} |\n" for key, value in config_rows)
         + f"\n\nLibrary versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}."
     )
-    location = repo_id or results["output_dir"]
-    how_to_use = _HOW_TO_USE.format(
-        timm_name=f"hf-hub:{repo_id}" if repo_id else f"local-dir:{results['output_dir']}",
-        pipeline_name=location,
-        num_labels=data["num_labels"],
-        label_list=", ".join(data["label_names"][:50]) + (" ..." if data["num_labels"] > 50 else ""),
-    )
+    # the folder this card is in, wherever it was copied to: never the absolute path of the machine that trained it
+    location = repo_id or f"./{Path(results['output_dir']).name}"
+    labels = ", ".join(data["label_names"][:50]) + (" ..." if data["num_labels"] > 50 else "")
+    snippet = models.how_to_use(timm_name=f"hf-hub:{repo_id}" if repo_id else f"local-dir:{location}",
+                                pipeline_name=location)  # fmt: skip
+    how_to_use = f"{snippet}\n\nClasses ({data['num_labels']}): {labels}."
     final_line = f"accuracy {final['accuracy']:.4f}" + (
         f", top-5 {final['top5_accuracy']:.4f}" if final.get("top5_accuracy") is not None else ""
     )
     source = (
-        "trained from scratch" if filters.get("scratch") else f"with the frozen master-key filters `{filters['spec']}`"
+        ("fine-tuned from pretrained weights, every weight trained" if body else "trained from scratch")
+        if filters.get("scratch")
+        else f"with the frozen master-key filters `{filters['spec']}`"
     )
     return render_card(
         card_data,
@@ -397,9 +374,34 @@ def transfer_card(results: Mapping[str, Any], *, repo_id: str | None = None) -> 
             ("Frozen filters", _filters_section(filters, cfg)),
             ("How to use", how_to_use),
             ("Training configuration", configuration),
+            ("Licence", licence_text),
         ],
         footer=_FOOTER,
     )
+
+
+#: Hub licence identifiers masterkey recognises in free-text licences (``Apache-2.0`` -> ``apache-2.0``).
+_KNOWN_LICENCES = {"apache-2.0", "mit", "cc-by-4.0", "bsd-3-clause", "cc-by-nc-4.0", "cc-by-sa-4.0"}
+
+
+def _licence(results: Mapping[str, Any]) -> tuple[str, str]:
+    """The model's licence (Hub identifier) and a sentence saying where it comes from: the licences of what it was
+    made from (training data, frozen filters, pretrained body); one identifier when they agree, ``other`` when not."""
+    filters, data = results["filters"], results["dataset"]
+    parts = {
+        "training data": data.get("license"),
+        "frozen filters": (filters.get("provenance") or {}).get("source_license"),
+        "pretrained body": (filters.get("body") or {}).get("source_license"),
+    }
+    known = {what: str(text) for what, text in parts.items() if text}
+    ids = {text.strip().lower().split()[0] for text in known.values()}
+    ids = {i if i in _KNOWN_LICENCES else "other" for i in ids}
+    licence = ids.pop() if len(ids) == 1 else "other"
+    if not known:
+        return "other", "Not recorded: the training data, filters and body stated no licence. Check them before use."
+    listed = "; ".join(f"{what}: {text}" for what, text in known.items())
+    verdict = f"`{licence}`" if licence != "other" else "stated as `other`: they differ, and all of them apply"
+    return licence, f"This model is made from material under these licences ({listed}); {verdict}."
 
 
 def _filters_section(filters: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:

@@ -21,7 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import timm
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
@@ -238,7 +237,7 @@ def _dataset_info(config: TrainingConfig, splits: PreparedSplits, extras: _Extra
     builtin = spec is not None
     hub = bool(name) and not builtin and not Path(name).exists()
     if name is None:
-        ident, pretty = "imagefolder", f"imagefolder {config.train_dir}"
+        ident, pretty = "imagefolder", f"{_folder_name(config.train_dir)} (image folder)"
     else:
         ident, pretty = name, name if not builtin else f"{name} (masterkey built-in)"
     info = {}
@@ -262,16 +261,26 @@ def _dataset_info(config: TrainingConfig, splits: PreparedSplits, extras: _Extra
     }
 
 
+def _folder_name(folder: str) -> str:
+    """How a card names an image folder: its own name, or its parent's for a ``train`` split folder (never the path of
+    the machine it was trained on)."""
+    path = Path(folder).resolve()
+    return path.parent.name if path.name.lower() in ("train", "training") and path.parent.name else path.name
+
+
 def _build_model(config: TrainingConfig, num_labels: int, extras: _Extras) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The timm model with the bank injected (or not, for ``none``) and the trainable policy applied; the filters
     record for results and the card."""
-    model = _timm.create_model(config.model, num_classes=num_labels)
+    pretrained = config.pretrained or _timm.names_pretrained_weights(config.model)
+    model = _timm.create_model(config.model, num_classes=num_labels, pretrained=pretrained)
+    # where the body's weights came from (Hub id, commit, licence): the card's base_model; None for a fresh model
+    body = {k: v for k, v in _timm.pretrained_provenance(model).items() if v is not None} if pretrained else None
     num_depthwise = len(find_depthwise_convs(model))
     resolved = resolve_filters(config.filters, model, extra_filters=extras.filters)
     if resolved is None:
         parameters = freeze_depthwise(model, trainable=config.trainable, freeze=False)
         return model, {"spec": "none", "scratch": True, "frozen": False, "num_depthwise": num_depthwise,
-                       "injected": [], "untouched": [], "parameters": parameters}  # fmt: skip
+                       "injected": [], "untouched": [], "parameters": parameters, "body": body}  # fmt: skip
     model = resolved.apply(
         model, strict=not config.no_strict, freeze=not config.no_freeze, trainable=config.trainable,
         mapping=config.mapping,
@@ -292,6 +301,7 @@ def _build_model(config: TrainingConfig, num_labels: int, extras: _Extras) -> tu
         "untouched": [e.target for e in report.skipped],
         "provenance": resolved.provenance(),
         "parameters": report.parameters,
+        "body": body,
     }
 
 
@@ -344,8 +354,8 @@ def _check_images(accelerator: Accelerator, config: TrainingConfig, splits: Prep
 def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[str, Any]:
     wall_start = time.perf_counter()
     _check_push(config, output_dir)
-    if not timm.is_model(config.model):  # before any data is loaded: the typed error with close matches
-        _timm.create_model(config.model)
+    # before any data is loaded: the typed error with close matches, or the tags there are
+    _timm.check_name(config.model, pretrained=config.pretrained or _timm.names_pretrained_weights(config.model))
     accelerator = _make_accelerator(config, output_dir)
     threads = _set_cpu_threads(accelerator, config)
     identity = {**run_identity(config), "num_processes": accelerator.num_processes}
