@@ -32,7 +32,7 @@ from masterkey.training.config import CARD_KEYS, RUN_IDENTITY_KEYS
 
 #: The command line as it was written by hand before it was generated, and the options added since: names, in order.
 OPTIONS = (
-    "model", "filters", "trainable", "no_freeze", "no_strict", "mapping", "compare_with_scratch",
+    "model", "pretrained", "filters", "trainable", "no_freeze", "no_strict", "mapping", "compare_with_scratch",
     "dataset_name", "dataset_config_name", "train_dir", "validation_dir", "image_column_name", "label_column_name",
     "train_val_split", "max_train_samples", "max_eval_samples", "resolution", "crop_scale", "dataloader_num_workers",
     "per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate", "weight_decay", "num_train_epochs",
@@ -79,13 +79,19 @@ def test_the_parser_is_generated_from_the_fields():
 
 
 def test_key_lists_come_from_the_fields_and_match_the_runs_already_on_disk():
-    assert RUN_IDENTITY_KEYS == OLD_IDENTITY_KEYS
-    assert CARD_KEYS == OLD_CARD_KEYS
-    config = make_config(dataset_name="digits", crop_scale=(0.5, 1.0), seed=3)
+    from masterkey.training.outputs import same_run
+
+    # one key added since (pretrained, after model); a folder without it is a run of the default
+    assert RUN_IDENTITY_KEYS == (OLD_IDENTITY_KEYS[0], "pretrained", *OLD_IDENTITY_KEYS[1:])
+    assert CARD_KEYS == (OLD_CARD_KEYS[0], "pretrained", *OLD_CARD_KEYS[1:])
+    old_defaults = {"learning_rate": 1e-3, "num_train_epochs": 3, "lr_scheduler_type": "linear", "num_warmup_steps": 0}
+    config = make_config(dataset_name="digits", crop_scale=(0.5, 1.0), seed=3, **old_defaults)
     identity = run_identity(config)
-    assert tuple(identity) == OLD_IDENTITY_KEYS
-    # the JSON a run_config.json written before this change holds for the same options
-    assert json.dumps(identity) == json.dumps({
+    assert tuple(identity) == RUN_IDENTITY_KEYS and identity["pretrained"] is False
+    old = {k: v for k, v in identity.items() if k != "pretrained"}
+    # the JSON a run_config.json written before this change holds for the same options: still the same run
+    assert same_run(json.loads(json.dumps(old)), identity) and not same_run({**old, "pretrained": True}, identity)
+    assert json.dumps(old) == json.dumps({
         "model": "tf_efficientnet_lite0", "filters": "imagenet-lite0", "trainable": "all-but-depthwise",
         "no_freeze": False, "no_strict": False, "mapping": "exact", "dataset_name": "digits",
         "dataset_config_name": None, "train_dir": None, "validation_dir": None, "image_column_name": None,
@@ -99,7 +105,7 @@ def test_key_lists_come_from_the_fields_and_match_the_runs_already_on_disk():
 def test_configs_are_typed_validated_and_plain_json():
     config = parse_args(["--dataset_name", "digits", "--checkpointing_steps", "5"])
     assert isinstance(config, TrainingConfig) and config.checkpointing_steps == 5
-    assert config.crop_scale == [0.08, 1.0]  # a list, as JSON reads it back
+    assert config.crop_scale == [0.5, 1.0]  # a list, as JSON reads it back
     assert json.loads(json.dumps(config.to_dict())) == config.to_dict()
     assert list(config.to_dict()) == list(OPTIONS)
     assert make_config(dataset_name="digits", checkpointing_steps=5) == config
@@ -122,7 +128,7 @@ def test_train_transfer_takes_a_config_or_keyword_options(monkeypatch):
     train_transfer(dataset_name="digits", output_dir="out", extra_filters={"mine": print})
     (first, _), (second, _), (third, extras) = seen
     assert first.seed == 7 and second.seed == 42 and third == second
-    assert second is not config and config.crop_scale == (0.08, 1.0)  # the caller's config is left as it was
+    assert second is not config and config.crop_scale == (0.5, 1.0)  # the caller's config is left as it was
     assert extras.filters == {"mine": print} and extras.datasets == {}
     with pytest.raises(TrainingConfigError, match="TrainingConfig"):
         train_transfer(argparse.Namespace(**config.to_dict()))
@@ -142,7 +148,7 @@ def test_folders_and_checkpoints_compare_identities_as_json(tmp_path):
     )
 
     identity = {**run_identity(make_config(dataset_name="digits")), "num_processes": 1}
-    as_tuple = {**identity, "crop_scale": (0.08, 1.0)}
+    as_tuple = {**identity, "crop_scale": (0.5, 1.0)}
     claim_output_dir(tmp_path, identity, clear=False)
     assert same_run(json.loads((tmp_path / "run_config.json").read_text()), as_tuple)
     assert not same_run({**identity, "seed": 1}, as_tuple) and not same_run(None, as_tuple)
@@ -223,10 +229,10 @@ def pushed_run(tmp_path_factory):
             mp.setattr(huggingface_hub.constants, "ENDPOINT", "https://huggingface.co")
             mp.delenv("HF_HUB_OFFLINE", raising=False)
             results = train_transfer(
-                model="mobilenetv3_small_050", dataset_name=TOY.name, filters="own", resolution=32,
+                model="mobilenetv3_small_050", dataset_name=TOY.name, filters="mine", resolution=32,
                 num_train_epochs=1, per_device_train_batch_size=8, dataloader_num_workers=0, cpu_threads=1,
                 output_dir=str(out), push_to_hub=True, hub_model_id="org/toy-run", hub_token="hf_t",
-                extra_datasets={TOY.name: TOY}, extra_filters={"own": _own_filters},
+                extra_datasets={TOY.name: TOY}, extra_filters={"mine": _own_filters},
             )  # fmt: skip
     finally:
         logger.removeHandler(handler)
@@ -237,12 +243,12 @@ def pushed_run(tmp_path_factory):
 def test_a_run_with_its_own_dataset_and_filters_leaves_the_registries_alone(pushed_run):
     results, _, _, (datasets_before, filters_before) = pushed_run
     assert dict(BUILTIN_DATASETS) == datasets_before and TOY.name not in BUILTIN_DATASETS
-    assert dict(NAMED_FILTERS) == filters_before and "own" not in NAMED_FILTERS
+    assert dict(NAMED_FILTERS) == filters_before and "mine" not in NAMED_FILTERS
     data = results["dataset"]
     assert data["builtin"] and data["id"] == TOY.name and data["description"] == "40 toy images."
     assert (data["num_train"], data["num_eval"], data["label_names"]) == (32, 8, ["dark", "light"])
     assert results["filters"]["spec"] == "own-random" and results["filters"]["frozen"]
-    assert results["config"]["filters"] == "own" and results["config"]["dataset_name"] == TOY.name  # names, in JSON
+    assert results["config"]["filters"] == "mine" and results["config"]["dataset_name"] == TOY.name  # names, in JSON
     assert results["config"]["hub_token"] == "<redacted>"
 
 

@@ -301,6 +301,9 @@ def _keys(flag: str) -> tuple[str, ...]:
 
 #: Fields that define a run: a checkpoint resumes, and a finished folder is reused, only when all of them agree.
 RUN_IDENTITY_KEYS = _keys("identity")
+#: Identity keys added after run folders were first written, with the value every run without them had: a folder or
+#: checkpoint that lacks one is the same run as one that holds this value.
+IDENTITY_ADDED_SINCE = {"pretrained": False}
 #: Fields listed in the model card's training configuration table.
 CARD_KEYS = _keys("card")
 #: Fields that must be positive integers when set.

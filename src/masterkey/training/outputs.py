@@ -33,7 +33,7 @@ from .. import models
 from ..cards import render_card, results_table
 from ..constants import LIBRARY_VERSION
 from ..errors import TrainingConfigError
-from .config import CARD_KEYS
+from .config import CARD_KEYS, IDENTITY_ADDED_SINCE
 
 __all__ = [
     "RESULTS_NAME",
@@ -123,6 +123,7 @@ def same_run(saved: Any, identity: Mapping[str, Any], *, ignore: Collection[str]
     """
     if not isinstance(saved, Mapping):
         return False
+    saved = {**{k: v for k, v in IDENTITY_ADDED_SINCE.items() if k in identity}, **saved}  # older files lack them
     want = {k: v for k, v in _as_json(identity).items() if k not in ignore}
     return {k: v for k, v in _as_json(saved).items() if k not in ignore} == want
 
