@@ -108,3 +108,28 @@ def test_the_pretrained_flag_needs_weights_that_exist(served, tmp_path):
         train_transfer(model="mobilenetv3_small_050.nosuchtag", filters="none", dataset_name="digits",
                        output_dir=str(tmp_path / "run"))  # fmt: skip
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_publish_dry_run_from_a_tag_writes_a_card_that_names_checkpoint_commit_and_licence(served, tmp_path, capsys):
+    from huggingface_hub import ModelCard
+
+    from masterkey import cli
+
+    out = tmp_path / "lite0"
+    assert cli.main(["publish", "tf_efficientnet_lite0.in1k", "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "would upload to masterkey-filters/tf_efficientnet_lite0-imagenet-dw:" in printed
+    assert {p.name for p in out.iterdir() if p.is_file()} == {"README.md", "config.json", "filters.safetensors"}
+    card = ModelCard.load(out / "README.md")
+    commit = served["timm/tf_efficientnet_lite0.in1k"]
+    assert card.data.license == "apache-2.0" and card.data.base_model == "timm/tf_efficientnet_lite0.in1k"
+    assert "timm/tf_efficientnet_lite0.in1k" in card.text and commit in card.text and "in1k" in card.text
+    _same(masterkey.load_master_filters(out), masterkey.load_master_filters("imagenet-lite0"))
+
+
+def test_a_bank_of_non_commercial_weights_is_non_commercial(tmp_path):
+    bank = masterkey.FilterBank.from_tensors({"a": torch.randn(4, 1, 3, 3)}, source_license="cc-by-nc-4.0")
+    bank.save_pretrained(tmp_path / "b")
+    from huggingface_hub import ModelCard
+
+    assert ModelCard.load(tmp_path / "b" / "README.md").data.license == "cc-by-nc-4.0"

@@ -1088,11 +1088,13 @@ def bank_card(
     sections: Sequence[tuple[str, str]] = (),
     example_model: str | None = None,
     usage: str | None = None,
+    results_text: str | None = None,
     credits: Sequence[str] = (),
 ) -> ModelCard:
-    """The model card of a bank: metadata (``library_name: masterkey``, licence, tags, ``model-index`` eval results
-    when given), where the filters came from, a layer summary, a runnable snippet (``usage`` replaces it), results
-    and extra ``sections``, and credits. ``FilterBank.save_pretrained`` writes it; its keyword arguments come from
+    """The model card of a bank: metadata (``library_name: masterkey``, licence, tags, ``base_model`` for a bank of a
+    Hub checkpoint, ``model-index`` eval results when given), where the filters came from (checkpoint, commit, tag,
+    licence), a layer summary, a runnable snippet (``usage`` replaces it), results (``results_text`` replaces their
+    plain table) and extra ``sections``, and credits. ``FilterBank.save_pretrained`` writes it; its keyword arguments come from
     ``save_pretrained(..., model_card_kwargs=...)``.
 
     Example:
@@ -1103,19 +1105,28 @@ def bank_card(
     source_model = cfg.get("source_model") or "unknown"
     repo_id = repo_id or f"your-org/{source_model}-dw"
     results = list(results)
+    licence = _license_id(cfg.get("source_license"))
     card_data = ModelCardData(
         library_name=LIBRARY_NAME,
-        license=_license_id(cfg.get("source_license")),
+        license=licence,
+        # an unlisted licence keeps its own name (the bank's licence follows its weights')
+        license_name=str(cfg["source_license"]).strip().lower().replace(" ", "-") if licence == "other" else None,
+        base_model=cfg.get("source_hub_id"),
         tags=["masterkey", "depthwise-filters", "filter-bank", "image-classification", "timm"],
         datasets=[cfg["source_dataset"]] if cfg.get("source_dataset") else None,
         model_name=repo_id.split("/")[-1],
         eval_results=results or None,
     )
+    hub_id = cfg.get("source_hub_id")
     source_rows = [
         ("source architecture (timm)", f"`{source_model}`"),
         ("source weights", cfg.get("source_weights") or "not recorded"),
+        *([("checkpoint on the Hub", f"[`{hub_id}`](https://huggingface.co/{hub_id})")] if hub_id else []),
+        *([("commit of the weights", f"`{cfg['source_revision']}`")] if cfg.get("source_revision") else []),
+        *([("pretrained tag (timm)", f"`{cfg['source_tag']}`")] if cfg.get("source_tag") else []),
         ("training dataset", cfg.get("source_dataset") or "not recorded"),
         ("licence of the weights", cfg.get("source_license") or "not recorded"),
+        *([("timm version", cfg["timm_version"])] if cfg.get("timm_version") else []),
         ("kernel sizes", ", ".join(f"{h}x{w}" for h, w in bank.kernel_sizes)),
         ("format version", str(cfg.get("format_version"))),
     ]
@@ -1134,7 +1145,7 @@ def bank_card(
         sections=[
             ("Where the filters come from", f"{source_table}\n\n{_layer_summary(bank)}"),
             ("How to use", usage),
-            ("Results", results_table(results) if results else ""),
+            ("Results", results_text or (results_table(results) if results else "")),
             *sections,
         ],
         credits=credits,
