@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from huggingface_hub import EvalResult
 
@@ -23,6 +23,7 @@ from .analysis import explained_table
 from .bank import FilterBank
 from .constants import CARD_NAME, CONFIG_NAME, FILTERS_NAME, HUB_ORG
 from .errors import BankFormatError, ResultsFormatError
+from .experiments import _chance_levels, markdown_table, split_classes, summarize
 from .extract import extract_filters
 from .hub import check_upload, load_master_filters, push_folder
 from .keys import (
@@ -143,7 +144,6 @@ def publish_bank(
     repo_id = repo_id or f"{HUB_ORG}/{folder.name}"
     if not dry_run:
         check_upload(repo_id, token=token)  # before any work: offline, no token, a bad repo id
-    (folder / CARD_NAME).unlink(missing_ok=True)  # the card is always regenerated from the bank and results
     bank.save_pretrained(folder, model_card_kwargs={"repo_id": repo_id, "results": list(results), **(card_kwargs or {})})
     # only the bank's own files travel: anything else a user keeps in the folder is neither listed nor uploaded
     files = sorted((name, (folder / name).stat().st_size) for name in BANK_FILES)
@@ -165,9 +165,10 @@ def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None =
     out_dir = Path(out_dir)
 
     def publish(bank: FilterBank, name: str, spec: str, sections: list[tuple[str, str]]) -> Path:
-        results, experiment_sections = experiment_card_results(experiments_dir, spec) if experiments_dir else ([], [])
-        publish_bank(bank, folder=out_dir / name, results=results,
-                     card_kwargs={"sections": [*sections, *experiment_sections]}, dry_run=True)  # fmt: skip
+        found = experiment_card_results(experiments_dir, spec) if experiments_dir else CardResults([], "", [])
+        publish_bank(bank, folder=out_dir / name, results=found.results,
+                     card_kwargs={"sections": [*sections, *found.sections], "results_text": found.table},
+                     dry_run=True)  # fmt: skip
         return out_dir / name
 
     written, lite0_explained = [], None
@@ -227,58 +228,82 @@ def load_card_results(path: str | Path) -> tuple[list[EvalResult], list[tuple[st
     return results, sections
 
 
-def experiment_card_results(
-    experiments_dir: str | Path, filters: str
-) -> tuple[list[EvalResult], list[tuple[str, str]]]:
+class CardResults(NamedTuple):
+    """What the experiments give one bank's card: ``model-index`` rows, a results table for the card's text (each
+    number beside its from-scratch baseline, the paired difference and chance), and one section per experiment."""
+
+    results: list[EvalResult]
+    table: str
+    sections: list[tuple[str, str]]
+
+
+_RESULTS_HEADER = (
+    "Accuracy of downstream models trained with this bank frozen in their depthwise convolutions (test split, mean "
+    "± std over seeds), beside the same model trained from scratch with the same seeds, the paired difference with "
+    "its 95% interval (bold where it excludes 0) and chance (1 / classes). Measured by `masterkey experiment`; "
+    "the sections below hold each experiment's whole table and the command that reproduces it.\n\n"
+    "| experiment | target | model | arm | accuracy | from scratch | Δ vs scratch, 95% CI | chance | seeds |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def experiment_card_results(experiments_dir: str | Path, filters: str) -> CardResults:
     """The card rows of one bank from the experiments' ``results.json`` files under ``experiments_dir``.
 
     ``filters`` is the ``--filters`` spec the experiments trained with (``"imagenet-lite0"``, a bank folder, ...).
-    Every experiment cell that used it becomes an ``EvalResult`` (accuracy, mean over seeds); every experiment that
-    used it adds a section with its whole table (so the bank is seen beside training from scratch), the scale and
-    the command that reproduces it.
+    Every experiment cell that used it becomes an ``EvalResult`` (accuracy, mean over seeds, rounded as the tables)
+    and a row of the results table; every experiment that used it adds a section with its whole table (so the bank
+    is seen beside every other arm), the scale and the command that reproduces it. The statistics are recomputed from
+    the runs (:func:`masterkey.experiments.summarize`), so results written before they existed get them too.
 
     Example:
-        >>> results, sections = experiment_card_results("outputs/experiments", "imagenet-lite0")
+        >>> results, table, sections = experiment_card_results("outputs/experiments", "imagenet-lite0")
     """
-    results, sections = [], []
+    results, rows, sections = [], [], []
     for path in sorted(Path(experiments_dir).glob("*/results.json")):
         try:
-            results_rows, section = _card_rows(json.loads(path.read_text(encoding="utf-8")), filters)
+            found = _card_rows(json.loads(path.read_text(encoding="utf-8")), filters)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError) as e:
             raise ResultsFormatError(
                 f"{path} is not the results.json of a masterkey experiment ({type(e).__name__}: {e}); run the "
                 "experiment again, or point --experiments at the folder that `masterkey experiment` wrote."
             ) from None
-        results += results_rows
-        sections += section
-    return results, sections
+        results += found.results
+        rows += found.table.splitlines()
+        sections += found.sections
+    return CardResults(results, "\n".join([_RESULTS_HEADER, *rows]) if rows else "", sections)
 
 
-def _card_rows(data: dict[str, Any], filters: str) -> tuple[list[EvalResult], list[tuple[str, str]]]:
-    """The ``EvalResult`` rows and the section one experiment's results give the card of ``filters``."""
-    results, sections = [], []
-    rows = [r for r in data["summary"] if r["filters"] == filters]
-    for r in rows:
-        results.append(
-            EvalResult(
-                task_type="image-classification",
-                dataset_type=r["dataset"],
-                dataset_name=r["dataset"],
-                dataset_split="test",
-                metric_type="accuracy",
-                metric_value=round(r["mean"], 4),
-                metric_name=f"accuracy, {r['model']}, {r['label']}, mean of {r['n']} seeds",
-            )
-        )
-    if rows:
+def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
+    """What one experiment's results give the card of ``filters``."""
+    summary = summarize(data["runs"])
+    datasets = dict(BUILTIN_DATASETS)
+    if data["experiment"] == "layer-split":
+        datasets.update({h.name: h for h in split_classes(data["details"]["halves"][0].rsplit("-", 1)[0])})
+    chance = _chance_levels(data["runs"], datasets)
+    scratch = {row["group"]: row for row in summary if row["filters"] == "none"}
+    results, lines = [], []
+    for r in (row for row in summary if row["filters"] == filters):
+        results.append(EvalResult(task_type="image-classification", dataset_type=r["dataset"], dataset_name=r["dataset"],
+                                  dataset_split="test", metric_type="accuracy", metric_value=round(r["mean"], 3),
+                                  metric_name="accuracy"))  # fmt: skip
+        base, diff = scratch.get(r["group"]), r.get("vs_scratch")
+        delta = "" if diff is None else f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
+        delta = f"**{delta}**" if diff and diff["real"] else delta
+        baseline = "" if base is None else f"{base['mean']:.3f} ± {base['std']:.3f}"
+        level = f"{chance[r['dataset']]:.2f}" if r["dataset"] in chance else ""
+        lines.append(f"| {data['experiment']} | {r['dataset']} | `{r['model']}` | {r['label']} | "
+                     f"{r['mean']:.3f} ± {r['std']:.3f} | {baseline} | {delta} | {level} | {r['n']} |")  # fmt: skip
+    sections = []
+    if results:
         scale = data["scale"]
         sections.append((
             f"Experiment: {data['experiment']}",
-            "\n".join(data["table"]) + f"\n\nScale `{scale['name']}`: {len(scale['seeds'])} seeds, "
+            markdown_table(summary) + f"\n\nScale `{scale['name']}`: {len(scale['seeds'])} seeds, "
             f"{scale['resolution']}px, wall time {data['wall_time_s'] / 60:.1f} min. Reproduce with "
             f"`{data['command']}`.",
         ))  # fmt: skip
-    return results, sections
+    return CardResults(results, "\n".join(lines), sections)
 
 
 def _keys_table() -> str:
@@ -363,11 +388,14 @@ def write_universal_cards(
         results = []
         if experiments_dir is not None:
             specs = [f"universal-{kind}"] + (["universal-imagenet-lite0"] if kind == "idealized" else [])
+            tables = []
             for spec in specs:
-                rows, sections = experiment_card_results(experiments_dir, spec)
-                results += rows
+                found = experiment_card_results(experiments_dir, spec)
+                results += found.results
+                tables += found.table.splitlines()[len(_RESULTS_HEADER.splitlines()):]
                 titles = {title for title, _ in card["sections"]}  # one experiment, one section, whatever the spec
-                card["sections"] += [(title, body) for title, body in sections if title not in titles]
+                card["sections"] += [(title, body) for title, body in found.sections if title not in titles]
+            card["results_text"] = "\n".join([_RESULTS_HEADER, *tables]) if tables else ""
         publish_bank(universal_bank(kind, size=size), folder=folder, results=results, card_kwargs=card, dry_run=True)
         written.append(folder)
     return written
