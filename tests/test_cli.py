@@ -92,7 +92,7 @@ def test_dry_run_prints_the_real_target_and_lists_only_the_bank_files(tmp_path, 
 def test_cards_never_write_outside_the_output_folder(run, tmp_path, bank_dir):
     experiments = tmp_path / "experiments" / "transfer-matrix"
     experiments.mkdir(parents=True)
-    results = {"experiment": "transfer-matrix", "model": "x", "summary": [], "table": [], "scale": {},
+    results = {"experiment": "transfer-matrix", "model": "x", "summary": [], "runs": [], "table": [], "scale": {},
                "details": {"own_banks": {"/../../../../ESCAPED": str(bank_dir)}}}  # fmt: skip
     (experiments / "results.json").write_text(json.dumps(results))
     escaped = tmp_path / "ESCAPED-dw"
