@@ -191,6 +191,21 @@ class TrainingConfig:
         "Accelerate's launcher would otherwise leave one)",
         group=_OPTIM, positive=True,
     )  # fmt: skip
+    # neither is part of the run's identity: both compute the same run within floating-point tolerance (tests/
+    # test_training_speed.py), as --cpu_threads does
+    channels_last: bool = option(
+        True,
+        "the channels_last memory layout for the model and its inputs, in training and evaluation: on by default "
+        "(faster for DS-CNNs on CPU and GPU, benchmarks/train_loop.py; the saved model is in the ordinary layout "
+        "either way); --no_channels_last trains in the ordinary layout",
+        group=_OPTIM,
+    )  # fmt: skip
+    torch_compile: bool = option(
+        False,
+        "torch.compile the model (inductor) before training; compiling takes minutes on CPU (compile_time_s in "
+        "results.json) and pays only in runs longer than that",
+        group=_OPTIM,
+    )  # fmt: skip
 
     # -- output
     output_dir: str | None = option(None, "default: outputs/transfer/<model>_<dataset>_<time>", group=_OUTPUT)
@@ -360,12 +375,15 @@ def _value_types(annotation: Any) -> list[Any]:
 
 
 def _argparse_kwargs(f: dataclasses.Field, annotation: Any) -> dict[str, Any]:
-    """How ``argparse`` reads one field: a ``bool`` is a switch; a field of one scalar type converts with that type
-    (a positive integer with a check); anything else (``int | str``) stays the string given, for :meth:`validate`."""
+    """How ``argparse`` reads one field: a ``bool`` is a switch (``--<name>`` sets a field that defaults to false,
+    ``--no_<name>`` clears one that defaults to true, :func:`_option_string`); a field of one scalar type converts
+    with that type (a positive integer with a check); anything else (``int | str``) stays the string given, for
+    :meth:`validate`."""
     kwargs: dict[str, Any] = {"default": f.default}
     value_types = _value_types(annotation)
     if value_types == [bool]:
-        return {**kwargs, "action": "store_true", "help": f.metadata["help"]}
+        action = "store_false" if f.default is True else "store_true"
+        return {**kwargs, "dest": f.name, "action": action, "help": f.metadata["help"]}
     extra = dict(f.metadata["argparse"])
     if f.metadata["positive"]:
         kwargs["type"] = _positive_int
@@ -375,6 +393,11 @@ def _argparse_kwargs(f: dataclasses.Field, annotation: Any) -> dict[str, Any]:
     elif len(value_types) == 1 and value_types[0] in (int, float):
         kwargs["type"] = value_types[0]
     return {**kwargs, **extra, "help": f.metadata["help"]}
+
+
+def _option_string(f: dataclasses.Field) -> str:
+    """``--<name>``, or ``--no_<name>`` for a switch that is on by default (as ``--no_freeze``, ``--no_strict``)."""
+    return f"--no_{f.name}" if f.default is True else f"--{f.name}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -397,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
         group = f.metadata["group"]
         if group not in groups:
             groups[group] = parser.add_argument_group(group)
-        groups[group].add_argument(f"--{f.name}", **_argparse_kwargs(f, hints[f.name]))
+        groups[group].add_argument(_option_string(f), **_argparse_kwargs(f, hints[f.name]))
     return parser
 
 

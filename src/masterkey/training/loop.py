@@ -82,6 +82,7 @@ class LoopState:
     session_train_time: float = 0.0
     samples: int = 0
     data_time: float = 0.0
+    first_step_time: float | None = None  # the session's first optimizer step, data included (compiling, if any)
     last_checkpoint: str | None = None  # the last checkpoint written (or resumed from), named when training diverges
 
     def to_dict(self, identity: dict[str, Any]) -> dict[str, Any]:
@@ -108,7 +109,11 @@ def save_checkpoint(accelerator, folder: Path, state: dict[str, Any], *, total_l
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    hook = accelerator.register_save_state_pre_hook(_contiguous_weights)
+    try:
+        accelerator.save_state(str(tmp))
+    finally:
+        hook.remove()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json(tmp / STATE_NAME, state)
@@ -118,6 +123,22 @@ def save_checkpoint(accelerator, folder: Path, state: dict[str, Any], *, total_l
         if total_limit is not None:
             prune_checkpoints(folder.parent, total_limit=total_limit, keep=folder)
     accelerator.wait_for_everyone()
+
+
+def _contiguous_weights(models, weights: list[dict[str, torch.Tensor]], output_dir: str) -> None:
+    """``save_state``'s hook: a model trained in channels_last saves its weights in the ordinary contiguous layout
+    (safetensors refuses any other; loading copies them back into the model's own layout)."""
+    for state_dict in weights:
+        for key, value in state_dict.items():
+            if isinstance(value, torch.Tensor) and not value.is_contiguous():
+                state_dict[key] = value.contiguous()
+
+
+def _pixels(batch: dict[str, Any], channels_last: bool) -> torch.Tensor:
+    """The batch's images, in the channels_last layout when the model trains in it (a copy of one batch: cheap next
+    to the step, and it spares the first convolution a conversion)."""
+    pixels = batch["pixel_values"]
+    return pixels.contiguous(memory_format=torch.channels_last) if channels_last and pixels.dim() == 4 else pixels
 
 
 def training_loop(
@@ -135,6 +156,7 @@ def training_loop(
     id_log=None,
     with_tracking: bool = False,
     progress: bool = True,
+    channels_last: bool = False,
 ) -> LoopState:
     """Train ``model`` (prepared by ``accelerator``) for ``state.max_steps`` optimizer steps, starting where
     ``state`` says (mid-epoch included), calling ``on_epoch_end(epoch)`` for metrics after each epoch and
@@ -142,8 +164,11 @@ def training_loop(
 
     Batches are dicts with ``pixel_values`` and ``labels`` (and ``ids`` when ``log_sample_ids``). Besides the loss
     it measures the time spent waiting for data (``state.data_time``) against the whole loop
-    (``state.session_train_time``). The training dataset is told each epoch (its ``set_epoch``, when it has one), so
-    that its augmentation depends on the epoch and not on where a run was resumed.
+    (``state.session_train_time``), and the session's first optimizer step on its own (``state.first_step_time``:
+    with ``torch.compile``, the compiling). The training dataset is told each epoch (its ``set_epoch``, when it has
+    one), so that its augmentation depends on the epoch and not on where a run was resumed. With ``channels_last``
+    the images are handed to the model in that layout (the model converted by the caller:
+    ``model.to(memory_format=torch.channels_last)``).
 
     Raises:
         TrainingConfigError: the loss became NaN or infinite (checked before it reaches the weights), or the weights
@@ -160,6 +185,7 @@ def training_loop(
                disable=not (progress and accelerator.is_local_main_process))  # fmt: skip
     n_proc = accelerator.num_processes
     loss_sum = torch.tensor(state.loss_sum, device=accelerator.device)
+    step_start = None  # when the session's first optimizer step began
     try:
         # an epoch interrupted at its last step (checkpoint, then kill) still needs its evaluation
         while state.epoch < state.num_epochs and (state.completed_steps < state.max_steps or state.batches_in_epoch):
@@ -176,6 +202,8 @@ def training_loop(
             iterator = iter(loader)
             while state.completed_steps < state.max_steps:
                 t0 = time.perf_counter()
+                if step_start is None:
+                    step_start = t0
                 try:
                     batch = next(iterator)
                 except StopIteration:
@@ -184,7 +212,7 @@ def training_loop(
                     raise _without_worker_traceback(e) from None
                 state.data_time += time.perf_counter() - t0
                 with accelerator.accumulate(model):
-                    logits = model(batch["pixel_values"])
+                    logits = model(_pixels(batch, channels_last))
                     loss = F.cross_entropy(logits, batch["labels"])
                     _check_finite_loss(accelerator, loss, optimizer, state)  # before backward: the weights stay good
                     accelerator.backward(loss)
@@ -206,6 +234,8 @@ def training_loop(
                 if accelerator.sync_gradients:
                     state.completed_steps += 1
                     bar.update(1)
+                    if state.first_step_time is None:
+                        state.first_step_time = time.perf_counter() - step_start
                     every = checkpointing_steps if isinstance(checkpointing_steps, int) and on_checkpoint else 0
                     if every and state.completed_steps % every == 0:
                         _check_finite_weights(model, state)
@@ -320,10 +350,11 @@ def _batches(loader):
 
 
 def evaluate_model(
-    accelerator, model, loader, metric, *, top_k: int = 5, id_log=None, epoch: int = 0
+    accelerator, model, loader, metric, *, top_k: int = 5, id_log=None, epoch: int = 0, channels_last: bool = False
 ) -> dict[str, Any]:
     """Accuracy (and top-k) and mean loss over the whole evaluation split, every example counted once across
-    processes (``accelerator.gather_for_metrics`` drops the duplicates that even batches add).
+    processes (``accelerator.gather_for_metrics`` drops the duplicates that even batches add); with
+    ``channels_last``, the images go to the model in that layout.
 
     Example:
         >>> evaluate_model(accelerator, model, eval_loader, load_accuracy_metric(), top_k=5)["accuracy"]
@@ -332,7 +363,7 @@ def evaluate_model(
     loss_sum, count, ids_seen = 0.0, 0, []
     with torch.no_grad():
         for batch in _batches(loader):
-            logits = model(batch["pixel_values"]).float()
+            logits = model(_pixels(batch, channels_last)).float()
             losses = F.cross_entropy(logits, batch["labels"], reduction="none")
             ranked = logits.topk(min(top_k, logits.shape[-1]), dim=-1).indices
             gathered = accelerator.gather_for_metrics((ranked, batch["labels"], losses, batch["ids"]))

@@ -1,0 +1,202 @@
+"""Training speed settings compute the same run: real runs (tiny models, a few steps, offline), no mocks, no timing
+assertions (``benchmarks/train_loop.py`` measures the speed).
+
+- channels_last is the default, ``--no_channels_last`` turns it off, and neither it nor ``--torch_compile`` is part of
+  the run's identity: both train the same run within floating-point tolerance;
+- the model and its inputs are in channels_last in training and in evaluation; the saved model, and the weights in
+  every checkpoint, are in the ordinary contiguous layout, and reloading them gives the trained model's outputs;
+- the optimizer is torch's fused AdamW where torch has it for the device;
+- frozen parameters cost nothing: no gradient, not in the optimizer (no state, no weight decay), never changed;
+- ``torch_compile=True`` gives eager's losses within tolerance and records its compile time in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader
+
+from masterkey.inject import freeze_depthwise
+from masterkey.training import (
+    LoopState,
+    evaluate_model,
+    load_accuracy_metric,
+    load_image_dataset,
+    parse_args,
+    prepare_splits,
+    train_transfer,
+    training_loop,
+)
+from masterkey.training.config import RUN_IDENTITY_KEYS, make_config
+from masterkey.training.data import ImageClassificationDataset, timm_transforms
+from masterkey.training.run import _optimizer, _optimizer_implementation, _place_model
+
+# 3 steps of 32 images: a few seconds per run on one thread
+FAST = dict(model="mobilenetv3_small_050", dataset_name="digits", resolution=32, filters="none", cpu_threads=1,
+            dataloader_num_workers=0, max_train_samples=96, max_eval_samples=64, per_device_train_batch_size=32,
+            num_train_epochs=1, seed=0)  # fmt: skip
+
+
+def close(a: float, b: float, rel: float = 1e-4) -> bool:
+    return abs(a - b) <= rel * max(abs(a), abs(b))
+
+
+def results(folder: Path) -> dict:
+    return json.loads((folder / "results.json").read_text())
+
+
+def test_channels_last_is_on_by_default_and_the_command_line_turns_it_off():
+    assert parse_args(["--dataset_name", "digits"]).channels_last is True
+    config = parse_args(["--dataset_name", "digits", "--no_channels_last", "--torch_compile"])
+    assert config.channels_last is False and config.torch_compile is True
+    assert make_config(dataset_name="digits").torch_compile is False
+    # they change how fast a run goes, not what it computes (beyond floating-point rounding)
+    assert "channels_last" not in RUN_IDENTITY_KEYS and "torch_compile" not in RUN_IDENTITY_KEYS
+    with pytest.raises(SystemExit):
+        parse_args(["--channels_last"])  # on already: only the switch that turns it off exists
+
+
+def test_channels_last_trains_the_same_run_and_saves_ordinary_weights(tmp_path):
+    runs = {}
+    for channels_last in (True, False):
+        folder = tmp_path / f"channels_last-{channels_last}"
+        train_transfer(output_dir=str(folder), channels_last=channels_last, checkpointing_steps="epoch",
+                       **{**FAST, "num_train_epochs": 2})  # fmt: skip
+        runs[channels_last] = results(folder)
+    fast, plain = runs[True], runs[False]
+    assert fast["config"]["channels_last"] is True and plain["config"]["channels_last"] is False
+    assert fast["completed_steps"] == plain["completed_steps"] == 6
+    for key in ("train_loss", "eval_loss"):  # the same run within floating-point tolerance
+        assert close(fast["final"][key], plain["final"][key]), (key, fast["final"][key], plain["final"][key])
+
+    # the saved model and the checkpoint hold contiguous tensors, the same values
+    folder = tmp_path / "channels_last-True"
+    saved = load_file(str(folder / "model.safetensors"))
+    checkpoint = load_file(str(folder / "checkpoints" / "epoch_1" / "model.safetensors"))
+    assert all(t.is_contiguous() for t in saved.values()) and all(t.is_contiguous() for t in checkpoint.values())
+    assert saved.keys() == checkpoint.keys() and all(torch.equal(saved[k], checkpoint[k]) for k in saved)
+    # timm loads it unchanged and computes the run's own evaluation (which ran in channels_last)
+    reloaded = timm.create_model(f"local-dir:{folder}", pretrained=True)
+    assert all(p.is_contiguous() for p in reloaded.parameters())
+    metric = evaluate_model(Accelerator(cpu=True), reloaded, _eval_loader(folder), load_accuracy_metric())
+    assert close(metric["eval_loss"], fast["final"]["eval_loss"], 1e-5)
+    assert metric["accuracy"] == fast["final"]["accuracy"]
+
+    # and a run resumes from a channels_last checkpoint with channels_last off (not part of its identity): the
+    # uninterrupted run's result
+    train_transfer(output_dir=str(folder), channels_last=False, overwrite_output_dir=True,
+                   resume_from_checkpoint=str(folder / "checkpoints" / "epoch_0"), **{**FAST, "num_train_epochs": 2})
+    resumed = results(folder)
+    assert resumed["resumed_from"]["step"] == 3 and resumed["completed_steps"] == 6
+    assert close(resumed["final"]["eval_loss"], fast["final"]["eval_loss"])
+
+
+def _eval_loader(folder: Path) -> DataLoader:
+    """The run's evaluation split, preprocessed as the run did."""
+    run = results(folder)
+    splits = prepare_splits(load_image_dataset("digits"), max_train_samples=FAST["max_train_samples"],
+                            max_eval_samples=FAST["max_eval_samples"], seed=FAST["seed"])  # fmt: skip
+    _, eval_tf, _ = timm_transforms(timm.create_model(FAST["model"]), run["resolution"])
+    ds = ImageClassificationDataset(splits.eval, transform=eval_tf, row_ids=splits.eval_rows,
+                                    image_column=splits.image_column, label_column=splits.label_column,
+                                    label_to_id=splits.label_to_id)  # fmt: skip
+    return DataLoader(ds, batch_size=128)
+
+
+def test_the_loop_feeds_channels_last_inputs_in_training_and_evaluation():
+    torch.manual_seed(0)
+    model = timm.create_model("mobilenetv3_small_050", num_classes=4)
+    model = _place_model(model, torch.device("cpu"), channels_last=True)
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    seen = []
+    first_conv = model.conv_stem
+    first_conv.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    batches = [{"pixel_values": torch.randn(8, 3, 32, 32), "labels": torch.randint(0, 4, (8,)),
+                "ids": torch.arange(8)} for _ in range(2)]  # fmt: skip
+    accelerator = Accelerator(cpu=True)
+    optimizer = _optimizer(model, make_config(dataset_name="digits"), accelerator.device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    loader = DataLoader(batches, batch_size=None)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    state = training_loop(accelerator, model, optimizer, scheduler, loader, LoopState(max_steps=2, num_epochs=1),
+                          progress=False, channels_last=True)  # fmt: skip
+    assert seen == [True, True] and state.first_step_time is not None
+    evaluate_model(accelerator, model, loader, load_accuracy_metric(), top_k=1, channels_last=True)
+    assert seen == [True] * 4
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)  # trained in that layout
+
+
+def test_the_optimizer_is_fused_where_torch_has_it():
+    assert _optimizer_implementation("cpu") == "fused"  # torch >= 2.4 has a fused AdamW on CPU
+    model = timm.create_model("mobilenetv3_small_050", num_classes=4)
+    optimizer = _optimizer(model, make_config(dataset_name="digits"), torch.device("cpu"))
+    assert optimizer.defaults["fused"] is True
+    # the fused update is AdamW's: one step matches torch's reference loop within rounding
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(16, 8, 3, 3).contiguous(memory_format=torch.channels_last))
+    b = torch.nn.Parameter(a.detach().clone().contiguous())
+    fused = torch.optim.AdamW([a], lr=1e-2, weight_decay=0.1, fused=True)
+    reference = torch.optim.AdamW([b], lr=1e-2, weight_decay=0.1, foreach=False)
+    for _ in range(3):
+        grad = torch.randn(16, 8, 3, 3)
+        a.grad, b.grad = grad.contiguous(memory_format=torch.channels_last), grad.clone()
+        fused.step()
+        reference.step()
+    torch.testing.assert_close(a.detach(), b.detach())
+
+
+def test_frozen_parameters_get_no_gradient_no_optimizer_state_and_no_weight_decay():
+    torch.manual_seed(0)
+    model = timm.create_model("tf_efficientnet_lite0", num_classes=4)
+    parameters = freeze_depthwise(model)  # the depthwise kernels frozen, everything else trains
+    frozen = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and parameters.trainable < parameters.total
+    model = _place_model(model, torch.device("cpu"), channels_last=True)
+    optimizer = _optimizer(model, make_config(dataset_name="digits", weight_decay=0.5), torch.device("cpu"))
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    named = dict(model.named_parameters())
+    assert not any(id(named[name]) in in_optimizer for name in frozen)
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == parameters.trainable
+
+    x, y = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last), torch.randint(0, 4, (4,))
+    for _ in range(2):
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        assert all(named[name].grad is None for name in frozen)  # no gradient buffer, no weight-gradient work
+        assert all(p.grad is not None for p in named.values() if p.requires_grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    # optimizer state for the trainable parameters only: exp_avg and exp_avg_sq, each the parameter's size
+    state_numel = sum(t.numel() for s in optimizer.state.values() for k, t in s.items() if k != "step")
+    assert state_numel == 2 * parameters.trainable and len(optimizer.state) == len(in_optimizer)
+    # weight decay 0.5 never touched them
+    assert all(torch.equal(named[name].detach(), value) for name, value in frozen.items())
+
+
+def test_torch_compile_gives_eager_losses_and_records_its_compile_time(tmp_path):
+    """Compiling takes about a minute on 2 CPU cores the first time (inductor caches it on disk afterwards)."""
+    runs = {}
+    for compiled in (False, True):
+        folder = tmp_path / f"compiled-{compiled}"
+        train_transfer(output_dir=str(folder), torch_compile=compiled, checkpointing_steps=3, **FAST)
+        runs[compiled] = results(folder)
+    eager, compiled = runs[False], runs[True]
+    assert eager["compile_time_s"] is None and compiled["compile_time_s"] > 0
+    assert compiled["config"]["torch_compile"] is True and compiled["completed_steps"] == 3
+    for key in ("train_loss", "eval_loss"):  # the mean loss of the 3 steps, and the loss of the weights they made
+        assert close(compiled["final"][key], eager["final"][key]), (key, compiled["final"][key], eager["final"][key])
+    # the compiled run's files are the eager module's: the same tensor names, no compile wrapper
+    saved = load_file(str(tmp_path / "compiled-True" / "model.safetensors"))
+    checkpoint = load_file(str(tmp_path / "compiled-True" / "checkpoints" / "step_3" / "model.safetensors"))
+    reference = load_file(str(tmp_path / "compiled-False" / "model.safetensors"))
+    assert saved.keys() == checkpoint.keys() == reference.keys()
+    for name, value in reference.items():
+        torch.testing.assert_close(saved[name], value, rtol=1e-3, atol=1e-4)
