@@ -348,3 +348,24 @@ def test_universal_keys_fitted_to_any_bank(tmp_path):
     )
     with pytest.raises(MasterKeyError, match="universal-<bank>"):
         resolve_filters(f"universal-{tmp_path / 'no-bank'}", target)
+
+
+def test_a_new_head_starts_at_zero_so_every_arm_starts_at_chance():
+    import math
+
+    import timm
+    import torch
+
+    from masterkey.training.run import _zero_new_head
+
+    model = timm.create_model("tf_efficientnet_lite0", num_classes=10).train()
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    before = torch.nn.functional.cross_entropy(model(x), y).item()
+    _zero_new_head(model, pretrained=False, num_labels=10)
+    after = torch.nn.functional.cross_entropy(model(x), y).item()
+    assert after == pytest.approx(math.log(10), abs=1e-5) and abs(before - math.log(10)) > 0.1
+    kept = timm.create_model("tf_efficientnet_lite0")
+    kept.pretrained_cfg = {**kept.pretrained_cfg, "num_classes": 1000}
+    weight = kept.get_classifier().weight.clone()
+    _zero_new_head(kept, pretrained=True, num_labels=1000)  # a pretrained head with the same classes stays
+    assert torch.equal(kept.get_classifier().weight, weight)

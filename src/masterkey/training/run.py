@@ -276,11 +276,26 @@ def _folder_name(folder: str) -> str:
     return path.parent.name if path.name.lower() in ("train", "training") and path.parent.name else path.name
 
 
+def _zero_new_head(model: torch.nn.Module, *, pretrained: bool, num_labels: int) -> None:
+    """A new classifier starts at zero, as fine-tuning recipes start it: every arm then begins at chance's loss ln K.
+    timm's own init draws EfficientNet's head in ±1/sqrt(K), which starts a 10-class run at a loss near 8 and
+    destabilises the from-scratch arm most. A pretrained head kept whole (the same classes) is left as it is."""
+    if pretrained and (model.pretrained_cfg or {}).get("num_classes") == num_labels:
+        return
+    head = model.get_classifier() if callable(getattr(model, "get_classifier", None)) else None
+    for layer in (head.modules() if isinstance(head, torch.nn.Module) else ()):
+        if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d)):
+            torch.nn.init.zeros_(layer.weight)
+            if layer.bias is not None:
+                torch.nn.init.zeros_(layer.bias)
+
+
 def _build_model(config: TrainingConfig, num_labels: int, extras: _Extras) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The timm model with the bank injected (or not, for ``none``) and the trainable policy applied; the filters
     record for results and the card."""
     pretrained = config.pretrained or _timm.names_pretrained_weights(config.model)
     model = _timm.create_model(config.model, num_classes=num_labels, pretrained=pretrained)
+    _zero_new_head(model, pretrained=pretrained, num_labels=num_labels)
     # where the body's weights came from (Hub id, commit, licence): the card's base_model; None for a fresh model
     body = {k: v for k, v in _timm.pretrained_provenance(model).items() if v is not None} if pretrained else None
     num_depthwise = len(find_depthwise_convs(model))
