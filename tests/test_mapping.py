@@ -225,3 +225,15 @@ def test_universal_resize_falls_back_to_geometric_for_bands_and_refuses_unknown_
     assert all(e.transforms[-1].endswith("universal re-render") for e in model.masterkey_report.entries)
     with pytest.raises(ValueError, match="geometric, universal"):
         masterkey.from_pretrained_filters("convnext_atto", mobilenet_bank, mapping="depth", resize="bicubic")
+
+
+def test_the_size_mapping_prefers_the_targets_own_kernel_size_at_any_depth():
+    bank = masterkey.load_master_filters("imagenet-lite0")  # 3x3 and 5x5 at various depths
+    model = timm.create_model("mobilenetv3_large_100")
+    targets = masterkey.find_depthwise_convs(model)
+    by_depth, by_size = match_by_depth(bank, targets), masterkey.mapping.match_by_size_then_depth(bank, targets)
+    sizes = {s.name: s.kernel_size for s in bank.specs}
+    assert all(sizes[by_size[t.name]] == t.spec.kernel_size for t in targets)  # no resizing anywhere
+    assert any(sizes[by_depth[t.name]] != t.spec.kernel_size for t in targets)  # the depth rule resizes some
+    model = masterkey.from_pretrained_filters(model, bank, mapping="size")
+    assert all(not e.transforms or "kernel" not in " ".join(e.transforms) for e in model.masterkey_report.injected)

@@ -83,8 +83,9 @@ def _add_inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--into", help="timm model name to inject the bank into (prints the injection report)")
     p.add_argument("--num-classes", type=_positive_int, default=None, help="classes of the model's new head")
     p.add_argument("--strict", action="store_true", help="fail when any target conv is left untouched")
-    p.add_argument("--mapping", choices=("exact", "depth"), default="exact",
-                   help="exact: same layer names and shapes; depth: another architecture, by relative depth")
+    p.add_argument("--mapping", choices=("exact", "depth", "size"), default="exact",
+                   help="exact: same layer names and shapes; depth: another architecture, by relative depth; size: the "
+                   "same kernel size first, then depth")
     p.add_argument("--resize", choices=("geometric", "universal"), default="geometric",
                    help="how kernels of another size are made (depth mapping): crop/pad, or re-rendered universal key")
 

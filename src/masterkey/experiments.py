@@ -132,8 +132,10 @@ class ExperimentConfig:
     #: source-size: banks trained on shares of ``source`` transfer to ``target``
     source: str = "animal-mnist"
     target: str = "digits"
-    #: across-architectures: the families the bank is injected into (``mapping="depth"``)
+    #: across-architectures: the families the bank is injected into
     architectures: tuple[str, ...] = ("convnext_atto", "mobilenetv3_small_100")
+    #: across-architectures: the mapping rules compared, one arm each (``depth``, ``size``: see masterkey.mapping)
+    mappings: tuple[str, ...] = ("depth",)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExperimentConfig:
@@ -150,7 +152,7 @@ class ExperimentConfig:
         values = dict(data)
         if "scale" in values:
             values["scale"] = _scale_from(values["scale"])
-        for key in ("datasets", "architectures"):
+        for key in ("datasets", "architectures", "mappings"):
             if key in values:
                 values[key] = (values[key],) if isinstance(values[key], str) else tuple(values[key])
         return cls(**values)
@@ -399,15 +401,17 @@ def across_architectures(run: _Runner) -> dict[str, Any]:
     """The bank (the ImageNet lite0 bank by default) in other families, against scratch and frozen random filters
     (and, in families with 7x7 kernels, the learned and idealized universal keys), on the ``target`` dataset."""
     targets, dataset, bank = run.config.architectures, run.config.target, run.config.bank
-    cells = {"from scratch": "none", f"{bank} (frozen, mapping=depth)": bank, "random (frozen)": "random"}
+    cells = {"from scratch": ("none", "depth"),
+             **{f"{bank} (frozen, mapping={m})": (bank, m) for m in run.config.mappings},
+             "random (frozen)": ("random", "depth")}  # fmt: skip
     for model in targets[: run.scale.max_targets]:
         # the learned keys exist at 7x7 only: where the model's kernels are 7x7 both key sets are compared
         sevens = {c.spec.kernel_size for c in find_depthwise_convs(create_model(model))} == {(7, 7)}
-        universal = {"universal learned 8 (frozen)": "universal-learned",
-                     "universal idealized 8 (frozen)": "universal-idealized"} if sevens else {}  # fmt: skip
-        for label, filters in {**cells, **universal}.items():
-            run.cell(model, label, model=model, filters=filters, mapping="depth", dataset_name=dataset)
-    return {"targets": list(targets), "dataset": dataset}
+        universal = {"universal learned 8 (frozen)": ("universal-learned", "depth"),
+                     "universal idealized 8 (frozen)": ("universal-idealized", "depth")} if sevens else {}  # fmt: skip
+        for label, (filters, mapping) in {**cells, **universal}.items():
+            run.cell(model, label, model=model, filters=filters, mapping=mapping, dataset_name=dataset)
+    return {"targets": list(targets), "dataset": dataset, "mappings": list(run.config.mappings)}
 
 
 #: The experiments, in the order of :data:`masterkey.constants.EXPERIMENT_NAMES` (the command line's choices).

@@ -66,10 +66,14 @@ def kernel_orientation(kernel_size: tuple[int, int]) -> str:
     return "square" if h == w else "horizontal" if h < w else "vertical"
 
 
-def match_by_depth(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, str | None]:
+def match_by_depth(
+    bank: FilterBank, targets: list[DepthwiseConv], *, same_size_first: bool = False
+) -> dict[str, str | None]:
     """The ``"depth"`` mapping: each target conv takes the bank entry of the same kernel orientation at the nearest
     relative depth (measured in stages), then among a layer's splits (``MixedConv2d``) the closest kernel size and
     the same relative position, then the earlier entry. Between two copies of one architecture it is the identity.
+    With ``same_size_first`` (the ``"size"`` mapping) a bank entry of the target's own kernel size is preferred at
+    any depth, so kernels are resized only where the bank has none of that size.
 
     Example:
         >>> import masterkey, timm
@@ -89,19 +93,26 @@ def match_by_depth(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, 
             continue
         depth, split = target_positions[target.name]
 
-        def distance(spec: KernelSpec) -> tuple[float, int, float, int]:
+        def distance(spec: KernelSpec) -> tuple:
             source_depth, source_split = source_positions[spec.name]
             # rounding keeps float noise from breaking ties between layers equally far away
             gap = round(abs(source_depth - depth), 9)
             size_gap = abs(spec.kernel_size[0] - size[0]) + abs(spec.kernel_size[1] - size[1])
-            return gap, size_gap, round(abs(source_split - split), 9), spec.index
+            rank = (gap, size_gap) if not same_size_first else (size_gap > 0, gap, size_gap)
+            return (*rank, round(abs(source_split - split), 9), spec.index)
 
         plan[target.name] = min(candidates, key=distance).name
     return plan
 
 
+def match_by_size_then_depth(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, str | None]:
+    """The ``"size"`` mapping: :func:`match_by_depth` preferring the target's own kernel size at any depth (no
+    resizing where the bank has that size)."""
+    return match_by_depth(bank, targets, same_size_first=True)
+
+
 #: The named mappings ``from_pretrained_filters(mapping=...)`` accepts.
-MAPPINGS: dict[str, MappingFn] = {"exact": match_exact, "depth": match_by_depth}
+MAPPINGS: dict[str, MappingFn] = {"exact": match_exact, "depth": match_by_depth, "size": match_by_size_then_depth}
 
 
 def resolve_mapping(

@@ -119,9 +119,9 @@ class TrainingConfig:
                              identity=True)  # fmt: skip
     mapping: str = option(
         "exact",
-        "how the model's depthwise convs find their bank entry: 'exact' (same module path and shape) or 'depth' (any "
-        "architecture: nearest relative depth, kernels fitted)",
-        group=_MODEL, identity=True, card=True, choices=("exact", "depth"),
+        "how the model's depthwise convs find their bank entry: 'exact' (same module path and shape), 'depth' (any "
+        "architecture: nearest relative depth, kernels fitted) or 'size' (the same kernel size first, then depth)",
+        group=_MODEL, identity=True, card=True, choices=("exact", "depth", "size"),
     )  # fmt: skip
     compare_with_scratch: bool = option(
         False, "also train the same model from scratch (--filters none) and print both accuracies side by side",
