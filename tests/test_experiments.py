@@ -203,3 +203,21 @@ def test_summaries_pair_each_arm_with_scratch_by_seed():
     noisy = [record("scratch", s, a) for s, a in enumerate((0.40, 0.50, 0.45))]
     noisy += [record("bank", s, a) for s, a in enumerate((0.50, 0.45, 0.46))]
     assert not summarize(noisy)[1]["vs_scratch"]["real"]
+
+
+def test_quick_experiments_record_each_runs_history_and_draw_learning_curves(experiments_dir):
+    results = json.loads((experiments_dir / "transfer-matrix" / "results.json").read_text())
+    assert all(len(r["history"]) == 1 and 0 <= r["history"][0] <= 1 for r in results["runs"])
+    assert all({"learned", "converged", "chance"} <= set(r) for r in results["runs"])
+
+
+def test_learning_curves_show_every_arm_of_every_group(tmp_path):
+    from matplotlib.image import imread
+
+    from masterkey.experiments import plot_learning_curves
+
+    runs = [{"group": g, "label": label, "history": [0.2, 0.4 + d, 0.5 + d], "chance": 0.1, "seed": s}
+            for g in ("a", "b") for label, d in (("from scratch", 0.0), ("bank", 0.1)) for s in range(3)]  # fmt: skip
+    path = plot_learning_curves(runs, tmp_path / "curves.png", title="t")
+    assert imread(path).shape[1] > 900  # two panels side by side
+    assert plot_learning_curves([{**r, "history": [0.5]} for r in runs], tmp_path / "none.png", title="t") is None

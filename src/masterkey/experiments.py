@@ -250,6 +250,7 @@ class _Runner:
                 "train_loss": result["final"]["train_loss"], "num_labels": result["dataset"]["num_labels"],
                 "train_time_s": result["train_time_s"], "filters": options.get("filters", "none"),
                 "trainable_percent": result["parameters"]["trainable_percent"], "run": result["output_dir"],
+                "history": [h.get("accuracy") for h in result.get("epochs_history", [])],
                 **learning_check(result),
             })  # fmt: skip
 
@@ -589,6 +590,40 @@ def _plot(experiment: str, model: str, summary: Sequence[dict[str, Any]], path: 
     fig.savefig(path, dpi=110)
 
 
+def plot_learning_curves(records: Sequence[dict[str, Any]], path: Path, *, title: str) -> Path | None:
+    """Test accuracy after each epoch, mean and min-max band over seeds, one panel per group and one curve per arm:
+    does a frozen bank only speed training up, or does it still lead once scratch has converged? ``None`` when the
+    runs recorded no per-epoch history (results written before it was kept)."""
+    rows = [r for r in records if len(r.get("history") or []) > 1]
+    if not rows:
+        return None
+    # matplotlib is the optional 'analysis' extra: only the plot needs it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    fig = Figure(figsize=(5.5 * len(groups), 4.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, group in zip(axes, groups):
+        for label in dict.fromkeys(r["label"] for r in rows if r["group"] == group):
+            curves = np.array([r["history"] for r in rows if r["group"] == group and r["label"] == label], dtype=float)
+            epochs = np.arange(1, curves.shape[1] + 1)
+            (line,) = ax.plot(epochs, curves.mean(0), marker="o", label=label)
+            ax.fill_between(epochs, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.15)
+        chance = next((r.get("chance") for r in rows if r["group"] == group and r.get("chance")), None)
+        if chance:
+            ax.axhline(chance, color="grey", linestyle=":", label="chance")
+        ax.set_title(group)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy (mean, band: min-max over seeds)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8)
+    fig.savefig(path, dpi=110)
+    return path
+
+
 def replot(folder: str | Path) -> Path:
     """Draw an experiment's plot again from the ``results.json`` in ``folder`` (no training); returns the PNG.
 
@@ -660,4 +695,5 @@ def run_experiment(
     (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     chance = _chance_levels(run.records, {**BUILTIN_DATASETS, **run.datasets})
     _plot(name, config.model, summary, folder / f"{name}.png", chance=chance)
+    plot_learning_curves(run.records, folder / f"{name}-curves.png", title=f"{name}: accuracy per epoch")
     return results
