@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -105,6 +106,22 @@ class LocalHub:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+
+
+def kill_at_checkpoint(command: list[str], *, checkpoint: Path, env: dict[str, str], cwd: Path,
+                       timeout: float = 240) -> None:  # fmt: skip
+    """Run ``command`` (a training run) and SIGKILL it as soon as the folder ``checkpoint`` exists; the run must
+    neither end before it nor finish (``results.json`` beside the checkpoints)."""
+    process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while not checkpoint.is_dir():
+        assert process.poll() is None, f"the run ended before its checkpoint: {process.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    assert not (checkpoint.parent.parent / "results.json").exists(), "the run finished before it was killed"
 
 
 @pytest.fixture(scope="session")

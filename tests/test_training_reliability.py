@@ -16,7 +16,6 @@ import logging
 import math
 import os
 import runpy
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import pytest
 import timm
 import torch
 from accelerate import Accelerator
+from conftest import kill_at_checkpoint
 from PIL import Image
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
@@ -179,17 +179,8 @@ def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(
             "--dataloader_num_workers", "1", "--cpu_threads", "1", "--crop_scale", "0.3", "1.0",
             "--log_sample_ids"]  # fmt: skip
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, str(SCRIPT), *args, "--output_dir", str(killed)], env=env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 240
-    while not (killed / "checkpoints" / "step_3").is_dir():
-        assert process.poll() is None, f"the run ended before its checkpoint: {process.stderr.read()[-3000:]}"
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.stderr.close()
-    assert not (killed / "results.json").exists(), "the run finished before it was killed"
+    kill_at_checkpoint([sys.executable, str(SCRIPT), *args, "--output_dir", str(killed)],
+                       checkpoint=killed / "checkpoints" / "step_3", env=env, cwd=ROOT)
 
     run_script([*args, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"], env)
     reference = tmp_path / "reference"

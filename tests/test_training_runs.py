@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import kill_at_checkpoint
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,23 +242,14 @@ def test_resume_after_a_kill_repeats_and_skips_no_batch(env, tmp_path):
                    cpu_threads=1)  # fmt: skip
     args = [x for k, v in options.items() for x in (f"--{k}", str(v))] + ["--log_sample_ids"]
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, str(SCRIPT), *args, "--output_dir", str(killed)], env=env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 240
-    while not (killed / "checkpoints" / "step_4").is_dir():
-        assert process.poll() is None, f"the run ended before its first checkpoint: {process.stderr.read()[-3000:]}"
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.stderr.close()
-    assert not (killed / "results.json").exists(), "the run finished before it was killed"
+    kill_at_checkpoint([sys.executable, str(SCRIPT), *args, "--output_dir", str(killed)],
+                       checkpoint=killed / "checkpoints" / "step_4", env=env, cwd=ROOT)
 
     # resuming with other arguments is refused, naming the difference
     from masterkey.errors import TrainingConfigError
     from masterkey.training import train_transfer
 
-    with pytest.raises(TrainingConfigError, match="another configuration: learning_rate: 0.001 there, 0.01 now"):
+    with pytest.raises(TrainingConfigError, match="another configuration: learning_rate: 0.002 there, 0.01 now"):
         train_transfer(**options, learning_rate=0.01, output_dir=str(killed),
                        resume_from_checkpoint=str(killed / "checkpoints" / "step_4"))  # fmt: skip
     # the same configuration in that folder without --resume_from_checkpoint is refused too
