@@ -1,21 +1,26 @@
-"""Speed of the transfer training loop: ours against a minimal plain PyTorch loop, frozen depthwise against all
-trainable, and the share of time spent waiting for data.
+"""Speed of transfer training as users run it, against a plain eager PyTorch loop, side by side.
 
-    python benchmarks/train_loop.py [--resolutions 32 64] [--steps 30] [--repeats 3] [--threads 2]
+    python benchmarks/train_loop.py [--models ...] [--resolutions 32 64] [--trainable frozen all] [--steps 15]
+                                    [--warmup 3] [--repeats 3] [--threads 1] [--compile]
 
-1. Same model (tf_efficientnet_lite0, 10 classes), same in-memory tensors, same optimizer (AdamW), fixed number of
-   steps: ``masterkey.training.training_loop`` (Accelerate: prepared model/optimizer/loader, ``accumulate``,
-   scheduler, loss bookkeeping, data-wait timing) against a bare
-   ``for x, y in loader: loss.backward(); opt.step()`` loop.
-   Target: ours within 5% of the plain loop.
-2. Within ours: the ImageNet lite0 bank injected with depthwise frozen, against every parameter trainable.
-   Target: frozen at least as fast.
-3. Our loop on the real pipeline (animal-mnist decoded from Arrow, RGB conversion, timm's training transforms, the
-   DataLoader settings ``transfer.py`` uses): the share of the loop spent waiting for the next batch.
-   Target: under 10% at 32-64 px on 2 cores.
+For each model, resolution and trainable set (``frozen``: the depthwise kernels frozen, everything else trains;
+``all``: every parameter trains), two loops run the same number of steps on batches of 64:
 
-Configurations run interleaved, ``--repeats`` times each, and the median is reported, so that a CPU shared with other
-jobs disturbs all of them alike. Samples/s count training samples (forward + backward + optimizer step).
+- **plain**: a minimal eager PyTorch loop on preprocessed images held in memory: the model as timm creates it,
+  ``torch.optim.AdamW`` with torch's default implementation, ``for batch in loader: loss.backward(); opt.step()``;
+- **ours**: what ``train_transfer`` runs with its default settings: animal-mnist decoded from Arrow, converted to RGB
+  and augmented with timm's training transforms (seeded per example) in ``dataloader_num_workers`` DataLoader worker
+  processes, the Accelerate-prepared model in channels_last, the fused AdamW over the trainable parameters in two
+  weight-decay groups, the learning-rate schedule, and ``masterkey.training.training_loop`` with its loss checks,
+  bookkeeping and data-wait timing (the same internal pieces ``train_transfer`` wires: ``_make_accelerator``,
+  ``_data_loaders``, ``_place_model``, ``_optimizer``);
+- with ``--compile``, also **ours + torch.compile** (``--torch_compile``); its first step, the compiling, is reported
+  apart (minutes per model and resolution on a CPU the first time; inductor caches it on disk afterwards).
+
+Only steady-state steps are timed: the first ``--warmup`` steps (worker start, first allocations, compiling) are
+not. Configurations run interleaved, ``--repeats`` times each, and the median is reported, so that a CPU shared
+with other jobs disturbs all of them alike. Samples/s count training samples (forward, backward, optimizer step).
+Goal (issue 14): ours at least 1.5x the plain loop with the defaults, one torch thread.
 """
 
 from __future__ import annotations
@@ -23,17 +28,30 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as examples/transfer.py sets it, before torch loads
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from transformers import get_scheduler  # noqa: E402
 
 import masterkey  # noqa: E402
+from masterkey.inject import freeze_depthwise  # noqa: E402
+from masterkey.training.config import make_config  # noqa: E402
+from masterkey.training.data import (  # noqa: E402
+    ImageClassificationDataset,
+    load_builtin_dataset,
+    prepare_splits,
+    timm_transforms,
+)
 from masterkey.training.loop import LoopState, training_loop  # noqa: E402
+from masterkey.training.run import _data_loaders, _make_accelerator, _optimizer, _place_model  # noqa: E402
 
-MODEL = "tf_efficientnet_lite0"
+MODELS = ("tf_efficientnet_lite0", "mobilenetv3_large_100", "convnext_atto")
+NUM_CLASSES = 10  # animal-mnist
 
 
 class TensorBatches(torch.utils.data.Dataset):
@@ -49,23 +67,19 @@ class TensorBatches(torch.utils.data.Dataset):
         return {"pixel_values": self.images[i], "labels": self.labels[i]}
 
 
-def make_model(frozen: bool) -> torch.nn.Module:
+def make_model(name: str, frozen: bool) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = masterkey._timm.create_model(MODEL, num_classes=10)
+    model = masterkey._timm.create_model(name, num_classes=NUM_CLASSES)
     if frozen:
-        model = masterkey.from_pretrained_filters(model, masterkey.load_master_filters("imagenet-lite0"))
+        freeze_depthwise(model)  # what a frozen bank costs or saves: the values do not matter for speed
     return model
 
 
-def optimizer_for(model):
-    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-
-
-def plain_loop(dataset, batch_size: int, warmup: int, steps: int) -> float:
-    """The minimal loop; returns samples/s over ``steps`` steps after ``warmup``."""
-    model = make_model(frozen=True).train()
-    optimizer = optimizer_for(model)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True)
+def plain_loop(name: str, frozen: bool, memory: TensorBatches, batch_size: int, warmup: int, steps: int) -> float:
+    """The minimal eager loop on in-memory tensors; samples/s over ``steps`` steps after ``warmup``."""
+    model = make_model(name, frozen).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    loader = torch.utils.data.DataLoader(memory, batch_size=batch_size, shuffle=True, drop_last=True)
     done, start = 0, None
     while done < warmup + steps:
         for batch in loader:
@@ -81,90 +95,134 @@ def plain_loop(dataset, batch_size: int, warmup: int, steps: int) -> float:
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def our_loop(dataset, batch_size: int, warmup: int, steps: int, *, frozen: bool = True, workers: int = 0):
-    """``masterkey.training.training_loop`` as transfer.py runs it; returns (samples/s, data-wait share) over
-    ``steps``."""
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration
-    from transformers import get_scheduler
+def our_loop(name: str, frozen: bool, resolution: int, splits, args, *, compile: bool = False) -> dict:
+    """``train_transfer``'s pipeline with its defaults (``--torch_compile`` with ``compile``): samples/s and the
+    data-wait share over ``steps`` steps after ``warmup``, and the first step's time."""
+    config = make_config(model=name, dataset_name="animal-mnist", resolution=resolution, torch_compile=compile,
+                         per_device_train_batch_size=args.batch_size, cpu_threads=args.threads)  # fmt: skip
+    accelerator = _make_accelerator(config, Path(tempfile.gettempdir()))
+    model = make_model(name, frozen)
+    train_tf, _, _ = timm_transforms(model, resolution, crop_scale=config.crop_scale)
+    train_ds = ImageClassificationDataset(splits.train, transform=train_tf, row_ids=splits.train_rows, split="train",
+                                          seed=config.seed, image_column=splits.image_column,
+                                          label_column=splits.label_column, label_to_id=splits.label_to_id)  # fmt: skip
+    train_loader, _ = _data_loaders(config, accelerator, train_ds, train_ds)
+    model = _place_model(model, accelerator.device, channels_last=config.channels_last)
+    optimizer = _optimizer(model, config, accelerator.device)
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    scheduler = accelerator.prepare(get_scheduler(config.lr_scheduler_type, optimizer=optimizer.optimizer,
+                                                  num_warmup_steps=config.num_warmup_steps,
+                                                  num_training_steps=10 * (args.warmup + args.steps)))  # fmt: skip
+    train_model = torch.compile(model) if config.torch_compile else model
+    state = LoopState(max_steps=args.warmup + args.steps, num_epochs=10**6)
+    mark = {}
 
-    accelerator = Accelerator(dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=0))
-    model = make_model(frozen)
-    optimizer = optimizer_for(model)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                                         num_workers=workers, persistent_workers=workers > 0)  # fmt: skip
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    scheduler = accelerator.prepare(get_scheduler("constant", optimizer=optimizer.optimizer))
-    state = LoopState(max_steps=warmup, num_epochs=10**6)
-    training_loop(accelerator, model, optimizer, scheduler, loader, state, progress=False)
-    state.max_steps = warmup + steps
-    state.session_train_time = state.data_time = 0.0
-    start = time.perf_counter()
-    training_loop(accelerator, model, optimizer, scheduler, loader, state, progress=False)
-    elapsed = time.perf_counter() - start
-    return steps * batch_size / elapsed, state.data_time / state.session_train_time
+    def end_of_warmup(_name: str) -> None:  # called (outside the timed loop) every `warmup` steps: the first counts
+        mark.setdefault("time", time.perf_counter())
+        mark.setdefault("session", state.session_train_time)
+        mark.setdefault("data", state.data_time)
+
+    training_loop(accelerator, train_model, optimizer, scheduler, train_loader, state, progress=False,
+                  checkpointing_steps=args.warmup, on_checkpoint=end_of_warmup,
+                  channels_last=config.channels_last)  # fmt: skip
+    session = state.session_train_time - mark["session"]
+    return {"samples_per_s": args.steps * args.batch_size / session,
+            "data_wait": (state.data_time - mark["data"]) / session, "first_step_s": state.first_step_time}  # fmt: skip
 
 
-def real_pipeline(resolution: int):
-    """animal-mnist through the data path transfer.py uses (Arrow decode, RGB, timm training transforms)."""
-    from masterkey.training.data import (
-        ImageClassificationDataset,
-        load_builtin_dataset,
-        prepare_splits,
-        timm_transforms,
-    )
+def memory(name: str, frozen: bool) -> dict:
+    """Bytes of gradients (after a backward, before the optimizer clears them) and of optimizer state (after a step)
+    with ``train_transfer``'s optimizer; the parameters' own bytes for scale."""
+    model = _place_model(make_model(name, frozen), torch.device("cpu"), channels_last=True)
+    optimizer = _optimizer(model, make_config(dataset_name="animal-mnist"), torch.device("cpu"))
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    F.cross_entropy(model(x), torch.tensor([0, 1])).backward()
+    grads = sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
+    optimizer.step()
+    state = sum(t.nbytes for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t))
+    in_optimizer = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+    return {"params": sum(p.nbytes for p in model.parameters()), "grads": grads, "state": state,
+            "frozen_numel": sum(p.numel() for p in model.parameters() if not p.requires_grad),
+            "in_optimizer": in_optimizer}  # fmt: skip
 
-    splits = prepare_splits(load_builtin_dataset("animal-mnist"))
-    train_tf, _, _ = timm_transforms(make_model(False), resolution)
-    return ImageClassificationDataset(splits.train, image_column=splits.image_column,
-                                      label_column=splits.label_column, transform=train_tf)  # fmt: skip
+
+def print_memory(models) -> None:
+    print(f"{'model':<22} {'trainable':<9} {'params MB':>9} {'grads MB':>9} {'AdamW state MB':>14} "
+          f"{'frozen params':>13} {'params in optimizer':>19}")  # fmt: skip
+    for name in models:
+        for frozen in (True, False):
+            m = memory(name, frozen)
+            print(f"{name:<22} {'frozen' if frozen else 'all':<9} {m['params'] / 1e6:>9.3f} {m['grads'] / 1e6:>9.3f} "
+                  f"{m['state'] / 1e6:>14.3f} {m['frozen_numel']:>13,} {m['in_optimizer']:>19,}")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--trainable", nargs="+", default=["frozen", "all"], choices=["frozen", "all"])
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=15, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="DataLoader workers for part 3")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the issue's numbers: 1)")
+    parser.add_argument("--compile", action="store_true", help="also ours with --torch_compile")
+    parser.add_argument("--memory", action="store_true", help="only the gradient and optimizer-state memory")
     args = parser.parse_args()
+    if args.memory:
+        print_memory(args.models)
+        return
     torch.set_num_threads(args.threads)
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
-    print(f"{MODEL}, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}, median of "
-          f"{args.repeats}; torch {torch.__version__}, {args.threads} threads; load average {load} at start "
-          "(above 0 when other jobs share the CPU)")  # fmt: skip
-    print(f"{'res':>4} {'measurement':<38} {'samples/s':>10} {'ratio':>8} {'data wait':>10}  target")
-    for resolution in args.resolutions:
+    defaults = make_config(dataset_name="animal-mnist")
+    print(f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup}, median of {args.repeats} "
+          f"interleaved repeats; torch {torch.__version__}, {args.threads} torch thread(s), "
+          f"{defaults.dataloader_num_workers} DataLoader worker(s) for ours, {os.cpu_count()} CPUs; load average "
+          f"{load} at start (above 0 when other jobs share the CPU)")  # fmt: skip
+    splits = prepare_splits(load_builtin_dataset("animal-mnist"))
+    configs = [(m, r, t) for m in args.models for r in args.resolutions for t in args.trainable]
+    arms = ["plain", "ours", *(["compiled"] if args.compile else [])]
+    runs = {(c, arm): [] for c in configs for arm in arms}
+    memory = {}
+    for r in args.resolutions:
         n = args.batch_size * (args.steps + args.warmup)
-        memory = TensorBatches(torch.randn(n, 3, resolution, resolution), torch.randint(0, 10, (n,)))
-        real = real_pipeline(resolution)
-        runs = {"plain": [], "ours": [], "ours_all": [], **{f"real{w}": [] for w in args.workers}}
-        for _ in range(args.repeats):
-            runs["plain"].append((plain_loop(memory, args.batch_size, args.warmup, args.steps), None))
-            runs["ours"].append(our_loop(memory, args.batch_size, args.warmup, args.steps, frozen=True))
-            runs["ours_all"].append(our_loop(memory, args.batch_size, args.warmup, args.steps, frozen=False))
-            for w in args.workers:
-                runs[f"real{w}"].append(our_loop(real, args.batch_size, args.warmup, args.steps, workers=w))
-        speed = {k: statistics.median(s for s, _ in v) for k, v in runs.items()}
-        wait = {k: statistics.median(w for _, w in v) for k, v in runs.items() if v[0][1] is not None}
-        ratio = speed["ours"] / speed["plain"]
-        frozen_ratio = speed["ours"] / speed["ours_all"]
-        rows = [
-            ("plain PyTorch loop (frozen dw)", speed["plain"], "", "", ""),
-            ("our loop (frozen dw)", speed["ours"], f"{ratio:.3f}", f"{100 * wait['ours']:.1f}%",
-             f"ratio >= 0.95: {'ok' if ratio >= 0.95 else 'MISSED'}"),
-            ("our loop (all trainable)", speed["ours_all"], f"{frozen_ratio:.3f}", f"{100 * wait['ours_all']:.1f}%",
-             f"frozen/all >= 1: {'ok' if frozen_ratio >= 1.0 else 'MISSED'}"),
-        ]  # fmt: skip
-        for w in args.workers:
-            share = wait[f"real{w}"]
-            rows.append((f"our loop, animal-mnist pipeline, {w} workers", speed[f"real{w}"], "",
-                         f"{100 * share:.1f}%", f"wait < 10%: {'ok' if share < 0.10 else 'MISSED'}"))  # fmt: skip
-        for name, sps, r, w, target in rows:
-            print(f"{resolution:>4} {name:<38} {sps:>10.1f} {r:>8} {w:>10}  {target}")
+        memory[r] = TensorBatches(torch.randn(n, 3, r, r), torch.randint(0, NUM_CLASSES, (n,)))
+    for repeat in range(args.repeats):
+        for c in configs:
+            name, resolution, trainable = c
+            frozen = trainable == "frozen"
+            runs[c, "plain"].append({"samples_per_s": plain_loop(name, frozen, memory[resolution], args.batch_size,
+                                                                 args.warmup, args.steps)})  # fmt: skip
+            runs[c, "ours"].append(our_loop(name, frozen, resolution, splits, args))
+            if args.compile:
+                runs[c, "compiled"].append(our_loop(name, frozen, resolution, splits, args, compile=True))
+            print(f"  repeat {repeat + 1}/{args.repeats}: {name} {resolution} px {trainable}: "
+                  + ", ".join(f"{arm} {runs[c, arm][-1]['samples_per_s']:.1f}" for arm in arms), flush=True)
+
+    def median(c, arm, key="samples_per_s"):
+        return statistics.median(run[key] for run in runs[c, arm])
+
+    header = f"{'model':<22} {'res':>4} {'trainable':<9} {'plain/s':>8} {'ours/s':>8} {'ours/plain':>10} {'wait':>6}"
+    if args.compile:
+        header += f" {'compiled/s':>10} {'comp/plain':>10} {'1st step':>9}"
+    print("\n" + header + "\n" + "-" * len(header))
+    for c in configs:
+        plain, ours = median(c, "plain"), median(c, "ours")
+        line = (f"{c[0]:<22} {c[1]:>4} {c[2]:<9} {plain:>8.1f} {ours:>8.1f} {ours / plain:>10.2f} "
+                f"{100 * median(c, 'ours', 'data_wait'):>5.1f}%")  # fmt: skip
+        if args.compile:
+            compiled = median(c, "compiled")
+            first = runs[c, "compiled"][0]["first_step_s"]
+            line += f" {compiled:>10.1f} {compiled / plain:>10.2f} {first:>8.1f}s"
+        print(line)
+    if set(args.trainable) == {"frozen", "all"}:
+        print("\nfrozen depthwise / all trainable (ours): " + ", ".join(
+            f"{m} {r} px {median((m, r, 'frozen'), 'ours') / median((m, r, 'all'), 'ours'):.2f}"
+            for m in args.models for r in args.resolutions))  # fmt: skip
+    ratios = [median(c, "ours") / median(c, "plain") for c in configs]
+    print(f"ours/plain: min {min(ratios):.2f}, median {statistics.median(ratios):.2f}, max {max(ratios):.2f}; "
+          f"goal >= 1.5: {sum(r >= 1.5 for r in ratios)} of {len(ratios)} configurations")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -349,6 +349,21 @@ def _optimizer_implementation(device_type: str) -> str:
     return "fused"
 
 
+def _data_loaders(
+    config: TrainingConfig, accelerator: Accelerator, train_ds, eval_ds
+) -> tuple[DataLoader, DataLoader]:
+    """The run's training and evaluation DataLoaders, before ``accelerator.prepare``: ``dataloader_num_workers``
+    persistent worker processes, pinned memory on a GPU; the training one shuffled."""
+    workers = config.dataloader_num_workers
+    loader_kwargs = {"num_workers": workers, "persistent_workers": workers > 0, "pin_memory": _pin_memory()}
+    # a last batch of one would break BatchNorm in training: drop the incomplete last batch when there are more
+    global_batch = config.per_device_train_batch_size * accelerator.num_processes
+    train_loader = DataLoader(train_ds, batch_size=config.per_device_train_batch_size, shuffle=True,
+                              drop_last=len(train_ds) >= global_batch, **loader_kwargs)  # fmt: skip
+    eval_loader = DataLoader(eval_ds, batch_size=config.per_device_eval_batch_size, **loader_kwargs)
+    return train_loader, eval_loader
+
+
 def _optimizer(model: torch.nn.Module, config: TrainingConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters only: a frozen parameter (``requires_grad`` false) gets no gradient, no
     optimizer state and no weight decay."""
@@ -463,13 +478,7 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
                                           seed=config.seed, **common)  # fmt: skip
     eval_ds = ImageClassificationDataset(splits.eval, transform=eval_tf, row_ids=splits.eval_rows,
                                          split=splits.eval_source, **common)  # fmt: skip
-    workers = config.dataloader_num_workers
-    loader_kwargs = {"num_workers": workers, "persistent_workers": workers > 0, "pin_memory": _pin_memory()}
-    # a last batch of one would break BatchNorm in training: drop the incomplete last batch when there are more
-    global_batch = config.per_device_train_batch_size * accelerator.num_processes
-    train_loader = DataLoader(train_ds, batch_size=config.per_device_train_batch_size, shuffle=True,
-                              drop_last=len(train_ds) >= global_batch, **loader_kwargs)  # fmt: skip
-    eval_loader = DataLoader(eval_ds, batch_size=config.per_device_eval_batch_size, **loader_kwargs)
+    train_loader, eval_loader = _data_loaders(config, accelerator, train_ds, eval_ds)
 
     model = _place_model(model, accelerator.device, channels_last=config.channels_last)
     optimizer = _optimizer(model, config, accelerator.device)
