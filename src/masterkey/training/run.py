@@ -5,6 +5,12 @@
 With ``compare_with_scratch`` it runs the configuration and the same model trained from scratch, one after the
 other, and writes both side by side to ``comparison.json``. Messages (the summary, the comparison, resuming, the Hub
 upload) go to the ``masterkey`` logger, from the main process only; ``examples/transfer.py`` prints them.
+
+Speed (``benchmarks/train_loop.py``): the model and its inputs are in the channels_last layout in training and
+evaluation (``--no_channels_last`` turns it off; the saved model and checkpoints are in the ordinary layout), the
+optimizer is torch's fused AdamW where torch has one for the device (else its ``foreach`` form), frozen parameters
+are left out of it, and ``--torch_compile`` compiles the model for training (evaluation runs the same weights
+eagerly), recording the compile time in ``results.json``.
 """
 
 from __future__ import annotations
