@@ -369,3 +369,20 @@ def test_a_new_head_starts_at_zero_so_every_arm_starts_at_chance():
     weight = kept.get_classifier().weight.clone()
     _zero_new_head(kept, pretrained=True, num_labels=1000)  # a pretrained head with the same classes stays
     assert torch.equal(kept.get_classifier().weight, weight)
+
+
+def test_loader_workers_default_by_device_and_an_explicit_number_wins(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from masterkey.training import make_config
+    from masterkey.training.run import GPU_LOADER_WORKERS, _loader_workers
+
+    cpu = SimpleNamespace(device=torch.device("cpu"), num_processes=1)
+    gpu = SimpleNamespace(device=torch.device("cuda", 0), num_processes=2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert _loader_workers(make_config(), cpu) == 1
+    assert _loader_workers(make_config(), gpu) == GPU_LOADER_WORKERS == 8  # 16 cores, 2 processes
+    assert _loader_workers(make_config(dataloader_num_workers=3), gpu) == 3

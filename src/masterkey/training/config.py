@@ -159,10 +159,10 @@ class TrainingConfig:
         "recognition)",
         group=_DATA, identity=True, card=True, nargs=2, metavar=("MIN", "MAX"),
     )  # fmt: skip
-    dataloader_num_workers: int = option(
-        1,
-        "DataLoader worker processes per training process (1 keeps decoding and augmentation off the training loop's "
-        "path: benchmarks/train_loop.py)",
+    dataloader_num_workers: int | None = option(
+        None,
+        "DataLoader worker processes per training process (default: 1 on CPU, which keeps decoding and augmentation "
+        "off the training loop's path; up to 8 on a GPU, which one worker starves: benchmarks/gpu_train.py)",
         group=_DATA,
     )  # fmt: skip
 
@@ -195,9 +195,9 @@ class TrainingConfig:
     # test_training_speed.py), as --cpu_threads does
     channels_last: bool = option(
         True,
-        "the channels_last memory layout for the model and its inputs, in training and evaluation: on by default "
-        "(faster for DS-CNNs on CPU and GPU, benchmarks/train_loop.py; the saved model is in the ordinary layout "
-        "either way); --no_channels_last trains in the ordinary layout",
+        "the channels_last memory layout for the model and its inputs, in training and evaluation, where it is faster: "
+        "on CPU always, on a GPU from 128 px (benchmarks/train_loop.py, benchmarks/gpu_train.py; the saved model is in "
+        "the ordinary layout either way); --no_channels_last trains in the ordinary layout",
         group=_OPTIM,
     )  # fmt: skip
     torch_compile: bool = option(
@@ -257,7 +257,7 @@ class TrainingConfig:
             fail(f"--train_val_split must be between 0 and 1, got {self.train_val_split}.")
         if not self.learning_rate > 0:
             fail(f"--learning_rate must be positive, got {self.learning_rate}.")
-        if self.weight_decay < 0 or self.num_warmup_steps < 0 or self.dataloader_num_workers < 0:
+        if self.weight_decay < 0 or self.num_warmup_steps < 0 or (self.dataloader_num_workers or 0) < 0:
             fail("--weight_decay, --num_warmup_steps and --dataloader_num_workers cannot be negative.")
         for name in POSITIVE_KEYS:
             value = getattr(self, name)
