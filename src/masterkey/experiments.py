@@ -462,16 +462,18 @@ def _interval(differences: np.ndarray) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def summarize(
+    records: Sequence[dict[str, Any]], *, chance: Mapping[str, float] | None = None
+) -> list[dict[str, Any]]:
     """Per (group, label), in first-seen order: accuracy mean, standard deviation (ddof=1) and count; how many runs
-    learned and converged (:func:`learning_check`); and, beside the group's from-scratch cell, the paired difference
-    to it (same seed: same initial weights and data order), its mean and 95% interval, ``real`` when the interval
-    excludes 0."""
+    learned and converged (:func:`learning_check`); chance (recorded, else from ``chance``: dataset -> 1/K); and,
+    beside the from-scratch cell of the same dataset and model, the paired difference to it (same seed: same initial
+    weights and data order), its mean and 95% interval, ``real`` when the interval excludes 0."""
     cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         cells.setdefault((r["group"], r["label"]), []).append(r)
-    scratch = {group: {r["seed"]: r["accuracy"] for r in rows}
-               for (group, _), rows in cells.items() if rows[0]["filters"] == "none"}  # fmt: skip
+    scratch = {(rows[0]["dataset"], rows[0]["model"]): {r["seed"]: r["accuracy"] for r in rows}
+               for rows in cells.values() if rows[0]["filters"] == "none"}  # fmt: skip
     summary = []
     for (group, label), rows in cells.items():
         acc = np.array([r["accuracy"] for r in rows], dtype=float)
@@ -480,11 +482,11 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "dataset": rows[0]["dataset"], "model": rows[0]["model"],
             "mean": float(acc.mean()), "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
             "seeds": [r["seed"] for r in rows],
-            "chance": rows[0].get("chance"),
+            "chance": rows[0].get("chance") or (chance or {}).get(rows[0]["dataset"]),
             "learned": sum(bool(r.get("learned")) for r in rows) if "learned" in rows[0] else None,
             "converged": sum(bool(r.get("converged")) for r in rows) if rows[0].get("converged") is not None else None,
         }  # fmt: skip
-        base = scratch.get(group, {})
+        base = scratch.get((rows[0]["dataset"], rows[0]["model"]), {})
         pairs = [(r["accuracy"] - base[r["seed"]]) for r in rows if r["seed"] in base]
         if rows[0]["filters"] != "none" and pairs:
             mean, low, high = _interval(np.array(pairs))
@@ -682,7 +684,8 @@ def run_experiment(
     run = _Runner(name, config, folder, cpu_threads, resume)
     start = time.perf_counter()
     details = EXPERIMENTS[name](run)
-    summary = summarize(run.records)
+    chance = _chance_levels(run.records, {**BUILTIN_DATASETS, **run.datasets})
+    summary = summarize(run.records, chance=chance)
     results = {
         "experiment": name, "model": config.model, "scale": asdict(config.scale), "config": config.to_dict(),
         "cpu_threads": cpu_threads, "details": details,
@@ -693,7 +696,6 @@ def run_experiment(
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (folder / "command.txt").write_text(results["command"] + "\n")
     (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    chance = _chance_levels(run.records, {**BUILTIN_DATASETS, **run.datasets})
     _plot(name, config.model, summary, folder / f"{name}.png", chance=chance)
     plot_learning_curves(run.records, folder / f"{name}-curves.png", title=f"{name}: accuracy per epoch")
     return results

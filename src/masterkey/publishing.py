@@ -276,18 +276,18 @@ def experiment_card_results(experiments_dir: str | Path, filters: str) -> CardRe
 
 def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
     """What one experiment's results give the card of ``filters``."""
-    summary = summarize(data["runs"])
     datasets = dict(BUILTIN_DATASETS)
     if data["experiment"] == "layer-split":
         datasets.update({h.name: h for h in split_classes(data["details"]["halves"][0].rsplit("-", 1)[0])})
     chance = _chance_levels(data["runs"], datasets)
-    scratch = {row["group"]: row for row in summary if row["filters"] == "none"}
+    summary = summarize(data["runs"], chance=chance)
+    scratch = {(row["dataset"], row["model"]): row for row in summary if row["filters"] == "none"}
     results, lines = [], []
     for r in (row for row in summary if row["filters"] == filters):
         results.append(EvalResult(task_type="image-classification", dataset_type=r["dataset"], dataset_name=r["dataset"],
                                   dataset_split="test", metric_type="accuracy", metric_value=round(r["mean"], 3),
                                   metric_name="accuracy"))  # fmt: skip
-        base, diff = scratch.get(r["group"]), r.get("vs_scratch")
+        base, diff = scratch.get((r["dataset"], r["model"])), r.get("vs_scratch")
         delta = "" if diff is None else f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
         delta = f"**{delta}**" if diff and diff["real"] else delta
         baseline = "" if base is None else f"{base['mean']:.3f} ± {base['std']:.3f}"
