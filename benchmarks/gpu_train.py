@@ -263,7 +263,8 @@ def measure(spec: dict, data: dict, device) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(base, lambda step: 1.0)
     if accelerator is not None:
         scheduler = accelerator.prepare(scheduler)
-    train_model = torch.compile(model) if spec["compile"] else model
+    # static shapes, as masterkey's --torch_compile (run._compiled): one graph per input size
+    train_model = torch.compile(model, dynamic=False) if spec["compile"] else model
     result = run_loop(accelerator, train_model, optimizer, scheduler, loader, spec, device)
     if device.type == "cuda":
         result["max_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30

@@ -48,7 +48,13 @@ from masterkey.training.data import (  # noqa: E402
     timm_transforms,
 )
 from masterkey.training.loop import LoopState, training_loop  # noqa: E402
-from masterkey.training.run import _data_loaders, _make_accelerator, _optimizer, _place_model  # noqa: E402
+from masterkey.training.run import (  # noqa: E402
+    _compiled,
+    _data_loaders,
+    _make_accelerator,
+    _optimizer,
+    _place_model,
+)
 
 MODELS = ("tf_efficientnet_lite0", "mobilenetv3_large_100", "convnext_atto")
 NUM_CLASSES = 10  # animal-mnist
@@ -113,7 +119,7 @@ def our_loop(name: str, frozen: bool, resolution: int, splits, args, *, compile:
     scheduler = accelerator.prepare(get_scheduler(config.lr_scheduler_type, optimizer=optimizer.optimizer,
                                                   num_warmup_steps=config.num_warmup_steps,
                                                   num_training_steps=10 * (args.warmup + args.steps)))  # fmt: skip
-    train_model = torch.compile(model) if config.torch_compile else model
+    train_model = _compiled(model) if config.torch_compile else model
     state = LoopState(max_steps=args.warmup + args.steps, num_epochs=10**6)
     mark = {}
 
