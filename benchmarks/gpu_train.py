@@ -89,8 +89,9 @@ def make_images(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def crop_boxes(b: int, generator: torch.Generator, device, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
-    """Random-resized-crop boxes as fractions of the side: (w, h, cx, cy, flip) per sample, ``(b, 5)``."""
-    u = torch.rand(b, 5, generator=generator).to(device)
+    """Random-resized-crop boxes as fractions of the side: (w, h, cx, cy, flip) per sample, ``(b, 5)``, drawn on
+    ``device`` by ``generator`` (a generator of that device)."""
+    u = torch.rand(b, 5, generator=generator, device=device)
     area = scale[0] + (scale[1] - scale[0]) * u[:, 0]
     aspect = torch.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1])
     w, h = (area * aspect).sqrt().clamp(max=1.0), (area / aspect).sqrt().clamp(max=1.0)
@@ -99,15 +100,15 @@ def crop_boxes(b: int, generator: torch.Generator, device, scale=(0.5, 1.0), rat
     return torch.stack([w, h, cx, cy, flip], 1)
 
 
-def augment_on_device(images: torch.Tensor, boxes: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Crop, resize (bilinear), flip and normalise a uint8 batch where it is, in one ``grid_sample``."""
+def augment_on_device(images: torch.Tensor, boxes: torch.Tensor, resolution: int, mean: torch.Tensor,
+                      std: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """Crop, resize (bilinear), flip and normalise a uint8 batch where it is, in one ``grid_sample``; ``mean`` and
+    ``std`` on 0-255, shaped ``(1, 3, 1, 1)``, on the batch's device."""
     w, h, cx, cy, flip = boxes.unbind(1)
     zero = torch.zeros_like(w)
     theta = torch.stack([torch.stack([w * flip, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)
     grid = F.affine_grid(theta, [images.shape[0], 3, resolution, resolution], align_corners=False)
     out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1) * 255
     return (out - mean) / std
 
 
@@ -117,7 +118,11 @@ class DeviceLoader:
     def __init__(self, images, labels, batch_size: int, resolution: int, length: int, device):
         self.images, self.labels = images.to(device), labels.to(device)
         self.batch_size, self.resolution, self.length, self.device = batch_size, resolution, length, device
-        self.generator = torch.Generator().manual_seed(1)
+        # drawn on the device: a copy from pageable host memory would wait for the GPU's queued work (the step
+        # before), and that wait would be counted as waiting for data
+        self.generator = torch.Generator(device=device).manual_seed(1)
+        self.mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
 
     def set_epoch(self, epoch: int) -> None:
         self.generator.manual_seed(1 + epoch)
@@ -127,10 +132,10 @@ class DeviceLoader:
 
     def __iter__(self):
         for _ in range(self.length):
-            index = torch.randint(0, len(self.labels), (self.batch_size,), generator=self.generator).to(self.device)
+            index = torch.randint(0, len(self.labels), (self.batch_size,), generator=self.generator, device=self.device)
             boxes = crop_boxes(self.batch_size, self.generator, self.device)
-            yield {"pixel_values": augment_on_device(self.images[index], boxes, self.resolution),
-                   "labels": self.labels[index]}  # fmt: skip
+            pixels = augment_on_device(self.images[index], boxes, self.resolution, self.mean, self.std)
+            yield {"pixel_values": pixels, "labels": self.labels[index]}
 
 
 class CpuAugmented(torch.utils.data.Dataset):

@@ -51,6 +51,7 @@ from masterkey.training.loop import LoopState, training_loop  # noqa: E402
 from masterkey.training.run import (  # noqa: E402
     _compiled,
     _data_loaders,
+    _loader_workers,
     _make_accelerator,
     _optimizer,
     _place_model,
@@ -182,9 +183,10 @@ def main() -> None:
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
     defaults = make_config(dataset_name="animal-mnist")
+    workers = _loader_workers(defaults, _make_accelerator(defaults, Path(tempfile.gettempdir())))
     print(f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup}, median of {args.repeats} "
           f"interleaved repeats; torch {torch.__version__}, {args.threads} torch thread(s), "
-          f"{defaults.dataloader_num_workers} DataLoader worker(s) for ours, {os.cpu_count()} CPUs; load average "
+          f"{workers} DataLoader worker(s) for ours, {os.cpu_count()} CPUs; load average "
           f"{load} at start (above 0 when other jobs share the CPU)")  # fmt: skip
     splits = prepare_splits(load_builtin_dataset("animal-mnist"))
     configs = [(m, r, t) for m in args.models for r in args.resolutions for t in args.trainable]
