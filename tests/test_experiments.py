@@ -45,7 +45,9 @@ def test_quick_experiment_writes_results_plot_and_command(experiments_dir, name)
     for (group, label), runs in by_cell.items():
         assert [r["seed"] for r in runs] == [0, 1, 2], (group, label)
         assert len({r["run"] for r in runs}) == 3
-        assert len({round(r["train_loss"], 6) for r in runs}) > 1, f"seeds gave identical training in {group}/{label}"
+        # every arm starts at chance's loss (a zero head), so the first step's train loss is ln K for any seed: the
+        # seeds show in what the step did
+        assert len({round(r["eval_loss"], 6) for r in runs}) > 1, f"seeds gave identical training in {group}/{label}"
     for row in results["summary"]:
         assert row["n"] == 3 and math.isfinite(row["mean"]) and math.isfinite(row["std"])
 
@@ -73,7 +75,7 @@ def test_cards_from_experiment_results(experiments_dir, tmp_path):
     card = ModelCard.load(tmp_path / "cards" / "tf_efficientnet_lite0-imagenet-dw" / "README.md")
     values = {(r.dataset_type, r.metric_value) for r in card.data.eval_results}
     for row in lite0_rows:
-        assert (row["dataset"], round(row["mean"], 4)) in values
+        assert (row["dataset"], round(row["mean"], 3)) in values  # rounded as the tables
         # the same number is in the card's table
         assert f"| {row['group']} | {row['label']} | {row['mean']:.3f} ± {row['std']:.3f} |" in text
     assert "masterkey experiment transfer-matrix --scale quick" in text

@@ -37,7 +37,7 @@ OPTIONS = (
     "train_val_split", "max_train_samples", "max_eval_samples", "resolution", "crop_scale", "dataloader_num_workers",
     "per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate", "weight_decay", "num_train_epochs",
     "max_train_steps", "gradient_accumulation_steps", "lr_scheduler_type", "num_warmup_steps", "seed", "cpu_threads",
-    "output_dir", "overwrite_output_dir", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint",
+    "channels_last", "torch_compile", "output_dir", "overwrite_output_dir", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint",
     "with_tracking", "report_to", "push_to_hub", "hub_model_id", "hub_token", "log_sample_ids",
 )  # fmt: skip
 #: What run_config.json files written before the dataclass hold, in this order: old folders must still match.
@@ -63,7 +63,7 @@ def test_the_parser_is_generated_from_the_fields():
     groups = {a.dest: g.title for g in parser._action_groups for a in g._group_actions}
     for f in dataclasses.fields(TrainingConfig):
         action = actions[f.name]
-        assert action.option_strings == [f"--{f.name}"]
+        assert action.option_strings == [f"--no_{f.name}" if f.default is True else f"--{f.name}"]
         assert action.default == f.default and action.help == f.metadata["help"] and action.help
         assert groups[f.name] == f.metadata["group"]
     assert [g.title for g in parser._action_groups[2:]] == ["model and filters", "data", "optimisation", "output"]
