@@ -125,6 +125,23 @@ def kill_at_checkpoint(command: list[str], *, checkpoint: Path, env: dict[str, s
 
 
 @pytest.fixture(scope="session")
+def offline_env(tmp_path_factory):
+    """The environment of a training run started as a process: offline, its caches in one temporary folder, idle
+    OpenMP threads passive (on a shared CPU spinning threads slow training many times over)."""
+    cache = tmp_path_factory.mktemp("offline-cache")
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_DATASETS_CACHE": str(cache / "datasets"),
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
+
+
+@pytest.fixture(scope="session")
 def local_hub():
     hub = LocalHub(_ROOT / "hub", HUB_PORT)
     yield hub

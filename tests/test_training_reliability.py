@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import runpy
 import subprocess
 import sys
@@ -124,18 +123,8 @@ def test_a_poisoned_batch_stops_the_loop_before_anything_non_finite_is_saved(tmp
 
 # -- exact resume ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("reliability-cache")
-    return {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_DATASETS_CACHE": str(cache / "datasets"),
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "PYTHONUNBUFFERED": "1",
-        "OMP_WAIT_POLICY": "PASSIVE",
-    }
+def env(offline_env):
+    return offline_env
 
 
 def run_script(args, env, *, timeout=300):

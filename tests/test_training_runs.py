@@ -12,7 +12,6 @@ tiny models for a few steps, fully offline.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -32,18 +31,8 @@ TINY = ["--model", "mobilenetv3_small_050", "--resolution", "32", "--dataloader_
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """Offline, every cache in a temporary folder shared by this module's runs."""
-    cache = tmp_path_factory.mktemp("train-cache")
-    return {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_DATASETS_CACHE": str(cache / "datasets"),
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
+def env(offline_env):
+    return offline_env
 
 
 def run(args, env, *, launcher=(), timeout=300, cwd=ROOT):

@@ -199,17 +199,14 @@ def training_loop(
             if state.batches_in_epoch:
                 loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch)
             start = time.perf_counter()
-            iterator = iter(loader)
+            iterator = _batches(loader)
             while state.completed_steps < state.max_steps:
                 t0 = time.perf_counter()
                 if step_start is None:
                     step_start = t0
-                try:
-                    batch = next(iterator)
-                except StopIteration:
+                batch = next(iterator, None)
+                if batch is None:
                     break
-                except MasterKeyError as e:
-                    raise _without_worker_traceback(e) from None
                 state.data_time += time.perf_counter() - t0
                 with accelerator.accumulate(model):
                     logits = model(_pixels(batch, channels_last))
