@@ -84,3 +84,26 @@ def test_cards_build_on_a_fresh_clone_into_a_new_folder_and_state_a_licence(tmp_
         assert len(titles) == len(set(titles)), (folder.name, titles)
     learned = ModelCard.load(tmp_path / "new" / "cards" / "universal-learned-8" / "README.md").text
     assert "masterkey.inject_universal(" in learned and "from_pretrained_filters(" not in learned
+
+
+def test_card_metadata_carries_a_result_only_beside_a_baseline_that_learned(tmp_path):
+    import json
+
+    from masterkey.publishing import experiment_card_results
+
+    def run(filters, label, seed, accuracy, learned):
+        return {"group": "animal-mnist", "label": label, "x": None, "seed": seed, "dataset": "animal-mnist",
+                "model": "tf_efficientnet_lite0", "accuracy": accuracy, "filters": filters, "chance": 0.1,
+                "train_loss": 0.5 if learned else 3.0, "learned": learned, "converged": True}  # fmt: skip
+
+    for name, learned in (("learned", True), ("stuck", False)):
+        folder = tmp_path / name / "transfer-matrix"
+        folder.mkdir(parents=True)
+        runs = [run("none", "from scratch", s, 0.70 + s / 100, learned) for s in range(3)]
+        runs += [run("imagenet-lite0", "imagenet-lite0 (frozen)", s, 0.80 + s / 100, True) for s in range(3)]
+        (folder / "results.json").write_text(json.dumps({
+            "experiment": "transfer-matrix", "model": "tf_efficientnet_lite0", "runs": runs, "details": {},
+            "scale": {"name": "x", "seeds": [0, 1, 2], "resolution": 64}, "wall_time_s": 60, "command": "cmd"}))  # fmt: skip
+        found = experiment_card_results(tmp_path / name, "imagenet-lite0")
+        assert [(r.dataset_name, r.metric_value) for r in found.results] == ([("animal-mnist", 0.81)] if learned else [])
+        assert ("⚠ did not learn" in found.table) is not learned and "**+0.100 [+0.100, +0.100]**" in found.table

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,7 +24,7 @@ from .analysis import explained_table
 from .bank import FilterBank
 from .constants import CARD_NAME, CONFIG_NAME, FILTERS_NAME, HUB_ORG
 from .errors import BankFormatError, ResultsFormatError
-from .experiments import _chance_levels, markdown_table, split_classes, summarize
+from .experiments import LEARNED_LOSS_SHARE, _chance_levels, markdown_table, split_classes, summarize
 from .extract import extract_filters
 from .hub import check_upload, load_master_filters, push_folder
 from .keys import (
@@ -274,6 +275,21 @@ def experiment_card_results(experiments_dir: str | Path, filters: str) -> CardRe
     return CardResults(results, "\n".join([_RESULTS_HEADER, *rows]) if rows else "", sections)
 
 
+def _baselines_that_learned(runs: Sequence[dict[str, Any]], chance: Mapping[str, float]) -> dict[tuple, bool]:
+    """Per (dataset, model), whether every from-scratch run learned: the recorded learning check, or for runs
+    written before it, a final train loss below :data:`~masterkey.experiments.LEARNED_LOSS_SHARE` of chance's ln K."""
+    verdicts: dict[tuple, bool] = {}
+    for r in (run for run in runs if run["filters"] == "none"):
+        if "learned" in r:
+            ok = bool(r["learned"])
+        else:
+            level = r.get("chance") or chance.get(r["dataset"])
+            ok = bool(level) and r["train_loss"] < LEARNED_LOSS_SHARE * math.log(1 / level)
+        key = (r["dataset"], r["model"])
+        verdicts[key] = verdicts.get(key, True) and ok
+    return verdicts
+
+
 def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
     """What one experiment's results give the card of ``filters``."""
     datasets = dict(BUILTIN_DATASETS)
@@ -282,20 +298,24 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
     chance = _chance_levels(data["runs"], datasets)
     summary = summarize(data["runs"], chance=chance)
     scratch = {(row["dataset"], row["model"]): row for row in summary if row["filters"] == "none"}
+    learned = _baselines_that_learned(data["runs"], chance)
     results, lines = [], []
     for r in (row for row in summary if row["filters"] == filters):
-        results.append(EvalResult(task_type="image-classification", dataset_type=r["dataset"], dataset_name=r["dataset"],
-                                  dataset_split="test", metric_type="accuracy", metric_value=round(r["mean"], 3),
-                                  metric_name="accuracy"))  # fmt: skip
+        base_learned = learned.get((r["dataset"], r["model"]), False)
+        if base_learned:  # no number goes into the metadata beside a from-scratch baseline that failed to learn
+            results.append(EvalResult(task_type="image-classification", dataset_type=r["dataset"],
+                                      dataset_name=r["dataset"], dataset_split="test", metric_type="accuracy",
+                                      metric_value=round(r["mean"], 3), metric_name="accuracy"))  # fmt: skip
         base, diff = scratch.get((r["dataset"], r["model"])), r.get("vs_scratch")
         delta = "" if diff is None else f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
         delta = f"**{delta}**" if diff and diff["real"] else delta
         baseline = "" if base is None else f"{base['mean']:.3f} ± {base['std']:.3f}"
+        baseline += "" if base_learned else " ⚠ did not learn"
         level = f"{chance[r['dataset']]:.2f}" if r["dataset"] in chance else ""
         lines.append(f"| {data['experiment']} | {r['dataset']} | `{r['model']}` | {r['label']} | "
                      f"{r['mean']:.3f} ± {r['std']:.3f} | {baseline} | {delta} | {level} | {r['n']} |")  # fmt: skip
     sections = []
-    if results:
+    if lines:
         scale = data["scale"]
         sections.append((
             f"Experiment: {data['experiment']}",
