@@ -32,6 +32,7 @@ os.environ.update(
     MASTERKEY_HOME=str(_ROOT / "masterkey-home"),
     HF_ENDPOINT=f"http://127.0.0.1:{HUB_PORT}",
     HF_HUB_OFFLINE="0",  # the only reachable "Hub" is the loopback server below
+    HF_DATASETS_OFFLINE="0",  # `make test` exports it as 1; datasets' own download code must reach that server too
     HF_HUB_DISABLE_TELEMETRY="1",
     HF_HUB_DISABLE_PROGRESS_BARS="1",
 )
