@@ -7,7 +7,9 @@ repositories as Hub model repos (``mirrors-path``) with ``offline = true``, so `
 
 from __future__ import annotations
 
+import logging
 import os
+import runpy
 import shutil
 import signal
 import socket
@@ -107,6 +109,20 @@ class LocalHub:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.log.close()
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "transfer.py"
+
+
+def run_example(argv: list[str]) -> int:
+    """``examples/transfer.py``'s ``main`` (the command line lives in the example, not in the library); the logging
+    set-up it makes for its process is undone afterwards."""
+    logger = logging.getLogger("masterkey")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        return runpy.run_path(str(EXAMPLE))["main"](argv)
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def kill_at_checkpoint(command: list[str], *, checkpoint: Path, env: dict[str, str], cwd: Path,

@@ -7,13 +7,11 @@ The runs themselves (real Accelerate launches, resume after a kill) are in test_
 from __future__ import annotations
 
 import json
-import logging
-import runpy
-from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
+from conftest import run_example
 from PIL import Image
 
 import masterkey
@@ -37,18 +35,6 @@ from masterkey.training import (
 from masterkey.training.data import ImageClassificationDataset, timm_transforms
 
 FAST = dict(model="mobilenetv3_small_050", dataset_name="digits", resolution=32, filters="none")
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "transfer.py"
-
-
-def main(argv):
-    """``examples/transfer.py``'s ``main`` (the command line lives in the example, not in the library); the logging
-    set-up it makes for its process is undone afterwards."""
-    logger = logging.getLogger("masterkey")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    try:
-        return runpy.run_path(str(EXAMPLE))["main"](argv)
-    finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +213,7 @@ def test_contradictory_options_are_training_config_errors(argv, message):
 
 
 def test_errors_print_one_line_and_exit_2(tmp_path, capsys):
-    code = main(["--model", "mobilenetv3_small_05", "--dataset_name", "digits", "--output_dir", str(tmp_path)])
+    code = run_example(["--model", "mobilenetv3_small_05", "--dataset_name", "digits", "--output_dir", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "UnsupportedModelError" in err and "mobilenetv3_small_050" in err and "Traceback" not in err

@@ -12,9 +12,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
-import runpy
 import subprocess
 import sys
 import time
@@ -26,7 +24,7 @@ import pytest
 import timm
 import torch
 from accelerate import Accelerator
-from conftest import kill_at_checkpoint
+from conftest import kill_at_checkpoint, run_example
 from PIL import Image
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
@@ -40,16 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "transfer.py"
 FAST = dict(model="mobilenetv3_small_050", dataset_name="digits", resolution=32, filters="none", cpu_threads=1,
             dataloader_num_workers=0)  # fmt: skip
-
-
-def main(argv):
-    """``examples/transfer.py``'s ``main``, its logging set-up undone afterwards."""
-    logger = logging.getLogger("masterkey")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
-    try:
-        return runpy.run_path(str(SCRIPT))["main"](argv)
-    finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -252,7 +240,7 @@ def test_a_truncated_image_is_found_before_the_first_step_in_one_line(tmp_path, 
     assert len(message.splitlines()) == 1 and "Traceback" not in message
     assert not (out / "checkpoints").exists()  # not a single step
     # the command line: one line on stderr, exit 2
-    code = main([*[x for k, v in folder_options(tmp_path / "data", tmp_path / "cli", num_train_epochs=1).items()
+    code = run_example([*[x for k, v in folder_options(tmp_path / "data", tmp_path / "cli", num_train_epochs=1).items()
                    for x in (f"--{k}", str(v))]])  # fmt: skip
     err = capsys.readouterr().err  # datasets' progress bars, then the error
     (line,) = [line for line in err.splitlines() if line.startswith("transfer.py: error:")]

@@ -634,12 +634,23 @@ def replot(folder: str | Path) -> Path:
     """
     folder = Path(folder)
     data = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    path = folder / f"{data['experiment']}.png"
+    _plot(data["experiment"], data["model"], data["summary"], path, chance=results_chance(data))
+    return path
+
+
+def results_chance(data: Mapping[str, Any]) -> dict[str, float]:
+    """Chance (1 / classes) of every dataset an experiment's ``results.json`` content trained on, its own class halves
+    (layer-split) included.
+
+    Example:
+        >>> results_chance(json.loads(Path("docs/experiments/layer-split/results.json").read_text()))
+        {'animal-mnist-B': 0.2, ...}
+    """
     datasets = dict(BUILTIN_DATASETS)
     if data["experiment"] == "layer-split":
         datasets.update({half.name: half for half in split_classes(data["details"]["halves"][0].rsplit("-", 1)[0])})
-    path = folder / f"{data['experiment']}.png"
-    _plot(data["experiment"], data["model"], data["summary"], path, chance=_chance_levels(data["runs"], datasets))
-    return path
+    return _chance_levels(data["runs"], datasets)
 
 
 def run_experiment(

@@ -24,7 +24,7 @@ from .analysis import explained_table
 from .bank import FilterBank
 from .constants import CARD_NAME, CONFIG_NAME, FILTERS_NAME, HUB_ORG
 from .errors import BankFormatError, ResultsFormatError
-from .experiments import LEARNED_LOSS_SHARE, _chance_levels, markdown_table, split_classes, summarize
+from .experiments import LEARNED_LOSS_SHARE, markdown_table, results_chance, summarize
 from .extract import extract_filters
 from .hub import check_upload, load_master_filters, push_folder
 from .keys import (
@@ -292,10 +292,7 @@ def _baselines_that_learned(runs: Sequence[dict[str, Any]], chance: Mapping[str,
 
 def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
     """What one experiment's results give the card of ``filters``."""
-    datasets = dict(BUILTIN_DATASETS)
-    if data["experiment"] == "layer-split":
-        datasets.update({h.name: h for h in split_classes(data["details"]["halves"][0].rsplit("-", 1)[0])})
-    chance = _chance_levels(data["runs"], datasets)
+    chance = results_chance(data)
     summary = summarize(data["runs"], chance=chance)
     scratch = {(row["dataset"], row["model"]): row for row in summary if row["filters"] == "none"}
     learned = _baselines_that_learned(data["runs"], chance)
