@@ -42,14 +42,17 @@ def test_quick_experiment_writes_results_plot_and_command(experiments_dir, name)
     for run in results["runs"]:
         assert math.isfinite(run["accuracy"]) and 0.0 <= run["accuracy"] <= 1.0 and math.isfinite(run["train_loss"])
         by_cell.setdefault((run["group"], run["label"]), []).append(run)
+    tuning = name in ("regime", "lr-sweep")  # the first seed only, on a validation split held out of train
     for (group, label), runs in by_cell.items():
-        assert [r["seed"] for r in runs] == [0, 1, 2], (group, label)
-        assert len({r["run"] for r in runs}) == 3
-        # every arm starts at chance's loss (a zero head), so the first step's train loss is ln K for any seed: the
-        # seeds show in what the step did
-        assert len({round(r["eval_loss"], 6) for r in runs}) > 1, f"seeds gave identical training in {group}/{label}"
+        assert [r["seed"] for r in runs] == ([0] if tuning else [0, 1, 2]), (group, label)
+        assert len({r["run"] for r in runs}) == len(runs)
+        assert {r["eval_split"] for r in runs} == ({"train (held out)"} if tuning else {"test"})
+        if not tuning:
+            # every arm starts at chance's loss (a zero head), so the first step's train loss is ln K for any seed:
+            # the seeds show in what the step did
+            assert len({round(r["eval_loss"], 6) for r in runs}) > 1, f"identical training in {group}/{label}"
     for row in results["summary"]:
-        assert row["n"] == 3 and math.isfinite(row["mean"]) and math.isfinite(row["std"])
+        assert row["n"] == (1 if tuning else 3) and math.isfinite(row["mean"]) and math.isfinite(row["std"])
 
 
 def test_layer_split_copies_depthwise_and_pointwise_layers(experiments_dir):
@@ -227,3 +230,56 @@ def test_learning_curves_show_every_arm_of_every_group(tmp_path):
     path = plot_learning_curves(runs, tmp_path / "curves.png", title="t")
     assert imread(path).shape[1] > 900  # two panels side by side
     assert plot_learning_curves([{**r, "history": [0.5]} for r in runs], tmp_path / "none.png", title="t") is None
+
+
+def test_regime_pilot_and_lr_sweep_cover_their_grid(experiments_dir):
+    pilot = json.loads((experiments_dir / "regime" / "results.json").read_text())
+    config = ExperimentConfig()
+    dataset = config.datasets[0]
+    assert [(r["group"], r["x"]) for r in pilot["runs"]] == [
+        (f"{dataset} {px}px", epochs) for px in config.pilot_resolutions for epochs in config.pilot_epochs[dataset]]
+    assert all(r["filters"] == "none" for r in pilot["runs"])
+    sweep = json.loads((experiments_dir / "lr-sweep" / "results.json").read_text())
+    assert sorted({r["learning_rate"] for r in sweep["runs"]}) == sorted(config.sweep_learning_rates)
+    arms = {r["group"].split(": ", 1)[1] for r in sweep["runs"]}
+    assert arms == set(sweep["details"]["arms"]) and set(sweep["details"]["best"][dataset]) == arms
+    # a frozen arm is compared with scratch at its own learning rate
+    row = next(r for r in sweep["summary"] if r["filters"] == "random" and r["x"] == 1e-3)
+    scratch = next(r for r in sweep["runs"] if r["filters"] == "none" and r["learning_rate"] == 1e-3)
+    frozen = next(r for r in sweep["runs"] if r["filters"] == "random" and r["learning_rate"] == 1e-3)
+    assert row["vs_scratch"]["mean"] == pytest.approx(frozen["accuracy"] - scratch["accuracy"])
+
+
+def test_best_learning_rates_pick_the_highest_validation_accuracy_per_arm():
+    from masterkey.experiments import best_learning_rates
+
+    def record(dataset, arm, rate, acc):
+        return {"group": f"{dataset}: {arm}", "dataset": dataset, "learning_rate": rate, "accuracy": acc}
+
+    records = [record("d", "from scratch", 1e-3, 0.5), record("d", "from scratch", 4e-3, 0.7),
+               record("d", "bank (frozen)", 1e-3, 0.8), record("d", "bank (frozen)", 4e-3, 0.6),
+               record("e", "from scratch", 1e-3, 0.3), record("e", "from scratch", 1e-3, 0.5),  # mean 0.4
+               record("e", "from scratch", 2e-3, 0.45)]  # fmt: skip
+    assert best_learning_rates(records) == {"d": {"from scratch": 4e-3, "bank (frozen)": 1e-3},
+                                            "e": {"from scratch": 2e-3}}  # fmt: skip
+
+
+def test_parallel_jobs_and_per_dataset_regime_give_the_runs_one_process_gives(tmp_path):
+    """--jobs trains runs in worker processes: the same runs, the same numbers, in the same order as one process;
+    the scale's per-dataset epochs and the config's per-arm learning rates reach each run."""
+    config = {"learning_rates": {"digits": {"from scratch": 3e-3}},
+              "scale": {"name": "quick", "seeds": [0, 1], "max_train_steps": None, "max_train_samples": 16,
+                        "source_train_samples": 16, "max_eval_samples": 16,
+                        "dataset_epochs": {"digits": 2, "animal-mnist": 3}}}  # fmt: skip
+    one = run_experiment("source-size", config, out_dir=tmp_path / "one", cpu_threads=1)
+    two = run_experiment("source-size", config, out_dir=tmp_path / "two", jobs=2, cpu_threads=1)
+    assert two["jobs"] == 2
+    assert [(r["label"], r["seed"], r["accuracy"], r["train_loss"]) for r in two["runs"]] == [
+        (r["label"], r["seed"], r["accuracy"], r["train_loss"]) for r in one["runs"]]
+    scratch = [r for r in one["runs"] if r["filters"] == "none"]
+    assert scratch and all(r["learning_rate"] == 3e-3 for r in scratch)
+    assert all(r["learning_rate"] == SCALES["quick"].learning_rate for r in one["runs"] if r["filters"] != "none")
+    assert all(len(r["history"]) == 2 for r in one["runs"])  # digits' own 2 epochs
+    source = json.loads((tmp_path / "one" / "source-size" / "sources" / "tf_efficientnet_lite0-animal-mnist-1" /
+                         "results.json").read_text())  # fmt: skip
+    assert len(source["epochs_history"]) == 3  # the source network trains for its dataset's epochs

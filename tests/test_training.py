@@ -126,6 +126,19 @@ def test_integer_labels_without_classlabel_and_no_eval_split():
     assert splits.notes and "held out" in splits.notes[0]
 
 
+def test_validation_from_train_holds_out_training_rows_and_never_reads_the_test_split(digits):
+    """Hyperparameters are tuned on a share of train held out: the test split is not the evaluation split, no row is
+    in both train and evaluation, and another seed draws another held-out share."""
+    splits = prepare_splits(digits, validation_from_train=True, train_val_split=0.2, seed=0)
+    assert splits.eval_source == "train (held out)" and "--validation_from_train" in splits.notes[0]
+    assert (len(splits.train), len(splits.eval)) == (1438 - 288, 288)
+    assert set(splits.train_rows.tolist()).isdisjoint(splits.eval_rows.tolist())
+    assert sorted([*splits.train_rows.tolist(), *splits.eval_rows.tolist()]) == list(range(1438))
+    other = prepare_splits(digits, validation_from_train=True, train_val_split=0.2, seed=1)
+    assert set(other.eval_rows.tolist()) != set(splits.eval_rows.tolist())
+    assert prepare_splits(digits).eval_source == "test"
+
+
 def test_columns_are_detected_and_missing_ones_listed(digits):
     splits = prepare_splits(digits, max_train_samples=50, max_eval_samples=20)
     assert (splits.image_column, splits.label_column, splits.num_labels) == ("image", "label", 10)

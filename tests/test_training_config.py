@@ -34,7 +34,7 @@ from masterkey.training.config import CARD_KEYS, RUN_IDENTITY_KEYS
 OPTIONS = (
     "model", "pretrained", "filters", "trainable", "no_freeze", "no_strict", "mapping", "compare_with_scratch",
     "dataset_name", "dataset_config_name", "train_dir", "validation_dir", "image_column_name", "label_column_name",
-    "train_val_split", "max_train_samples", "max_eval_samples", "resolution", "crop_scale", "dataloader_num_workers",
+    "train_val_split", "validation_from_train", "max_train_samples", "max_eval_samples", "resolution", "crop_scale", "dataloader_num_workers",
     "per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate", "weight_decay", "num_train_epochs",
     "max_train_steps", "gradient_accumulation_steps", "lr_scheduler_type", "num_warmup_steps", "seed", "cpu_threads",
     "channels_last", "torch_compile", "output_dir", "overwrite_output_dir", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint",
@@ -81,16 +81,20 @@ def test_the_parser_is_generated_from_the_fields():
 def test_key_lists_come_from_the_fields_and_match_the_runs_already_on_disk():
     from masterkey.training.outputs import same_run
 
-    # one key added since (pretrained, after model); a folder without it is a run of the default
-    assert RUN_IDENTITY_KEYS == (OLD_IDENTITY_KEYS[0], "pretrained", *OLD_IDENTITY_KEYS[1:])
+    # keys added since (pretrained after model, validation_from_train after train_val_split); a folder without them
+    # is a run of their defaults
+    split = OLD_IDENTITY_KEYS.index("train_val_split") + 1
+    assert RUN_IDENTITY_KEYS == (OLD_IDENTITY_KEYS[0], "pretrained", *OLD_IDENTITY_KEYS[1:split],
+                                 "validation_from_train", *OLD_IDENTITY_KEYS[split:])  # fmt: skip
     assert CARD_KEYS == (OLD_CARD_KEYS[0], "pretrained", *OLD_CARD_KEYS[1:])
     old_defaults = {"learning_rate": 1e-3, "num_train_epochs": 3, "lr_scheduler_type": "linear", "num_warmup_steps": 0}
     config = make_config(dataset_name="digits", crop_scale=(0.5, 1.0), seed=3, **old_defaults)
     identity = run_identity(config)
-    assert tuple(identity) == RUN_IDENTITY_KEYS and identity["pretrained"] is False
-    old = {k: v for k, v in identity.items() if k != "pretrained"}
+    assert tuple(identity) == RUN_IDENTITY_KEYS and identity["pretrained"] is identity["validation_from_train"] is False
+    old = {k: v for k, v in identity.items() if k not in ("pretrained", "validation_from_train")}
     # the JSON a run_config.json written before this change holds for the same options: still the same run
     assert same_run(json.loads(json.dumps(old)), identity) and not same_run({**old, "pretrained": True}, identity)
+    assert not same_run({**old, "validation_from_train": True}, identity)
     assert json.dumps(old) == json.dumps({
         "model": "tf_efficientnet_lite0", "filters": "imagenet-lite0", "trainable": "all-but-depthwise",
         "no_freeze": False, "no_strict": False, "mapping": "exact", "dataset_name": "digits",

@@ -225,6 +225,8 @@ def _add_experiment(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpu-threads", type=_positive_int, help="torch threads per run on CPU (1 on a busy machine)")
     p.add_argument("--resume", action="store_true",
                    help="keep runs that finished in --out with the same configuration (continue an interrupted run)")
+    p.add_argument("--jobs", type=_positive_int, default=1,
+                   help="runs trained at a time, each in its own process (2 with --cpu-threads 1 on 2 CPU cores)")
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
@@ -236,9 +238,11 @@ def _run_experiment(args: argparse.Namespace) -> int:
             f"masterkey experiment {name}", args.config and f"--config {args.config}", scale and f"--scale {scale}",
             f"--out {args.out}", args.seeds and f"--seeds {' '.join(map(str, args.seeds))}",
             args.cpu_threads and f"--cpu-threads {args.cpu_threads}", args.resume and "--resume",
+            args.jobs > 1 and f"--jobs {args.jobs}",
         ) if part)  # fmt: skip
         results = run_experiment(name, args.config, scale=scale, out_dir=args.out, seeds=args.seeds,
-                                 cpu_threads=args.cpu_threads, resume=args.resume, command=command)  # fmt: skip
+                                 cpu_threads=args.cpu_threads, resume=args.resume, jobs=args.jobs,
+                                 command=command)  # fmt: skip
         print(f"\n{name} ({results['wall_time_s'] / 60:.1f} min): {args.out / name}")
         print("\n".join(results["table"]))
     return 0

@@ -26,11 +26,13 @@ import functools
 import json
 import logging
 import math
+import multiprocessing
 import shlex
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, fields, replace
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,9 @@ class Scale:
     max_targets: int | None = None
     #: layer-split copies n = 1 and then every ``N / layer_groups`` depthwise layers up to all N (0: n = 1 only)
     layer_groups: int = 4
+    #: epochs per dataset (the regime pilot's choice), for the runs and the source networks on it; others take
+    #: ``num_train_epochs`` (runs) and ``source_epochs`` (source networks)
+    dataset_epochs: Mapping[str, int] | None = None
 
 
 #: ``quick`` runs in the test suite (one step per run); ``small`` trains on 2,000 images per run
@@ -136,6 +141,15 @@ class ExperimentConfig:
     architectures: tuple[str, ...] = ("convnext_atto", "mobilenetv3_small_100")
     #: across-architectures: the mapping rules compared, one arm each (``depth``, ``size``: see masterkey.mapping)
     mappings: tuple[str, ...] = ("depth",)
+    #: each arm's learning rate where the lr-sweep chose one: dataset -> cell label -> learning rate (the others take
+    #: the scale's)
+    learning_rates: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    #: regime: the resolutions and, per dataset, the epoch budgets the pilot trains from scratch
+    pilot_resolutions: tuple[int, ...] = (32, 64)
+    pilot_epochs: Mapping[str, tuple[int, ...]] = field(
+        default_factory=lambda: {"digits": (10, 20, 40), "animal-mnist": (3, 6, 12)})
+    #: lr-sweep: the learning rates each main arm tries, on the validation split carved from the training data
+    sweep_learning_rates: tuple[float, ...] = (1e-3, 2e-3, 4e-3)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExperimentConfig:
@@ -152,9 +166,12 @@ class ExperimentConfig:
         values = dict(data)
         if "scale" in values:
             values["scale"] = _scale_from(values["scale"])
-        for key in ("datasets", "architectures", "mappings"):
+        for key in ("datasets", "architectures", "mappings", "pilot_resolutions", "sweep_learning_rates"):
             if key in values:
-                values[key] = (values[key],) if isinstance(values[key], str) else tuple(values[key])
+                values[key] = tuple(values[key]) if isinstance(values[key], (list, tuple)) else (values[key],)
+        if "pilot_epochs" in values:
+            values["pilot_epochs"] = {d: tuple(e) if isinstance(e, (list, tuple)) else (e,)
+                                      for d, e in dict(values["pilot_epochs"]).items()}  # fmt: skip
         return cls(**values)
 
     @classmethod
@@ -200,27 +217,37 @@ def _scale_from(value: str | Scale | Mapping[str, Any]) -> Scale:
 # -- running cells ---------------------------------------------------------------------------------------------------
 class _Runner:
     """Runs training jobs for one experiment and records one row per run. Datasets and filters the experiment makes
-    itself (class halves, pointwise controls) are objects it hands to each run, never entries of a global registry."""
+    itself (class halves, pointwise controls) are objects it hands to each run, never entries of a global registry.
 
-    def __init__(
-        self, experiment: str, config: ExperimentConfig, out_dir: Path, cpu_threads: int | None, resume: bool
-    ):
+    With ``jobs`` > 1 the runs of the cells go to that many worker processes (spawned, one run each), so ``jobs``
+    one-thread runs share a CPU's cores; :meth:`results` waits for them. Source networks are trained before the runs
+    that use their filters (:meth:`source_models` waits for them)."""
+
+    def __init__(self, experiment: str, config: ExperimentConfig, out_dir: Path, cpu_threads: int | None,
+                 resume: bool, jobs: int = 1):  # fmt: skip
         self.experiment, self.config, self.out_dir, self.cpu_threads = experiment, config, out_dir, cpu_threads
         self.resume, self.reused = resume, 0
-        self.records: list[dict[str, Any]] = []
+        self.pending: list[tuple[dict[str, Any], Any]] = []  # (record without results, result or future)
         self.datasets: dict[str, BuiltinDataset] = {}
         self.filters: dict[str, Callable[[nn.Module], ResolvedFilters]] = {}
+        self.pool = None
+        if jobs > 1:
+            self.pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                            max_tasks_per_child=1)  # fmt: skip
 
     @property
     def scale(self) -> Scale:
         return self.config.scale
 
-    def train(self, output_dir: Path, **options: Any) -> dict[str, Any]:
-        """One training run into ``output_dir``; ``options`` are :func:`train_transfer`'s keyword arguments. With
-        ``resume``, a run that already finished there with the same configuration is not trained again."""
+    def settings(self, output_dir: Path, **options: Any) -> dict[str, Any]:
+        """:func:`train_transfer`'s keyword arguments for one run into ``output_dir``: the scale's recipe (the
+        dataset's own epochs where the scale names them, the arm's own learning rate where the config does), then
+        ``options``."""
         s = self.scale
+        dataset = options.get("dataset_name")
         settings = dict(
-            model=self.config.model, resolution=s.resolution, num_train_epochs=s.num_train_epochs,
+            model=self.config.model, resolution=s.resolution,
+            num_train_epochs=(s.dataset_epochs or {}).get(dataset, s.num_train_epochs),
             max_train_steps=s.max_train_steps, max_train_samples=s.max_train_samples,
             max_eval_samples=s.max_eval_samples, per_device_train_batch_size=s.batch_size,
             per_device_eval_batch_size=128, learning_rate=s.learning_rate, lr_scheduler_type="cosine",
@@ -229,6 +256,13 @@ class _Runner:
             output_dir=str(output_dir), overwrite_output_dir=True, cpu_threads=self.cpu_threads,
         )  # fmt: skip
         settings.update(options)
+        return settings
+
+    def train(self, output_dir: Path, **options: Any) -> Any:
+        """One training run into ``output_dir``; ``options`` are :func:`train_transfer`'s keyword arguments. With
+        ``resume``, a run that already finished there with the same configuration is not trained again. Returns the
+        run's results, or with ``jobs`` a future of them."""
+        settings = self.settings(output_dir, **options)
         if self.resume:
             done = finished_run(output_dir, run_identity(make_config(**settings)))
             if done is not None:
@@ -236,36 +270,79 @@ class _Runner:
                 _logger.info("%s: finished before with the same configuration, read back", output_dir)
                 return done
         _logger.info("%s: training %s", self.experiment, output_dir)
+        if self.pool is not None:
+            return self.pool.submit(_train_in_worker, self.datasets, self.filters, settings)
         return train_transfer(extra_datasets=self.datasets, extra_filters=self.filters, **settings)
 
-    def cell(self, group: str, label: str, *, x: float | None = None, **options: Any) -> None:
-        """Every seed of one cell of the grid."""
-        for seed in self.scale.seeds:
+    def cell(self, group: str, label: str, *, x: float | None = None, seeds: Sequence[int] | None = None,
+             pair: str | None = None, **options: Any) -> None:  # fmt: skip
+        """Every seed (of the scale, or ``seeds``) of one cell of the grid. The learning rate is the config's for this
+        dataset and ``label`` where it names one. ``pair`` names the from-scratch cell this one is compared with
+        (default: the dataset's and model's)."""
+        rates = self.config.learning_rates.get(options["dataset_name"], {})
+        if label in rates and "learning_rate" not in options:
+            options["learning_rate"] = rates[label]
+        for seed in self.scale.seeds if seeds is None else seeds:
             folder = self.out_dir / "runs" / f"{slugify(group)}__{slugify(label)}__seed{seed}"
-            result = self.train(folder, seed=seed, **options)
-            self.records.append({
-                "group": group, "label": label, "x": x, "seed": seed, "dataset": options["dataset_name"],
-                "model": options.get("model", self.config.model),
+            record = {"group": group, "label": label, "x": x, "seed": seed, "dataset": options["dataset_name"],
+                      "model": options.get("model", self.config.model), "filters": options.get("filters", "none"),
+                      "learning_rate": self.settings(folder, **options)["learning_rate"]}  # fmt: skip
+            if pair is not None:
+                record["pair"] = pair
+            self.pending.append((record, self.train(folder, seed=seed, **options)))
+
+    def results(self) -> list[dict[str, Any]]:
+        """One record per run, in the order the cells were given (waiting for runs still training)."""
+        records = []
+        for record, result in self.pending:
+            result = result.result() if isinstance(result, Future) else result
+            records.append({
+                **record,
                 "accuracy": result["final"]["accuracy"], "eval_loss": result["final"]["eval_loss"],
                 "train_loss": result["final"]["train_loss"], "num_labels": result["dataset"]["num_labels"],
-                "train_time_s": result["train_time_s"], "filters": options.get("filters", "none"),
+                "eval_split": result["dataset"].get("eval_split"), "train_time_s": result["train_time_s"],
                 "trainable_percent": result["parameters"]["trainable_percent"], "run": result["output_dir"],
                 "history": [h.get("accuracy") for h in result.get("epochs_history", [])],
                 **learning_check(result),
             })  # fmt: skip
+        return records
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def source_models(self, sources: Mapping[str, Mapping[str, Any]]) -> dict[str, Path]:
+        """Train source networks from scratch (name -> options), every parameter trainable, one seed (their filters
+        are the "given" filters of the transfer), side by side with ``jobs``; returns their output folders once all
+        have finished. A source trains for its dataset's epochs where the scale names them, else ``source_epochs``."""
+        s = self.scale
+        folders, futures = {}, []
+        reused = self.reused
+        for name, options in sources.items():
+            folder = self.out_dir / "sources" / slugify(name)
+            dataset = options.get("dataset_name")
+            options = {"max_train_samples": s.source_train_samples,
+                       "num_train_epochs": (s.dataset_epochs or {}).get(dataset, s.source_epochs), **options}  # fmt: skip
+            futures.append(self.train(folder, filters="none", trainable="all", seed=0,
+                                      max_train_steps=s.source_max_steps, **options))  # fmt: skip
+            folders[name] = folder
+        for future in futures:
+            if isinstance(future, Future):
+                future.result()
+        if self.reused - reused < len(sources):  # trained anew: runs that used its filters are stale
+            self.resume = False
+        return folders
 
     def source_model(self, name: str, **options: Any) -> Path:
-        """Train a source network from scratch, every parameter trainable, one seed (its filters are the "given"
-        filters of the transfer); returns its output folder."""
-        s = self.scale
-        folder = self.out_dir / "sources" / slugify(name)
-        options = {"max_train_samples": s.source_train_samples, **options}
-        reused = self.reused
-        self.train(folder, filters="none", trainable="all", seed=0, num_train_epochs=s.source_epochs,
-                   max_train_steps=s.source_max_steps, **options)  # fmt: skip
-        if self.reused == reused:  # trained anew: runs that used its filters are stale, whatever their folders say
-            self.resume = False
-        return folder
+        """:meth:`source_models` of one network."""
+        return self.source_models({name: options})[name]
+
+
+def _train_in_worker(datasets: Mapping[str, BuiltinDataset], filters: Mapping[str, Callable],
+                     settings: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """One run in a worker process of :class:`_Runner` (its logging as the parent's: warnings and up)."""
+    logging.basicConfig(level=logging.WARNING)
+    return train_transfer(extra_datasets=dict(datasets), extra_filters=dict(filters), **settings)
 
 
 def source_bank(folder: Path, *, name: str, dataset: str, model: str, license: str | None = None) -> Path:
@@ -297,21 +374,77 @@ def first_layers(bank: FilterBank, n: int, folder: Path) -> Path:
 def transfer_matrix(run: _Runner) -> dict[str, Any]:
     """Frozen filters from each source on each built-in dataset, against from scratch."""
     model, bank = run.config.model, run.config.bank
-    own_banks = {
-        dataset: str(source_bank(run.source_model(f"{model}-{dataset}", dataset_name=dataset), name="source",
-                                 dataset=dataset, model=model))
-        for dataset in run.config.datasets
-    }  # fmt: skip
+    trained = run.source_models({f"{model}-{d}": {"dataset_name": d} for d in run.config.datasets})
+    own_banks = {d: str(source_bank(trained[f"{model}-{d}"], name="source", dataset=d, model=model))
+                 for d in run.config.datasets}  # fmt: skip
     for dataset, folder in own_banks.items():  # kept beside the results: the cards are built from them
         load_master_filters(folder).save_pretrained(run.out_dir / "banks" / slugify(dataset))
-    sources = {"from scratch": "none", f"{bank} (frozen)": bank,
+    main = main_arms(bank)
+    sources = {**{label: main[label] for label in list(main)[:2]},
                **{f"{d} bank (frozen)": path for d, path in own_banks.items()},
-               f"universal 8 fitted to {bank} (frozen)": FITTED_PREFIX + bank,
-               "universal 8, key = channel mod 8 (frozen)": "universal-idealized", "random (frozen)": "random"}  # fmt: skip
+               **{label: main[label] for label in list(main)[2:3]},
+               "universal 8, key = channel mod 8 (frozen)": "universal-idealized", **dict(list(main.items())[3:])}  # fmt: skip
     for target in run.config.datasets[: run.scale.max_targets]:
         for label, filters in sources.items():
             run.cell(target, label, filters=filters, mapping=run.config.mapping, dataset_name=target)
     return {"sources": sources, "own_banks": own_banks}
+
+
+def main_arms(bank: str) -> dict[str, str]:
+    """The transfer matrix's main arms, cell label -> ``--filters``: from scratch, the bank, the 8 universal keys
+    fitted to it, frozen random filters (the lr-sweep tunes these; the labels are those of transfer-matrix)."""
+    return {"from scratch": "none", f"{bank} (frozen)": bank,
+            f"universal 8 fitted to {bank} (frozen)": FITTED_PREFIX + bank, "random (frozen)": "random"}  # fmt: skip
+
+
+def regime(run: _Runner) -> dict[str, Any]:
+    """The pilot that chooses the regime: each dataset from scratch (every parameter trainable) at each of
+    ``pilot_resolutions`` and each of its ``pilot_epochs`` budgets, the first seed, scored on a validation split held
+    out of the training data (never the test split). The chosen epochs go into the scale's ``dataset_epochs``."""
+    seed = run.scale.seeds[:1]
+    for dataset in run.config.datasets[: run.scale.max_targets]:
+        for resolution in run.config.pilot_resolutions:
+            for epochs in run.config.pilot_epochs.get(dataset, (run.scale.num_train_epochs,)):
+                run.cell(f"{dataset} {resolution}px", f"{epochs} epochs", x=epochs, seeds=seed, filters="none",
+                         trainable="all", resolution=resolution, num_train_epochs=epochs, validation_from_train=True,
+                         dataset_name=dataset, pair=f"{dataset} {resolution}px {epochs}")  # fmt: skip
+    return {"resolutions": list(run.config.pilot_resolutions),
+            "epochs": {d: list(e) for d, e in run.config.pilot_epochs.items()}, "scored_on": "validation"}  # fmt: skip
+
+
+def lr_sweep(run: _Runner) -> dict[str, Any]:
+    """Each main arm (:func:`main_arms`) of each dataset at each of ``sweep_learning_rates``, in the scale's regime,
+    the first seed, scored on a validation split held out of the training data (never the test split). The best
+    rate per arm and dataset is in ``details["best"]``; the config's ``learning_rates`` takes it."""
+    seed = run.scale.seeds[:1]
+    arms = main_arms(run.config.bank)
+    for dataset in run.config.datasets[: run.scale.max_targets]:
+        for label, filters in arms.items():
+            for rate in run.config.sweep_learning_rates:
+                run.cell(f"{dataset}: {label}", f"lr={rate:g}", x=rate, seeds=seed, filters=filters,
+                         mapping=run.config.mapping, learning_rate=rate, validation_from_train=True,
+                         dataset_name=dataset, pair=f"lr={rate:g}")  # fmt: skip
+    return {"arms": list(arms), "learning_rates": list(run.config.sweep_learning_rates), "scored_on": "validation"}
+
+
+def best_learning_rates(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """The lr-sweep's choice: dataset -> arm -> the learning rate of the highest validation accuracy (mean over the
+    seeds run), in the form ``ExperimentConfig.learning_rates`` takes.
+
+    Example:
+        >>> best_learning_rates(run_experiment("lr-sweep", scale="quick")["runs"])
+        {'digits': {'from scratch': 0.004, ...}, ...}
+    """
+    scores: dict[tuple[str, str, float], list[float]] = {}
+    for r in records:
+        arm = r["group"].split(": ", 1)[1]
+        scores.setdefault((r["dataset"], arm, r["learning_rate"]), []).append(r["accuracy"])
+    best: dict[str, dict[str, tuple[float, float]]] = {}
+    for (dataset, arm, rate), accuracies in scores.items():
+        score = float(np.mean(accuracies))
+        if arm not in best.setdefault(dataset, {}) or score > best[dataset][arm][0]:
+            best[dataset][arm] = (score, rate)
+    return {dataset: {arm: rate for arm, (_, rate) in arms.items()} for dataset, arms in best.items()}
 
 
 def split_classes(dataset: str) -> tuple[BuiltinDataset, BuiltinDataset]:
@@ -346,18 +479,20 @@ def pointwise_filters(source_folder: Path, n_depthwise: int, *, bank: FilterBank
     the pointwise (1x1) convs of a trained source network in the same first share of the network as its first
     ``n_depthwise`` depthwise convs, copied and frozen (:func:`masterkey.inject.inject_pointwise`); every other
     parameter, depthwise included, trains. ``bank`` (the source network's depthwise bank) records where the layers
-    came from."""
+    came from. Both are plain functions and partials, so a run in another process (``jobs``) receives them."""
     name = f"pointwise:{source_folder}:{n_depthwise}"
-    weights = source_folder / "model.safetensors"
+    return name, functools.partial(_resolve_pointwise, name, source_folder, n_depthwise, bank)
 
-    def inject(model: nn.Module, *, strict: bool, freeze: bool, trainable: str, mapping: str) -> nn.Module:
-        return inject_pointwise(model, weights, first_depthwise=n_depthwise, strict=strict, freeze=freeze,
-                                trainable=trainable, source=f"pointwise convs of {source_folder}")  # fmt: skip
 
-    def resolve(model: nn.Module) -> ResolvedFilters:
-        return ResolvedFilters(name, bank, inject=inject)
+def _inject_pointwise(source_folder: Path, n_depthwise: int, model: nn.Module, *, strict: bool, freeze: bool,
+                      trainable: str, mapping: str) -> nn.Module:  # fmt: skip
+    return inject_pointwise(model, source_folder / "model.safetensors", first_depthwise=n_depthwise, strict=strict,
+                            freeze=freeze, trainable=trainable, source=f"pointwise convs of {source_folder}")  # fmt: skip
 
-    return name, resolve
+
+def _resolve_pointwise(name: str, source_folder: Path, n_depthwise: int, bank: FilterBank,
+                       model: nn.Module) -> ResolvedFilters:  # fmt: skip
+    return ResolvedFilters(name, bank, inject=functools.partial(_inject_pointwise, source_folder, n_depthwise))
 
 
 def layer_split(run: _Runner) -> dict[str, Any]:
@@ -366,7 +501,8 @@ def layer_split(run: _Runner) -> dict[str, Any]:
     halves = split_classes(run.config.split_dataset)
     run.datasets.update({half.name: half for half in halves})
     half_a, half_b = (half.name for half in halves)
-    base = {half: run.source_model(f"{model}-{half}", dataset_name=half) for half in (half_a, half_b)}
+    trained = run.source_models({f"{model}-{half}": {"dataset_name": half} for half in (half_a, half_b)})
+    base = {half: trained[f"{model}-{half}"] for half in (half_a, half_b)}
     n_layers = len(find_depthwise_convs(create_model(model)))
     groups = run.scale.layer_groups
     steps = sorted({1, *(round(i * n_layers / groups) for i in range(1, groups + 1))})
@@ -388,10 +524,12 @@ def source_size(run: _Runner) -> dict[str, Any]:
     n_train = len(load_image_dataset(source)["train"])
     cap = run.scale.source_train_samples
     full = min(n_train, cap) if cap else n_train
+    counts = {fraction: max(1, round(fraction * full)) for fraction in (0.1, 0.3, 1.0)}
+    trained = run.source_models({f"{model}-{source}-{fraction:g}": {"dataset_name": source, "max_train_samples": count}
+                                 for fraction, count in counts.items()})  # fmt: skip
     run.cell(target, "from scratch", x=0.0, filters="none", dataset_name=target)
-    for fraction in (0.1, 0.3, 1.0):
-        count = max(1, round(fraction * full))
-        folder = run.source_model(f"{model}-{source}-{fraction:g}", dataset_name=source, max_train_samples=count)
+    for fraction, count in counts.items():
+        folder = trained[f"{model}-{source}-{fraction:g}"]
         bank = source_bank(folder, name=f"{fraction:.0%} of {source}", dataset=source, model=model)
         run.cell(target, f"{fraction:.0%} of {source} ({count} images)", x=fraction, filters=str(bank),
                  dataset_name=target)  # fmt: skip
@@ -417,7 +555,8 @@ def across_architectures(run: _Runner) -> dict[str, Any]:
 
 #: The experiments, in the order of :data:`masterkey.constants.EXPERIMENT_NAMES` (the command line's choices).
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = dict(
-    zip(EXPERIMENT_NAMES, (transfer_matrix, layer_split, source_size, across_architectures), strict=True)
+    zip(EXPERIMENT_NAMES, (regime, lr_sweep, transfer_matrix, layer_split, source_size, across_architectures),
+        strict=True)
 )
 
 
@@ -472,7 +611,10 @@ def summarize(
     cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         cells.setdefault((r["group"], r["label"]), []).append(r)
-    scratch = {(rows[0]["dataset"], rows[0]["model"]): {r["seed"]: r["accuracy"] for r in rows}
+    def pair(row: Mapping[str, Any]) -> tuple[str, ...]:  # the from-scratch cell a cell is compared with
+        return (row["dataset"], row["model"], row.get("pair", ""))
+
+    scratch = {pair(rows[0]): {r["seed"]: r["accuracy"] for r in rows}
                for rows in cells.values() if rows[0]["filters"] == "none"}  # fmt: skip
     summary = []
     for (group, label), rows in cells.items():
@@ -486,7 +628,7 @@ def summarize(
             "learned": sum(bool(r.get("learned")) for r in rows) if "learned" in rows[0] else None,
             "converged": sum(bool(r.get("converged")) for r in rows) if rows[0].get("converged") is not None else None,
         }  # fmt: skip
-        base = scratch.get((rows[0]["dataset"], rows[0]["model"]), {})
+        base = scratch.get(pair(rows[0]), {})
         pairs = [(r["accuracy"] - base[r["seed"]]) for r in rows if r["seed"] in base]
         if rows[0]["filters"] != "none" and pairs:
             mean, low, high = _interval(np.array(pairs))
@@ -530,6 +672,8 @@ def _chance_levels(records: Sequence[dict[str, Any]], datasets: Mapping[str, Bui
 
 #: Words for the x axis of each experiment's plot.
 _X_LABELS = {
+    "regime": "training epochs (from scratch; validation split held out of the training data)",
+    "lr-sweep": "AdamW learning rate (validation split held out of the training data)",
     "transfer-matrix": "target dataset",
     "across-architectures": "target architecture (timm)",
     "layer-split": "first n depthwise (or pointwise) layers copied from the network trained on A or B, frozen",
@@ -547,14 +691,16 @@ def _plot(experiment: str, model: str, summary: Sequence[dict[str, Any]], path: 
     fig = Figure(figsize=(10, 6.2), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    scratch = {r["group"]: r for r in summary if r["filters"] == "none"}
+    # the pilot and the sweep draw every cell as a curve; the others draw from-scratch cells as reference lines
+    tuning = experiment in ("regime", "lr-sweep")
+    scratch = {} if tuning else {r["group"]: r for r in summary if r["filters"] == "none"}
     if all(r["x"] is not None for r in summary):  # curves against x, the from-scratch cells as reference lines
-        curves = [g for g in groups if any(r["group"] == g and r["filters"] != "none" for r in summary)]
+        curves = [g for g in groups if any(r["group"] == g and (tuning or r["filters"] != "none") for r in summary)]
         xs_all = sorted({r["x"] for r in summary})
         step = min((b - a for a, b in zip(xs_all, xs_all[1:])), default=1.0)
         for i, group in enumerate(curves):
-            rows = [r for r in summary if r["group"] == group and r["filters"] != "none"]
-            offset = (i - (len(curves) - 1) / 2) * 0.06 * step  # series side by side: error bars stay readable
+            rows = [r for r in summary if r["group"] == group and (tuning or r["filters"] != "none")]
+            offset = 0.0 if tuning else (i - (len(curves) - 1) / 2) * 0.06 * step  # error bars stay readable
             ax.errorbar([r["x"] + offset for r in rows], [r["mean"] for r in rows], yerr=[r["std"] for r in rows],
                         marker="o", capsize=3,
                         label=f"frozen bank, trained on that share, on {group}" if experiment == "source-size" else group)  # fmt: skip
@@ -583,8 +729,10 @@ def _plot(experiment: str, model: str, summary: Sequence[dict[str, Any]], path: 
         ax.axhline(level, color="grey", linestyle=":", linewidth=1.2, label="chance (1 / classes)" if i == 0 else None)
     bottom = min([*levels, *(r["mean"] - r["std"] for r in summary)]) if levels else 0.0
     ax.set_ylim(max(0.0, bottom - 0.05), min(1.0, max(r["mean"] + r["std"] for r in summary) + 0.08))
+    if experiment == "lr-sweep":
+        ax.set_xscale("log")
     ax.set_xlabel(_X_LABELS.get(experiment, "cell"))
-    ax.set_ylabel("test accuracy of the trained model (mean ± std over seeds)")
+    ax.set_ylabel(f"{'validation' if tuning else 'test'} accuracy of the trained model (mean ± std over seeds)")
     ax.set_title(f"{experiment}: {model if experiment != 'across-architectures' else 'target families'}")
     ax.grid(alpha=0.3)
     # below the axes: long labels (Hub ids) never squeeze the plot
@@ -662,6 +810,7 @@ def run_experiment(
     seeds: Sequence[int] | None = None,
     cpu_threads: int | None = None,
     resume: bool = False,
+    jobs: int = 1,
     command: str | None = None,
 ) -> dict[str, Any]:
     """Run one experiment of :data:`EXPERIMENTS` and write its results, config, plot and command under
@@ -673,6 +822,7 @@ def run_experiment(
     ``resume``, runs that already finished under ``out_dir`` with the same configuration are read back instead of
     trained again, so an interrupted experiment continues where it stopped (``results["reused_runs"]`` counts them);
     once a source network is trained anew, every later run is trained too, since it may use that network's filters.
+    ``jobs`` trains that many runs at a time, each in its own process (with ``cpu_threads=1``, one per core).
 
     Raises:
         TrainingConfigError: an unknown experiment, scale or config key.
@@ -692,21 +842,27 @@ def run_experiment(
         config = replace(config, scale=replace(config.scale, seeds=tuple(seeds)))
     folder = Path(out_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
-    run = _Runner(name, config, folder, cpu_threads, resume)
+    run = _Runner(name, config, folder, cpu_threads, resume, jobs)
     start = time.perf_counter()
-    details = EXPERIMENTS[name](run)
-    chance = _chance_levels(run.records, {**BUILTIN_DATASETS, **run.datasets})
-    summary = summarize(run.records, chance=chance)
+    try:
+        details = EXPERIMENTS[name](run)
+        records = run.results()
+    finally:
+        run.close()
+    if name == "lr-sweep":
+        details["best"] = best_learning_rates(records)
+    chance = _chance_levels(records, {**BUILTIN_DATASETS, **run.datasets})
+    summary = summarize(records, chance=chance)
     results = {
         "experiment": name, "model": config.model, "scale": asdict(config.scale), "config": config.to_dict(),
-        "cpu_threads": cpu_threads, "details": details,
+        "cpu_threads": cpu_threads, "jobs": jobs, "details": details,
         "command": command or " ".join(shlex.quote(a) for a in sys.argv), "wall_time_s": time.perf_counter() - start,
         "reused_runs": run.reused,
-        "summary": summary, "table": markdown_table(summary).splitlines(), "runs": run.records,
+        "summary": summary, "table": markdown_table(summary).splitlines(), "runs": records,
     }  # fmt: skip
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (folder / "command.txt").write_text(results["command"] + "\n")
     (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     _plot(name, config.model, summary, folder / f"{name}.png", chance=chance)
-    plot_learning_curves(run.records, folder / f"{name}-curves.png", title=f"{name}: accuracy per epoch")
+    plot_learning_curves(records, folder / f"{name}-curves.png", title=f"{name}: accuracy per epoch")
     return results

@@ -146,6 +146,12 @@ class TrainingConfig:
                                            identity=True)  # fmt: skip
     train_val_split: float = option(0.15, "fraction of train held out when there is no eval split", group=_DATA,
                                     identity=True)  # fmt: skip
+    validation_from_train: bool = option(
+        False,
+        "evaluate on --train_val_split of the training split, held out (drawn with --seed), even where the dataset has "
+        "a test split: for choosing hyperparameters without ever looking at the test split",
+        group=_DATA, identity=True,
+    )  # fmt: skip
     max_train_samples: int | None = option(None, "use at most this many train images", group=_DATA, identity=True,
                                            positive=True)  # fmt: skip
     max_eval_samples: int | None = option(None, "use at most this many eval images", group=_DATA, identity=True,
@@ -318,7 +324,7 @@ def _keys(flag: str) -> tuple[str, ...]:
 RUN_IDENTITY_KEYS = _keys("identity")
 #: Identity keys added after run folders were first written, with the value every run without them had: a folder or
 #: checkpoint that lacks one is the same run as one that holds this value.
-IDENTITY_ADDED_SINCE = {"pretrained": False}
+IDENTITY_ADDED_SINCE = {"pretrained": False, "validation_from_train": False}
 #: Fields listed in the model card's training configuration table.
 CARD_KEYS = _keys("card")
 #: Fields that must be positive integers when set.

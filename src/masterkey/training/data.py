@@ -466,6 +466,7 @@ def prepare_splits(
     image_column: str | None = None,
     label_column: str | None = None,
     train_val_split: float = 0.15,
+    validation_from_train: bool = False,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
     seed: int = 42,
@@ -473,8 +474,14 @@ def prepare_splits(
 ) -> PreparedSplits:
     """Pick the train and evaluation splits of ``dsd``, detect columns and build the label mapping.
 
-    The evaluation split is the first of :data:`EVAL_SPLIT_NAMES` present; without one, ``train_val_split`` of the
-    train split (drawn with ``seed``) becomes the evaluation split.
+    The evaluation split is the first of :data:`EVAL_SPLIT_NAMES` present; without one, or with
+    ``validation_from_train`` (tuning hyperparameters without looking at the test split), ``train_val_split`` of the
+    train split (drawn with ``seed``) is held out as the evaluation split.
+
+    Example:
+        >>> splits = prepare_splits(load_image_dataset("digits"), validation_from_train=True, seed=0)
+        >>> splits.eval_source, len(splits.eval)
+        ('train (held out)', 216)
 
     Raises:
         DatasetError: no train split, a missing image or label column, an empty split, unusable labels.
@@ -482,7 +489,7 @@ def prepare_splits(
     if "train" not in dsd:
         raise DatasetError(f"{source} has no 'train' split; its splits are: {', '.join(dsd) or 'none'}.")
     train_full = dsd["train"]
-    eval_name = next((s for s in EVAL_SPLIT_NAMES if s in dsd), None)
+    eval_name = None if validation_from_train else next((s for s in EVAL_SPLIT_NAMES if s in dsd), None)
     try:
         image_column, label_column = detect_columns(train_full, image_column, label_column)
     except DatasetError:
@@ -499,8 +506,9 @@ def prepare_splits(
         order = np.random.default_rng(seed).permutation(len(train_full))
         n_eval = int(round(train_val_split * len(train_full)))
         eval_rows, train_rows = np.sort(order[:n_eval]), np.sort(order[n_eval:])
-        eval_full, eval_source = train_full, "train"
-        notes.append(f"no evaluation split: {n_eval} rows of 'train' held out (--train_val_split {train_val_split})")
+        eval_full, eval_source = train_full, "train (held out)" if validation_from_train else "train"
+        why = "--validation_from_train" if validation_from_train else "no evaluation split"
+        notes.append(f"{why}: {n_eval} rows of 'train' held out (--train_val_split {train_val_split})")
     else:
         eval_full, eval_source = dsd[eval_name], eval_name
         detect_columns(eval_full, image_column, label_column)

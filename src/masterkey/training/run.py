@@ -492,6 +492,7 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
             image_column=config.image_column_name,
             label_column=config.label_column_name,
             train_val_split=config.train_val_split,
+            validation_from_train=config.validation_from_train,
             max_train_samples=config.max_train_samples,
             max_eval_samples=config.max_eval_samples,
             seed=config.seed,
