@@ -283,3 +283,25 @@ def test_parallel_jobs_and_per_dataset_regime_give_the_runs_one_process_gives(tm
     source = json.loads((tmp_path / "one" / "source-size" / "sources" / "tf_efficientnet_lite0-animal-mnist-1" /
                          "results.json").read_text())  # fmt: skip
     assert len(source["epochs_history"]) == 3  # the source network trains for its dataset's epochs
+
+
+def _die_in_worker():
+    import os
+
+    os._exit(3)  # as a worker killed by the system (out of memory) ends: no exception, no result
+
+
+def test_a_worker_that_dies_is_a_typed_error_that_says_to_resume(tmp_path):
+    from masterkey.errors import WorkerError
+    from masterkey.experiments import _Runner
+    from masterkey.training import BuiltinDataset
+
+    run = _Runner("t", ExperimentConfig(), tmp_path, cpu_threads=1, resume=False, jobs=2)
+    run.datasets["dies"] = BuiltinDataset(name="dies", class_names=("a", "b"), load=_die_in_worker,
+                                          description="d", source="s", license="MIT")  # fmt: skip
+    try:
+        run.cell("g", "l", seeds=[0], filters="none", dataset_name="dies")
+        with pytest.raises(WorkerError, match="--resume"):
+            run.results()
+    finally:
+        run.close()

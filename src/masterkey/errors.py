@@ -21,6 +21,7 @@ __all__ = [
     "FitError",
     "DatasetError",
     "TrainingConfigError",
+    "WorkerError",
 ]
 
 
@@ -96,3 +97,8 @@ class DatasetError(MasterKeyError, ValueError):
 
 class TrainingConfigError(MasterKeyError, ValueError):
     """A training run was configured inconsistently (bad checkpoint path, output folder of another run, ...)."""
+
+
+class WorkerError(MasterKeyError, RuntimeError):
+    """A worker process that trained a run of an experiment (``--jobs``) died without a result (killed, out of
+    memory). The runs that finished are kept: rerun with ``--resume``."""

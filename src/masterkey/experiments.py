@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from torch import nn
 from ._timm import create_model
 from .bank import FilterBank
 from .constants import EXPERIMENT_NAMES
-from .errors import TrainingConfigError
+from .errors import TrainingConfigError, WorkerError
 from .extract import extract_filters, find_depthwise_convs
 from .hub import load_master_filters
 from .inject import inject_pointwise
@@ -295,7 +296,7 @@ class _Runner:
         """One record per run, in the order the cells were given (waiting for runs still training)."""
         records = []
         for record, result in self.pending:
-            result = result.result() if isinstance(result, Future) else result
+            result = _wait(result) if isinstance(result, Future) else result
             records.append({
                 **record,
                 "accuracy": result["final"]["accuracy"], "eval_loss": result["final"]["eval_loss"],
@@ -328,7 +329,7 @@ class _Runner:
             folders[name] = folder
         for future in futures:
             if isinstance(future, Future):
-                future.result()
+                _wait(future)
         if self.reused - reused < len(sources):  # trained anew: runs that used its filters are stale
             self.resume = False
         return folders
@@ -336,6 +337,16 @@ class _Runner:
     def source_model(self, name: str, **options: Any) -> Path:
         """:meth:`source_models` of one network."""
         return self.source_models({name: options})[name]
+
+
+def _wait(future: Future) -> dict[str, Any]:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise WorkerError(
+            "A worker process died while training a run (killed, or out of memory). The runs that finished are "
+            "kept: run the same command again with --resume, with fewer --jobs if memory ran out."
+        ) from None
 
 
 def _train_in_worker(datasets: Mapping[str, BuiltinDataset], filters: Mapping[str, Callable],
