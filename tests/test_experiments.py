@@ -267,9 +267,9 @@ def test_best_learning_rates_pick_the_highest_validation_accuracy_per_arm():
 def test_parallel_jobs_and_per_dataset_regime_give_the_runs_one_process_gives(tmp_path):
     """--jobs trains runs in worker processes: the same runs, the same numbers, in the same order as one process;
     the scale's per-dataset epochs and the config's per-arm learning rates reach each run."""
-    config = {"learning_rates": {"digits": {"from scratch": 3e-3}},
-              "scale": {"name": "quick", "seeds": [0, 1], "max_train_steps": None, "max_train_samples": 16,
-                        "source_train_samples": 16, "max_eval_samples": 16,
+    config = {"learning_rates": {"digits": {"from scratch": 3e-3}, "animal-mnist": {"from scratch": 1e-3}},
+              "scale": {"name": "quick", "seeds": [0], "max_train_steps": None, "max_train_samples": 16,
+                        "source_train_samples": 16, "source_max_steps": None, "max_eval_samples": 16,
                         "dataset_epochs": {"digits": 2, "animal-mnist": 3}}}  # fmt: skip
     one = run_experiment("source-size", config, out_dir=tmp_path / "one", cpu_threads=1)
     two = run_experiment("source-size", config, out_dir=tmp_path / "two", jobs=2, cpu_threads=1)
@@ -282,7 +282,8 @@ def test_parallel_jobs_and_per_dataset_regime_give_the_runs_one_process_gives(tm
     assert all(len(r["history"]) == 2 for r in one["runs"])  # digits' own 2 epochs
     source = json.loads((tmp_path / "one" / "source-size" / "sources" / "tf_efficientnet_lite0-animal-mnist-1" /
                          "results.json").read_text())  # fmt: skip
-    assert len(source["epochs_history"]) == 3  # the source network trains for its dataset's epochs
+    # the source network trains as the from-scratch arm on its dataset would: its epochs, its learning rate
+    assert len(source["epochs_history"]) == 3 and source["config"]["learning_rate"] == 1e-3
 
 
 def _die_in_worker():

@@ -315,7 +315,9 @@ class _Runner:
     def source_models(self, sources: Mapping[str, Mapping[str, Any]]) -> dict[str, Path]:
         """Train source networks from scratch (name -> options), every parameter trainable, one seed (their filters
         are the "given" filters of the transfer), side by side with ``jobs``; returns their output folders once all
-        have finished. A source trains for its dataset's epochs where the scale names them, else ``source_epochs``."""
+        have finished. A source trains for its dataset's epochs where the scale names them, else ``source_epochs``,
+        at the learning rate of the from-scratch arm on its dataset where the config names one (it is trained as
+        that arm is)."""
         s = self.scale
         folders, futures = {}, []
         reused = self.reused
@@ -324,6 +326,9 @@ class _Runner:
             dataset = options.get("dataset_name")
             options = {"max_train_samples": s.source_train_samples,
                        "num_train_epochs": (s.dataset_epochs or {}).get(dataset, s.source_epochs), **options}  # fmt: skip
+            rate = self.config.learning_rates.get(dataset, {}).get("from scratch")
+            if rate is not None:
+                options.setdefault("learning_rate", rate)
             futures.append(self.train(folder, filters="none", trainable="all", seed=0,
                                       max_train_steps=s.source_max_steps, **options))  # fmt: skip
             folders[name] = folder
