@@ -35,15 +35,23 @@ bench: $(STAMP)
 cards: $(STAMP)
 	$(VENV)/bin/masterkey cards --out hub_cards --experiments docs/experiments
 
-# The paper's experiments at full scale, one torch thread per run: `make -j2 experiments` runs two at a time on
-# 2 CPU cores. results.json, config.json, command.txt, the plot and the banks the cards are built from are kept in
+# The paper's experiments at full scale (64 px, the epochs the regime pilot chose, each arm at the learning rate the
+# lr-sweep chose: benchmarks/configs/evidence-64px.json), two runs at a time in worker processes with one torch
+# thread each (2 CPU cores): `make experiments`, one experiment after the other; `--resume` continues an interrupted
+# grid. results.json, config.json, command.txt, the plots and the banks the cards are built from are kept in
 # docs/experiments; the trained runs stay in outputs/
-EXPERIMENTS := layer-split transfer-matrix source-size across-architectures
+EXPERIMENTS := regime lr-sweep transfer-matrix layer-split source-size across-architectures
+EXPERIMENT_CONFIG := benchmarks/configs/evidence-64px.json
+EXPERIMENT_JOBS ?= 2
 
 experiments: $(EXPERIMENTS:%=experiment-%)
 
+experiment-regime: EXPERIMENT_CONFIG := benchmarks/configs/regime-pilot.json
+
 experiment-%: $(STAMP)
-	$(VENV)/bin/masterkey experiment $* --scale full --out outputs/experiments --cpu-threads 1
+	$(VENV)/bin/masterkey experiment $* --config $(EXPERIMENT_CONFIG) --out outputs/experiments --cpu-threads 1 \
+		--jobs $(EXPERIMENT_JOBS) --resume
 	mkdir -p docs/experiments/$*
 	cp $(addprefix outputs/experiments/$*/,results.json config.json command.txt $*.png) docs/experiments/$*/
+	if [ -f outputs/experiments/$*/$*-curves.png ]; then cp outputs/experiments/$*/$*-curves.png docs/experiments/$*/; fi
 	if [ -d outputs/experiments/$*/banks ]; then rm -rf docs/experiments/$*/banks; cp -r outputs/experiments/$*/banks docs/experiments/$*/; fi

@@ -107,3 +107,19 @@ def test_card_metadata_carries_a_result_only_beside_a_baseline_that_learned(tmp_
         found = experiment_card_results(tmp_path / name, "imagenet-lite0")
         assert [(r.dataset_name, r.metric_value) for r in found.results] == ([("animal-mnist", 0.81)] if learned else [])
         assert ("⚠ did not learn" in found.table) is not learned and "**+0.100 [+0.100, +0.100]**" in found.table
+
+
+def test_cards_say_how_to_reproduce_results_whose_named_scale_has_changed_since():
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from masterkey.experiments import SCALES
+    from masterkey.publishing import _reproduce
+
+    data = {"experiment": "source-size", "command": "masterkey experiment source-size --scale full",
+            "scale": json.loads(json.dumps(asdict(SCALES["full"])))}  # fmt: skip
+    assert _reproduce(data) == "Reproduce with `masterkey experiment source-size --scale full`."
+    then = {**data, "scale": {**data["scale"], "resolution": 32, "num_train_epochs": 4}}  # the full scale before
+    assert "--config config.json" in _reproduce(then) and "meant 32 px" in _reproduce(then)
+    assert (Path(__file__).resolve().parents[1] / "docs" / "experiments" / "source-size" / "config.json").is_file()

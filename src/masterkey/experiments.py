@@ -93,9 +93,10 @@ class Scale:
     dataset_epochs: Mapping[str, int] | None = None
 
 
-#: ``quick`` runs in the test suite (one step per run); ``small`` trains on 2,000 images per run
-#: (``docs/experiments-small``); ``full`` on every image (the demo's setting; the README's numbers, ``make -j2
-#: experiments``, 2 h 13 min on 2 CPU cores).
+#: ``quick`` runs in the test suite (one step per run); ``small`` trains on 2,000 images per run at 32 px
+#: (``docs/experiments-small``, an earlier regime); ``full`` on every image at 64 px (``tf_efficientnet_lite0``'s last
+#: feature map 2x2), for the epochs the regime pilot chose per dataset (``docs/experiments/regime``: from scratch
+#: plateaus at 20 epochs on digits and 6 on Animal-MNIST); the other datasets and the source networks train 6.
 SCALES: dict[str, Scale] = {
     "quick": Scale("quick", seeds=(0, 1, 2), resolution=32, num_train_epochs=1, max_train_steps=1,
                    max_train_samples=16, max_eval_samples=16, batch_size=8, learning_rate=2e-3, num_warmup_steps=0,
@@ -104,9 +105,10 @@ SCALES: dict[str, Scale] = {
     "small": Scale("small", seeds=(0, 1, 2), resolution=32, num_train_epochs=3, max_train_steps=None,
                    max_train_samples=2000, max_eval_samples=500, batch_size=64, learning_rate=2e-3,
                    num_warmup_steps=10, source_epochs=4, source_max_steps=None, source_train_samples=2000),
-    "full": Scale("full", seeds=(0, 1, 2), resolution=32, num_train_epochs=4, max_train_steps=None,
+    "full": Scale("full", seeds=(0, 1, 2), resolution=64, num_train_epochs=6, max_train_steps=None,
                   max_train_samples=None, max_eval_samples=None, batch_size=64, learning_rate=2e-3,
-                  num_warmup_steps=50, source_epochs=4, source_max_steps=None, source_train_samples=None),
+                  num_warmup_steps=50, source_epochs=6, source_max_steps=None, source_train_samples=None,
+                  dataset_epochs={"digits": 20, "animal-mnist": 6}),
 }  # fmt: skip
 
 
@@ -151,6 +153,9 @@ class ExperimentConfig:
         default_factory=lambda: {"digits": (10, 20, 40), "animal-mnist": (3, 6, 12)})
     #: lr-sweep: the learning rates each main arm tries, on the validation split carved from the training data
     sweep_learning_rates: tuple[float, ...] = (1e-3, 2e-3, 4e-3)
+    #: lr-sweep: which main arms are swept, by kind: ``none`` (from scratch), ``bank``, ``fitted`` (the universal keys
+    #: fitted to the bank), ``random``
+    sweep_arms: tuple[str, ...] = ("none", "bank", "fitted", "random")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExperimentConfig:
@@ -167,7 +172,8 @@ class ExperimentConfig:
         values = dict(data)
         if "scale" in values:
             values["scale"] = _scale_from(values["scale"])
-        for key in ("datasets", "architectures", "mappings", "pilot_resolutions", "sweep_learning_rates"):
+        for key in ("datasets", "architectures", "mappings", "pilot_resolutions", "sweep_learning_rates",
+                    "sweep_arms"):
             if key in values:
                 values[key] = tuple(values[key]) if isinstance(values[key], (list, tuple)) else (values[key],)
         if "pilot_epochs" in values:
@@ -406,11 +412,21 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
     return {"sources": sources, "own_banks": own_banks}
 
 
-def main_arms(bank: str) -> dict[str, str]:
-    """The transfer matrix's main arms, cell label -> ``--filters``: from scratch, the bank, the 8 universal keys
-    fitted to it, frozen random filters (the lr-sweep tunes these; the labels are those of transfer-matrix)."""
-    return {"from scratch": "none", f"{bank} (frozen)": bank,
-            f"universal 8 fitted to {bank} (frozen)": FITTED_PREFIX + bank, "random (frozen)": "random"}  # fmt: skip
+def main_arms(bank: str, kinds: Sequence[str] = ("none", "bank", "fitted", "random")) -> dict[str, str]:
+    """The transfer matrix's main arms of ``kinds``, cell label -> ``--filters``: from scratch (``none``), the bank,
+    the 8 universal keys ``fitted`` to it, frozen ``random`` filters (the lr-sweep tunes these; the labels are those
+    of transfer-matrix).
+
+    Raises:
+        TrainingConfigError: an unknown kind.
+    """
+    arms = {"none": ("from scratch", "none"), "bank": (f"{bank} (frozen)", bank),
+            "fitted": (f"universal 8 fitted to {bank} (frozen)", FITTED_PREFIX + bank),
+            "random": ("random (frozen)", "random")}  # fmt: skip
+    unknown = sorted(set(kinds) - set(arms))
+    if unknown:
+        raise TrainingConfigError(f"Unknown arm kind(s) {unknown} in sweep_arms; choose from {', '.join(arms)}.")
+    return dict(arms[kind] for kind in arms if kind in kinds)
 
 
 def regime(run: _Runner) -> dict[str, Any]:
@@ -433,7 +449,7 @@ def lr_sweep(run: _Runner) -> dict[str, Any]:
     the first seed, scored on a validation split held out of the training data (never the test split). The best
     rate per arm and dataset is in ``details["best"]``; the config's ``learning_rates`` takes it."""
     seed = run.scale.seeds[:1]
-    arms = main_arms(run.config.bank)
+    arms = main_arms(run.config.bank, run.config.sweep_arms)
     for dataset in run.config.datasets[: run.scale.max_targets]:
         for label, filters in arms.items():
             for rate in run.config.sweep_learning_rates:

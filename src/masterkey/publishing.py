@@ -14,6 +14,7 @@ import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,7 +25,7 @@ from .analysis import explained_table
 from .bank import FilterBank
 from .constants import CARD_NAME, CONFIG_NAME, FILTERS_NAME, HUB_ORG
 from .errors import BankFormatError, ResultsFormatError
-from .experiments import LEARNED_LOSS_SHARE, markdown_table, results_chance, summarize
+from .experiments import LEARNED_LOSS_SHARE, SCALES, markdown_table, results_chance, summarize
 from .extract import extract_filters
 from .hub import check_upload, load_master_filters, push_folder
 from .keys import (
@@ -317,10 +318,22 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
         sections.append((
             f"Experiment: {data['experiment']}",
             markdown_table(summary) + f"\n\nScale `{scale['name']}`: {len(scale['seeds'])} seeds, "
-            f"{scale['resolution']}px, wall time {data['wall_time_s'] / 60:.1f} min. Reproduce with "
-            f"`{data['command']}`.",
+            f"{scale['resolution']}px, wall time {data['wall_time_s'] / 60:.1f} min. {_reproduce(data)}",
         ))  # fmt: skip
     return CardResults(results, "\n".join(lines), sections)
+
+
+def _reproduce(data: Mapping[str, Any]) -> str:
+    """How to run an experiment's results again: its command, or, where the scale it named has changed since, its
+    ``config.json`` (which holds every setting)."""
+    scale = data["scale"]
+    current = SCALES.get(scale["name"])
+    now = None if current is None else json.loads(json.dumps(asdict(current)))  # as results.json holds it
+    if now is None or now == {**now, **scale}:
+        return f"Reproduce with `{data['command']}`."
+    return (f"Ran as `{data['command']}`, when the `{scale['name']}` scale meant {scale['resolution']} px; reproduce "
+            f"with `masterkey experiment {data['experiment']} --config config.json` (the config.json beside the "
+            "results).")  # fmt: skip
 
 
 def _keys_table() -> str:
