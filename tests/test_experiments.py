@@ -306,3 +306,17 @@ def test_a_worker_that_dies_is_a_typed_error_that_says_to_resume(tmp_path):
             run.results()
     finally:
         run.close()
+
+
+def test_transfer_matrix_tries_extra_banks_by_depth_on_the_datasets_named(tmp_path):
+    """A stronger source of the same data (the ImageNet lite1 bank, 21 depthwise convs, other widths) as an arm of its
+    own, injected into lite0 by depth on the datasets named."""
+    results = run_experiment("transfer-matrix", {"extra_banks": ["imagenet-lite1"], "extra_banks_datasets": ["digits"],
+                                                 "scale": {"name": "quick", "seeds": [0]}}, out_dir=tmp_path)  # fmt: skip
+    extra = [r for r in results["runs"] if r["filters"] == "imagenet-lite1"]
+    assert [(r["dataset"], r["label"]) for r in extra] == [("digits", "imagenet-lite1 (frozen, mapping=depth)")]
+    run = json.loads((Path(extra[0]["run"]) / "results.json").read_text())
+    injected = run["filters"]["injected"]
+    # every lite0 depthwise conv gets one of lite1's 21, by relative depth: some from a block of another index
+    assert len(injected) == 16 and any(e["source"] != e["target"] for e in injected)
+    assert next(r for r in results["summary"] if r["filters"] == "imagenet-lite1")["vs_scratch"]["pairs"] == 1

@@ -135,6 +135,12 @@ class ExperimentConfig:
     mapping: str = "exact"
     #: transfer-matrix: every dataset is a target, and a bank is trained on each
     datasets: tuple[str, ...] = ("digits", "animal-mnist")
+    #: transfer-matrix: more banks, each an arm of its own (another model's by ``extra_mapping``: e.g. the ImageNet
+    #: lite1 / lite2 banks in lite0 by depth, a stronger source of the same data), on ``extra_banks_datasets`` (all
+    #: datasets when ``None``)
+    extra_banks: tuple[str, ...] = ()
+    extra_mapping: str = "depth"
+    extra_banks_datasets: tuple[str, ...] | None = None
     #: layer-split: the built-in dataset whose classes are split into halves A and B
     split_dataset: str = "animal-mnist"
     #: source-size: banks trained on shares of ``source`` transfer to ``target``
@@ -173,8 +179,8 @@ class ExperimentConfig:
         if "scale" in values:
             values["scale"] = _scale_from(values["scale"])
         for key in ("datasets", "architectures", "mappings", "pilot_resolutions", "sweep_learning_rates",
-                    "sweep_arms"):
-            if key in values:
+                    "sweep_arms", "extra_banks", "extra_banks_datasets"):
+            if key in values and values[key] is not None:
                 values[key] = tuple(values[key]) if isinstance(values[key], (list, tuple)) else (values[key],)
         if "pilot_epochs" in values:
             values["pilot_epochs"] = {d: tuple(e) if isinstance(e, (list, tuple)) else (e,)
@@ -406,10 +412,14 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
                **{f"{d} bank (frozen)": path for d, path in own_banks.items()},
                **{label: main[label] for label in list(main)[2:3]},
                "universal 8, key = channel mod 8 (frozen)": "universal-idealized", **dict(list(main.items())[3:])}  # fmt: skip
+    extra = {f"{b} (frozen, mapping={run.config.extra_mapping})": b for b in run.config.extra_banks}
     for target in run.config.datasets[: run.scale.max_targets]:
         for label, filters in sources.items():
             run.cell(target, label, filters=filters, mapping=run.config.mapping, dataset_name=target)
-    return {"sources": sources, "own_banks": own_banks}
+        if run.config.extra_banks_datasets is None or target in run.config.extra_banks_datasets:
+            for label, filters in extra.items():
+                run.cell(target, label, filters=filters, mapping=run.config.extra_mapping, dataset_name=target)
+    return {"sources": sources, "own_banks": own_banks, "extra_banks": extra}
 
 
 def main_arms(bank: str, kinds: Sequence[str] = ("none", "bank", "fitted", "random")) -> dict[str, str]:
