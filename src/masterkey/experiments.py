@@ -141,6 +141,9 @@ class ExperimentConfig:
     extra_banks: tuple[str, ...] = ()
     extra_mapping: str = "depth"
     extra_banks_datasets: tuple[str, ...] | None = None
+    #: transfer-matrix: dataset -> a longer budget in epochs at which from scratch and the bank train again (does the
+    #: frozen bank only speed training up, or does it still win once scratch has converged?)
+    long_epochs: Mapping[str, int] = field(default_factory=dict)
     #: layer-split: the built-in dataset whose classes are split into halves A and B
     split_dataset: str = "animal-mnist"
     #: source-size: banks trained on shares of ``source`` transfer to ``target``
@@ -419,7 +422,11 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
         if run.config.extra_banks_datasets is None or target in run.config.extra_banks_datasets:
             for label, filters in extra.items():
                 run.cell(target, label, filters=filters, mapping=run.config.extra_mapping, dataset_name=target)
-    return {"sources": sources, "own_banks": own_banks, "extra_banks": extra}
+    for target, epochs in run.config.long_epochs.items():
+        for label in list(main)[:2]:  # from scratch and the bank, compared with each other at the longer budget
+            run.cell(f"{target}, {epochs} epochs", label, filters=main[label], mapping=run.config.mapping,
+                     num_train_epochs=epochs, dataset_name=target, pair=f"{epochs} epochs")  # fmt: skip
+    return {"sources": sources, "own_banks": own_banks, "extra_banks": extra, "long_epochs": dict(run.config.long_epochs)}
 
 
 def main_arms(bank: str, kinds: Sequence[str] = ("none", "bank", "fitted", "random")) -> dict[str, str]:
