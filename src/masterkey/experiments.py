@@ -574,9 +574,10 @@ def source_size(run: _Runner) -> dict[str, Any]:
     cap = run.scale.source_train_samples
     full = min(n_train, cap) if cap else n_train
     counts = {fraction: max(1, round(fraction * full)) for fraction in (0.1, 0.3, 1.0)}
+    # before the sources: it does not use their filters, so --resume keeps it even when they are trained anew
+    run.cell(target, "from scratch", x=0.0, filters="none", dataset_name=target)
     trained = run.source_models({f"{model}-{source}-{fraction:g}": {"dataset_name": source, "max_train_samples": count}
                                  for fraction, count in counts.items()})  # fmt: skip
-    run.cell(target, "from scratch", x=0.0, filters="none", dataset_name=target)
     for fraction, count in counts.items():
         folder = trained[f"{model}-{source}-{fraction:g}"]
         bank = source_bank(folder, name=f"{fraction:.0%} of {source}", dataset=source, model=model)
