@@ -123,3 +123,28 @@ def test_cards_say_how_to_reproduce_results_whose_named_scale_has_changed_since(
     then = {**data, "scale": {**data["scale"], "resolution": 32, "num_train_epochs": 4}}  # the full scale before
     assert "--config config.json" in _reproduce(then) and "meant 32 px" in _reproduce(then)
     assert (Path(__file__).resolve().parents[1] / "docs" / "experiments" / "source-size" / "config.json").is_file()
+
+
+def test_cards_compare_a_longer_budget_with_scratch_at_that_budget():
+    """A transfer matrix with a longer budget has two from-scratch cells on one dataset: each arm's card row names its
+    own baseline, and its metadata entry says which budget it is."""
+    from masterkey.publishing import _card_rows
+
+    def run(group, filters, seed, acc, pair=None):
+        row = {"group": group, "label": filters, "x": None, "seed": seed, "dataset": "digits", "model": "m",
+               "filters": filters, "accuracy": acc, "train_loss": 0.3, "learned": True, "converged": True,
+               "chance": 0.1, "num_labels": 10}  # fmt: skip
+        return {**row, "pair": pair} if pair else row
+
+    runs = [run("digits", "none", s, 0.80 + s / 100) for s in range(3)]
+    runs += [run("digits", "bank", s, 0.90 + s / 100) for s in range(3)]
+    runs += [run("digits, 12 epochs", "none", s, 0.95, pair="12 epochs") for s in range(3)]
+    runs += [run("digits, 12 epochs", "bank", s, 0.96, pair="12 epochs") for s in range(3)]
+    data = {"experiment": "transfer-matrix", "runs": runs, "command": "c", "wall_time_s": 60.0,
+            "scale": {"name": "mine", "seeds": [0, 1, 2], "resolution": 64}}  # fmt: skip
+    found = _card_rows(data, "bank")
+    assert sorted((r.dataset_name, r.metric_value) for r in found.results) == [
+        ("digits", 0.91), ("digits (12 epochs)", 0.96)]
+    rows = found.table.splitlines()
+    assert "0.810 ± 0.010" in rows[0] and "+0.100" in rows[0]  # beside its own scratch
+    assert "0.950 ± 0.000" in rows[1] and "+0.010" in rows[1]

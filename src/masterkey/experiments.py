@@ -419,13 +419,14 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
     for target in run.config.datasets[: run.scale.max_targets]:
         for label, filters in sources.items():
             run.cell(target, label, filters=filters, mapping=run.config.mapping, dataset_name=target)
+        if target in run.config.long_epochs:
+            epochs = run.config.long_epochs[target]
+            for label in list(main)[:2]:  # from scratch and the bank, compared with each other at the longer budget
+                run.cell(f"{target}, {epochs} epochs", label, filters=main[label], mapping=run.config.mapping,
+                         num_train_epochs=epochs, dataset_name=target, pair=f"{epochs} epochs")  # fmt: skip
         if run.config.extra_banks_datasets is None or target in run.config.extra_banks_datasets:
             for label, filters in extra.items():
                 run.cell(target, label, filters=filters, mapping=run.config.extra_mapping, dataset_name=target)
-    for target, epochs in run.config.long_epochs.items():
-        for label in list(main)[:2]:  # from scratch and the bank, compared with each other at the longer budget
-            run.cell(f"{target}, {epochs} epochs", label, filters=main[label], mapping=run.config.mapping,
-                     num_train_epochs=epochs, dataset_name=target, pair=f"{epochs} epochs")  # fmt: skip
     return {"sources": sources, "own_banks": own_banks, "extra_banks": extra, "long_epochs": dict(run.config.long_epochs)}
 
 
@@ -603,6 +604,9 @@ def across_architectures(run: _Runner) -> dict[str, Any]:
     return {"targets": list(targets), "dataset": dataset, "mappings": list(run.config.mappings)}
 
 
+#: The experiments that choose the regime and the learning rates, scored on a validation split held out of the training
+#: data: their numbers are never test results (no card shows them).
+TUNING_EXPERIMENTS = ("regime", "lr-sweep")
 #: The experiments, in the order of :data:`masterkey.constants.EXPERIMENT_NAMES` (the command line's choices).
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = dict(
     zip(EXPERIMENT_NAMES, (regime, lr_sweep, transfer_matrix, layer_split, source_size, across_architectures),
@@ -671,7 +675,7 @@ def summarize(
         acc = np.array([r["accuracy"] for r in rows], dtype=float)
         row = {
             "group": group, "label": label, "x": rows[0]["x"], "filters": rows[0]["filters"], "n": len(rows),
-            "dataset": rows[0]["dataset"], "model": rows[0]["model"],
+            "dataset": rows[0]["dataset"], "model": rows[0]["model"], "pair": rows[0].get("pair", ""),
             "mean": float(acc.mean()), "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
             "seeds": [r["seed"] for r in rows],
             "chance": rows[0].get("chance") or (chance or {}).get(rows[0]["dataset"]),
@@ -742,7 +746,7 @@ def _plot(experiment: str, model: str, summary: Sequence[dict[str, Any]], path: 
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     # the pilot and the sweep draw every cell as a curve; the others draw from-scratch cells as reference lines
-    tuning = experiment in ("regime", "lr-sweep")
+    tuning = experiment in TUNING_EXPERIMENTS
     scratch = {} if tuning else {r["group"]: r for r in summary if r["filters"] == "none"}
     if all(r["x"] is not None for r in summary):  # curves against x, the from-scratch cells as reference lines
         curves = [g for g in groups if any(r["group"] == g and (tuning or r["filters"] != "none") for r in summary)]

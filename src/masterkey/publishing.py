@@ -25,7 +25,7 @@ from .analysis import explained_table
 from .bank import FilterBank
 from .constants import CARD_NAME, CONFIG_NAME, FILTERS_NAME, HUB_ORG
 from .errors import BankFormatError, ResultsFormatError
-from .experiments import LEARNED_LOSS_SHARE, SCALES, markdown_table, results_chance, summarize
+from .experiments import LEARNED_LOSS_SHARE, SCALES, TUNING_EXPERIMENTS, markdown_table, results_chance, summarize
 from .extract import extract_filters
 from .hub import check_upload, load_master_filters, push_folder
 from .keys import (
@@ -277,7 +277,7 @@ def experiment_card_results(experiments_dir: str | Path, filters: str) -> CardRe
 
 
 def _baselines_that_learned(runs: Sequence[dict[str, Any]], chance: Mapping[str, float]) -> dict[tuple, bool]:
-    """Per (dataset, model), whether every from-scratch run learned: the recorded learning check, or for runs
+    """Per (dataset, model, pair: the from-scratch cell an arm is compared with), whether every from-scratch run learned: the recorded learning check, or for runs
     written before it, a final train loss below :data:`~masterkey.experiments.LEARNED_LOSS_SHARE` of chance's ln K."""
     verdicts: dict[tuple, bool] = {}
     for r in (run for run in runs if run["filters"] == "none"):
@@ -286,25 +286,29 @@ def _baselines_that_learned(runs: Sequence[dict[str, Any]], chance: Mapping[str,
         else:
             level = r.get("chance") or chance.get(r["dataset"])
             ok = bool(level) and r["train_loss"] < LEARNED_LOSS_SHARE * math.log(1 / level)
-        key = (r["dataset"], r["model"])
+        key = (r["dataset"], r["model"], r.get("pair", ""))
         verdicts[key] = verdicts.get(key, True) and ok
     return verdicts
 
 
 def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
     """What one experiment's results give the card of ``filters``."""
+    if data["experiment"] in TUNING_EXPERIMENTS:  # scored on a validation split held out of train: no test result
+        return CardResults([], "", [])
     chance = results_chance(data)
     summary = summarize(data["runs"], chance=chance)
-    scratch = {(row["dataset"], row["model"]): row for row in summary if row["filters"] == "none"}
+    scratch = {(row["dataset"], row["model"], row["pair"]): row for row in summary if row["filters"] == "none"}
     learned = _baselines_that_learned(data["runs"], chance)
     results, lines = [], []
     for r in (row for row in summary if row["filters"] == filters):
-        base_learned = learned.get((r["dataset"], r["model"]), False)
+        key = (r["dataset"], r["model"], r["pair"])
+        base_learned = learned.get(key, False)
         if base_learned:  # no number goes into the metadata beside a from-scratch baseline that failed to learn
             results.append(EvalResult(task_type="image-classification", dataset_type=r["dataset"],
-                                      dataset_name=r["dataset"], dataset_split="test", metric_type="accuracy",
+                                      dataset_name=f"{r['dataset']} ({r['pair']})" if r["pair"] else r["dataset"],
+                                      dataset_split="test", metric_type="accuracy",
                                       metric_value=round(r["mean"], 3), metric_name="accuracy"))  # fmt: skip
-        base, diff = scratch.get((r["dataset"], r["model"])), r.get("vs_scratch")
+        base, diff = scratch.get(key), r.get("vs_scratch")
         delta = "" if diff is None else f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
         delta = f"**{delta}**" if diff and diff["real"] else delta
         baseline = "" if base is None else f"{base['mean']:.3f} ± {base['std']:.3f}"

@@ -1,0 +1,48 @@
+"""Write the lr-sweep's choice into an experiment config: ``learning_rates`` for every arm of the transfer matrix.
+
+From scratch takes the rate the sweep chose for from scratch on its dataset; every frozen arm (the bank, the banks
+trained on each dataset, the universal keys, frozen random filters, the extra banks) takes the rate the sweep chose for
+the bank on that dataset, unless the sweep tuned that arm itself.
+
+    python benchmarks/apply_lr_sweep.py outputs/rerun/lr-sweep/results.json benchmarks/configs/evidence-64px.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from masterkey.experiments import ExperimentConfig, best_learning_rates
+
+
+def transfer_matrix_labels(config: ExperimentConfig) -> list[str]:
+    """The frozen arms' cell labels of transfer-matrix (and of its longer budget) under ``config``."""
+    bank = config.bank
+    return [f"{bank} (frozen)", *(f"{d} bank (frozen)" for d in config.datasets),
+            f"universal 8 fitted to {bank} (frozen)", "universal 8, key = channel mod 8 (frozen)", "random (frozen)",
+            *(f"{b} (frozen, mapping={config.extra_mapping})" for b in config.extra_banks)]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", type=Path, help="the lr-sweep's results.json")
+    parser.add_argument("config", type=Path, help="experiment config JSON to update in place")
+    args = parser.parse_args()
+    sweep = json.loads(args.sweep.read_text())
+    data = json.loads(args.config.read_text())
+    config = ExperimentConfig.from_dict(data)
+    best = best_learning_rates(sweep["runs"])
+    rates = {}
+    for dataset, arms in best.items():
+        bank_rate = arms[f"{config.bank} (frozen)"]
+        rates[dataset] = {"from scratch": arms["from scratch"],
+                          **{label: arms.get(label, bank_rate) for label in transfer_matrix_labels(config)}}  # fmt: skip
+    data["learning_rates"] = rates
+    args.config.write_text(json.dumps(data, indent=1) + "\n")
+    for dataset, arms in rates.items():
+        print(dataset, json.dumps(arms))
+
+
+if __name__ == "__main__":
+    main()
