@@ -1,10 +1,22 @@
 """The Master Key Filters paper's experiments, runnable on any timm DS-CNN and dataset masterkey can train on.
 
 Each experiment is a grid of training runs (cells x seeds) through :func:`masterkey.training.train_transfer`, so the
-same code scales from the offline datasets on 2 CPU cores to GPUs with Accelerate. Every experiment writes, under
-``out_dir/<experiment>/``: ``results.json`` (every run, the per-cell mean and standard deviation, the scale, the
-exact command), ``config.json`` (the :class:`ExperimentConfig`, which ``--config`` takes back), ``<experiment>.png``,
-and the runs' own folders under ``runs/``. The config picks the model, datasets and bank (defaults in brackets).
+same code scales from the offline datasets on 2 CPU cores to GPUs with Accelerate; ``jobs`` trains several runs at a
+time in worker processes. Every experiment writes, under ``out_dir/<experiment>/``: ``results.json`` (every run with
+its learning check and per-epoch accuracy, the per-cell mean and standard deviation, the paired difference to
+from-scratch with its 95% interval, the scale, the exact command), ``config.json`` (the :class:`ExperimentConfig`,
+which ``--config`` takes back), ``<experiment>.png``, the learning curves, and the runs' own folders under ``runs/``.
+The config picks the model, datasets and bank (defaults in brackets).
+
+Two experiments choose the regime the others run in, scored on a validation split held out of the training data
+(never the test split; no card shows their numbers):
+
+- ``regime``: from scratch at each of ``pilot_resolutions`` for each of a dataset's ``pilot_epochs`` budgets; the
+  chosen epochs go into the scale's ``dataset_epochs``.
+- ``lr-sweep``: each main arm at each of ``sweep_learning_rates``; the choice goes into the config's
+  ``learning_rates``.
+
+The paper's four:
 
 1. ``transfer-matrix``: frozen filters from several sources (the bank [ImageNet lite0], banks trained on each dataset
    [the built-in ones], the 8 universal keys, frozen random filters) on each dataset, against training from scratch.
