@@ -13,15 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from masterkey.experiments import ExperimentConfig, best_learning_rates
-
-
-def transfer_matrix_labels(config: ExperimentConfig) -> list[str]:
-    """The frozen arms' cell labels of transfer-matrix (and of its longer budget) under ``config``."""
-    bank = config.bank
-    return [f"{bank} (frozen)", *(f"{d} bank (frozen)" for d in config.datasets),
-            f"universal 8 fitted to {bank} (frozen)", "universal 8, key = channel mod 8 (frozen)", "random (frozen)",
-            *(f"{b} (frozen, mapping={config.extra_mapping})" for b in config.extra_banks)]  # fmt: skip
+from masterkey.experiments import ExperimentConfig, best_learning_rates, transfer_matrix_arms
 
 
 def main() -> None:
@@ -33,11 +25,13 @@ def main() -> None:
     data = json.loads(args.config.read_text())
     config = ExperimentConfig.from_dict(data)
     best = best_learning_rates(sweep["runs"])
+    sources, extra = transfer_matrix_arms(config, {d: "" for d in config.datasets})  # only the labels are used
+    frozen = [label for label, filters in {**sources, **extra}.items() if filters != "none"]
     rates = {}
     for dataset, arms in best.items():
         bank_rate = arms[f"{config.bank} (frozen)"]
         rates[dataset] = {"from scratch": arms["from scratch"],
-                          **{label: arms.get(label, bank_rate) for label in transfer_matrix_labels(config)}}  # fmt: skip
+                          **{label: arms.get(label, bank_rate) for label in frozen}}  # fmt: skip
     data["learning_rates"] = rates
     args.config.write_text(json.dumps(data, indent=1) + "\n")
     for dataset, arms in rates.items():

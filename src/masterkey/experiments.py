@@ -310,11 +310,12 @@ class _Runner:
         rates = self.config.learning_rates.get(options["dataset_name"], {})
         if label in rates and "learning_rate" not in options:
             options["learning_rate"] = rates[label]
+        rate = options.get("learning_rate", self.scale.learning_rate)
         for seed in self.scale.seeds if seeds is None else seeds:
             folder = self.out_dir / "runs" / f"{slugify(group)}__{slugify(label)}__seed{seed}"
             record = {"group": group, "label": label, "x": x, "seed": seed, "dataset": options["dataset_name"],
                       "model": options.get("model", self.config.model), "filters": options.get("filters", "none"),
-                      "learning_rate": self.settings(folder, **options)["learning_rate"]}  # fmt: skip
+                      "learning_rate": rate}  # fmt: skip
             if pair is not None:
                 record["pair"] = pair
             self.pending.append((record, self.train(folder, seed=seed, **options)))
@@ -352,7 +353,8 @@ class _Runner:
             folder = self.out_dir / "sources" / slugify(name)
             dataset = options.get("dataset_name")
             options = {"max_train_samples": s.source_train_samples,
-                       "num_train_epochs": (s.dataset_epochs or {}).get(dataset, s.source_epochs), **options}  # fmt: skip
+                       "num_train_epochs": (s.dataset_epochs or {}).get(dataset, s.source_epochs),
+                       **options}  # fmt: skip
             rate = self.config.learning_rates.get(dataset, {}).get("from scratch")
             if rate is not None:
                 options.setdefault("learning_rate", rate)
@@ -422,24 +424,41 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
                  for d in run.config.datasets}  # fmt: skip
     for dataset, folder in own_banks.items():  # kept beside the results: the cards are built from them
         load_master_filters(folder).save_pretrained(run.out_dir / "banks" / slugify(dataset))
-    main = main_arms(bank)
-    sources = {**{label: main[label] for label in list(main)[:2]},
-               **{f"{d} bank (frozen)": path for d, path in own_banks.items()},
-               **{label: main[label] for label in list(main)[2:3]},
-               "universal 8, key = channel mod 8 (frozen)": "universal-idealized", **dict(list(main.items())[3:])}  # fmt: skip
-    extra = {f"{b} (frozen, mapping={run.config.extra_mapping})": b for b in run.config.extra_banks}
+    sources, extra = transfer_matrix_arms(run.config, own_banks)
+    longer = main_arms(bank, ("none", "bank"))  # compared with each other at the longer budget
     for target in run.config.datasets[: run.scale.max_targets]:
         for label, filters in sources.items():
             run.cell(target, label, filters=filters, mapping=run.config.mapping, dataset_name=target)
         if target in run.config.long_epochs:
             epochs = run.config.long_epochs[target]
-            for label in list(main)[:2]:  # from scratch and the bank, compared with each other at the longer budget
-                run.cell(f"{target}, {epochs} epochs", label, filters=main[label], mapping=run.config.mapping,
+            for label, filters in longer.items():
+                run.cell(f"{target}, {epochs} epochs", label, filters=filters, mapping=run.config.mapping,
                          num_train_epochs=epochs, dataset_name=target, pair=f"{epochs} epochs")  # fmt: skip
         if run.config.extra_banks_datasets is None or target in run.config.extra_banks_datasets:
             for label, filters in extra.items():
                 run.cell(target, label, filters=filters, mapping=run.config.extra_mapping, dataset_name=target)
-    return {"sources": sources, "own_banks": own_banks, "extra_banks": extra, "long_epochs": dict(run.config.long_epochs)}
+    return {"sources": sources, "own_banks": own_banks, "extra_banks": extra,
+            "long_epochs": dict(run.config.long_epochs)}
+
+
+def transfer_matrix_arms(
+    config: ExperimentConfig, own_banks: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The transfer matrix's arms under ``config``, cell label -> ``--filters``: the arms every target trains (from
+    scratch, the bank, ``own_banks`` (dataset -> bank folder), the universal keys fitted and by channel, frozen random
+    filters), and the ``extra_banks`` arms.
+
+    Example:
+        >>> sources, extra = transfer_matrix_arms(ExperimentConfig(), {"digits": "banks/digits"})
+        >>> list(sources)[:3]
+        ['from scratch', 'imagenet-lite0 (frozen)', 'digits bank (frozen)']
+    """
+    bank = config.bank
+    sources = {**main_arms(bank, ("none", "bank")), **{f"{d} bank (frozen)": path for d, path in own_banks.items()},
+               **main_arms(bank, ("fitted",)), "universal 8, key = channel mod 8 (frozen)": "universal-idealized",
+               **main_arms(bank, ("random",))}  # fmt: skip
+    extra = {f"{b} (frozen, mapping={config.extra_mapping})": b for b in config.extra_banks}
+    return sources, extra
 
 
 def main_arms(bank: str, kinds: Sequence[str] = ("none", "bank", "fitted", "random")) -> dict[str, str]:

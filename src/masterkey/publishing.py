@@ -277,8 +277,9 @@ def experiment_card_results(experiments_dir: str | Path, filters: str) -> CardRe
 
 
 def _baselines_that_learned(runs: Sequence[dict[str, Any]], chance: Mapping[str, float]) -> dict[tuple, bool]:
-    """Per (dataset, model, pair: the from-scratch cell an arm is compared with), whether every from-scratch run learned: the recorded learning check, or for runs
-    written before it, a final train loss below :data:`~masterkey.experiments.LEARNED_LOSS_SHARE` of chance's ln K."""
+    """Per (dataset, model, pair: the from-scratch cell an arm is compared with), whether every from-scratch run
+    learned: the recorded learning check, or for runs written before it, a final train loss below
+    :data:`~masterkey.experiments.LEARNED_LOSS_SHARE` of chance's ln K."""
     verdicts: dict[tuple, bool] = {}
     for r in (run for run in runs if run["filters"] == "none"):
         if "learned" in r:
