@@ -123,6 +123,8 @@ def test_config_file_runs_another_model_and_dataset(tmp_path, capsys):
         ({"scale": {"name": "mine", "seeds": [0]}}, "needs every field; missing: resolution"),
         ({"scale": {"name": "quick", "batchsize": 4}}, r"Unknown scale key\(s\) \['batchsize'\]"),
         (["model"], "JSON object of fields"),
+        ({"model_variants": [{"model": "convnext_atto"}]}, "model_variants entry is"),
+        ({"model_variants": [{"model": "convnext_atto", "model_kwargs": {}}]}, "at least one create_model argument"),
     ],
 )
 def test_bad_config_is_a_clear_error(config, message):
@@ -335,3 +337,37 @@ def test_transfer_matrix_tries_extra_banks_by_depth_on_the_datasets_named(tmp_pa
     # every lite0 depthwise conv gets one of lite1's 21, by relative depth: some from a block of another index
     assert len(injected) == 16 and any(e["source"] != e["target"] for e in injected)
     assert next(r for r in results["summary"] if r["filters"] == "imagenet-lite1")["vs_scratch"]["pairs"] == 1
+
+
+def test_across_architectures_trains_each_distinct_mapping_once_and_model_variants_against_their_own_scratch(tmp_path):
+    """``size`` gives ConvNeXt (7x7 only; the lite0 bank has 3x3 and 5x5) the injection ``depth`` gives: one arm. A
+    variant (ConvNeXt with layer scale starting at 1) is paired with its own from-scratch cell."""
+    from safetensors.torch import load_file
+
+    variant = {"model": "convnext_atto", "model_kwargs": {"ls_init_value": 1.0}}
+    results = run_experiment("across-architectures",
+                             {"architectures": ["convnext_atto", "mobilenetv3_small_050"], "mappings": ["depth", "size"],
+                              "model_variants": [variant],
+                              "scale": {"name": "quick", "seeds": [0, 1], "max_targets": None}},
+                             out_dir=tmp_path)  # fmt: skip
+    assert results["details"]["mappings_trained"] == {"convnext_atto": ["depth"],
+                                                      "mobilenetv3_small_050": ["depth", "size"]}  # fmt: skip
+    labels = {g: [r["label"] for r in results["summary"] if r["group"] == g] for g in
+              dict.fromkeys(r["group"] for r in results["summary"])}  # fmt: skip
+    assert labels["convnext_atto (ls_init_value=1.0)"] == [
+        "from scratch", "imagenet-lite0 (frozen, mapping=depth)", "random (frozen)"]
+    assert "imagenet-lite0 (frozen, mapping=size)" in labels["mobilenetv3_small_050"]
+    assert not any("size" in label for label in labels["convnext_atto"])
+    runs = [r for r in results["runs"] if r["group"] == "convnext_atto (ls_init_value=1.0)"]
+    assert {r["pair"] for r in runs} == {"ls_init_value=1.0"}
+    scratch = {r["seed"]: r["accuracy"] for r in runs if r["filters"] == "none"}
+    bank = {r["seed"]: r["accuracy"] for r in runs if r["filters"] == "imagenet-lite0"}
+    row = next(r for r in results["summary"] if r["group"] == "convnext_atto (ls_init_value=1.0)"
+               and r["filters"] == "imagenet-lite0")  # fmt: skip
+    assert row["vs_scratch"]["mean"] == pytest.approx(sum(bank[s] - scratch[s] for s in (0, 1)) / 2)
+    run = json.loads((Path(runs[0]["run"]) / "results.json").read_text())
+    assert run["config"]["model_kwargs"] == {"ls_init_value": 1.0}
+    gamma = next(v for k, v in load_file(str(Path(runs[0]["run"]) / "model.safetensors")).items() if k.endswith("gamma"))
+    assert gamma.float().mean().item() > 0.5  # started at 1, not timm's 1e-6
+    saved = ExperimentConfig.from_json(tmp_path / "across-architectures" / "config.json")
+    assert saved.model_variants == (variant,)

@@ -238,6 +238,27 @@ def test_unknown_model_lists_close_matches(tmp_path):
         train_transfer(**{**FAST, "model": "mobilenetv3_smal_050"}, output_dir=str(tmp_path))
 
 
+def test_model_kwargs_reach_create_model_and_travel_with_the_saved_model(tmp_path):
+    import timm
+    from safetensors.torch import load_file
+
+    # ConvNeXt's layer scale starts at 1e-6 by timm's default; --model_kwargs starts it at 1
+    options = dict(model="convnext_atto", dataset_name="digits", resolution=32, max_train_samples=16,
+                   max_eval_samples=16, per_device_train_batch_size=8, max_train_steps=1, cpu_threads=1)  # fmt: skip
+    results = train_transfer(**options, filters="imagenet-lite0", mapping="depth",
+                             model_kwargs={"ls_init_value": 1.0}, learning_rate=1e-4,
+                             output_dir=str(tmp_path / "ls1"))  # fmt: skip
+    assert results["config"]["model_kwargs"] == {"ls_init_value": 1.0}
+    gammas = [v for k, v in load_file(str(tmp_path / "ls1" / "model.safetensors")).items() if k.endswith(".gamma")]
+    assert gammas and all(abs(g.float().mean().item() - 1.0) < 0.01 for g in gammas)  # one step at lr 1e-4 from 1
+    saved = json.loads((tmp_path / "ls1" / "config.json").read_text())
+    assert saved["model_args"]["ls_init_value"] == 1.0 and "num_classes" not in saved["model_args"]
+    reloaded = timm.create_model(f"local-dir:{tmp_path / 'ls1'}", pretrained=True)
+    assert reloaded.stages[0].blocks[0].gamma.mean().item() == pytest.approx(gammas[0].float().mean().item(), abs=0.01)
+    with pytest.raises(UnsupportedModelError, match="ls_init_valu"):  # timm refuses an argument it does not know
+        train_transfer(**options, filters="none", model_kwargs={"ls_init_valu": 1.0}, output_dir=str(tmp_path / "bad"))
+
+
 def test_a_bank_that_does_not_fit_the_model(tmp_path):
     with pytest.raises(IncompatibleBankError, match="does not fit"):
         train_transfer(**{**FAST, "filters": "imagenet-lite0"}, max_train_samples=8, output_dir=str(tmp_path))

@@ -32,8 +32,8 @@ from masterkey.training.config import CARD_KEYS, RUN_IDENTITY_KEYS
 
 #: The command line as it was written by hand before it was generated, and the options added since: names, in order.
 OPTIONS = (
-    "model", "pretrained", "filters", "trainable", "no_freeze", "no_strict", "mapping", "compare_with_scratch",
-    "dataset_name", "dataset_config_name", "train_dir", "validation_dir", "image_column_name", "label_column_name",
+    "model", "pretrained", "filters", "trainable", "no_freeze", "no_strict", "mapping", "model_kwargs",
+    "compare_with_scratch", "dataset_name", "dataset_config_name", "train_dir", "validation_dir", "image_column_name", "label_column_name",
     "train_val_split", "validation_from_train", "max_train_samples", "max_eval_samples", "resolution", "crop_scale", "dataloader_num_workers",
     "per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate", "weight_decay", "num_train_epochs",
     "max_train_steps", "gradient_accumulation_steps", "lr_scheduler_type", "num_warmup_steps", "seed", "cpu_threads",
@@ -81,20 +81,25 @@ def test_the_parser_is_generated_from_the_fields():
 def test_key_lists_come_from_the_fields_and_match_the_runs_already_on_disk():
     from masterkey.training.outputs import same_run
 
-    # keys added since (pretrained after model, validation_from_train after train_val_split); a folder without them
-    # is a run of their defaults
-    split = OLD_IDENTITY_KEYS.index("train_val_split") + 1
-    assert RUN_IDENTITY_KEYS == (OLD_IDENTITY_KEYS[0], "pretrained", *OLD_IDENTITY_KEYS[1:split],
-                                 "validation_from_train", *OLD_IDENTITY_KEYS[split:])  # fmt: skip
-    assert CARD_KEYS == (OLD_CARD_KEYS[0], "pretrained", *OLD_CARD_KEYS[1:])
+    # keys added since (pretrained after model, model_kwargs after mapping, validation_from_train after
+    # train_val_split); a folder without them is a run of their defaults
+    mapping, split = OLD_IDENTITY_KEYS.index("mapping") + 1, OLD_IDENTITY_KEYS.index("train_val_split") + 1
+    assert RUN_IDENTITY_KEYS == (OLD_IDENTITY_KEYS[0], "pretrained", *OLD_IDENTITY_KEYS[1:mapping], "model_kwargs",
+                                 *OLD_IDENTITY_KEYS[mapping:split], "validation_from_train",
+                                 *OLD_IDENTITY_KEYS[split:])  # fmt: skip
+    card_mapping = OLD_CARD_KEYS.index("mapping") + 1
+    assert CARD_KEYS == (OLD_CARD_KEYS[0], "pretrained", *OLD_CARD_KEYS[1:card_mapping], "model_kwargs",
+                         *OLD_CARD_KEYS[card_mapping:])  # fmt: skip
     old_defaults = {"learning_rate": 1e-3, "num_train_epochs": 3, "lr_scheduler_type": "linear", "num_warmup_steps": 0}
     config = make_config(dataset_name="digits", crop_scale=(0.5, 1.0), seed=3, **old_defaults)
     identity = run_identity(config)
     assert tuple(identity) == RUN_IDENTITY_KEYS and identity["pretrained"] is identity["validation_from_train"] is False
-    old = {k: v for k, v in identity.items() if k not in ("pretrained", "validation_from_train")}
+    assert identity["model_kwargs"] is None
+    old = {k: v for k, v in identity.items() if k not in ("pretrained", "validation_from_train", "model_kwargs")}
     # the JSON a run_config.json written before this change holds for the same options: still the same run
     assert same_run(json.loads(json.dumps(old)), identity) and not same_run({**old, "pretrained": True}, identity)
     assert not same_run({**old, "validation_from_train": True}, identity)
+    assert not same_run({**old, "model_kwargs": {"drop_path_rate": 0.1}}, identity)
     assert json.dumps(old) == json.dumps({
         "model": "tf_efficientnet_lite0", "filters": "imagenet-lite0", "trainable": "all-but-depthwise",
         "no_freeze": False, "no_strict": False, "mapping": "exact", "dataset_name": "digits",
@@ -104,6 +109,21 @@ def test_key_lists_come_from_the_fields_and_match_the_runs_already_on_disk():
         "weight_decay": 0.01, "num_train_epochs": 3, "max_train_steps": None, "gradient_accumulation_steps": 1,
         "lr_scheduler_type": "linear", "num_warmup_steps": 0, "seed": 3,
     })  # fmt: skip
+
+
+def test_model_kwargs_are_a_checked_json_object_for_create_model():
+    config = parse_args(["--model", "convnext_atto", "--model_kwargs", '{"ls_init_value": 1.0}'])
+    assert config.model_kwargs == {"ls_init_value": 1.0} and run_identity(config)["model_kwargs"] == {"ls_init_value": 1.0}
+    for bad in ('{"ls_init_value": 1.0', '[1, 2]'):  # not JSON; JSON but not an object
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--model_kwargs", bad])
+    with pytest.raises(TrainingConfigError, match="num_classes.*the run sets them"):
+        make_config(model_kwargs={"num_classes": 3})
+    with pytest.raises(TrainingConfigError, match="JSON values"):
+        make_config(model_kwargs={"act_layer": object()})
+    with pytest.raises(TrainingConfigError, match="argument names"):
+        make_config(model_kwargs={"not a name": 1})
+    assert make_config(model_kwargs={"depths": (1, 1, 1, 1)}).model_kwargs == {"depths": [1, 1, 1, 1]}  # as JSON reads back
 
 
 def test_configs_are_typed_validated_and_plain_json():

@@ -57,9 +57,10 @@ from ._timm import create_model
 from .bank import FilterBank
 from .constants import EXPERIMENT_NAMES
 from .errors import TrainingConfigError, WorkerError
-from .extract import extract_filters, find_depthwise_convs
+from .extract import DepthwiseConv, extract_filters, find_depthwise_convs
 from .hub import load_master_filters
 from .inject import inject_pointwise
+from .mapping import resolve_mapping
 from .training import (
     BUILTIN_DATASETS,
     BuiltinDataset,
@@ -163,8 +164,14 @@ class ExperimentConfig:
     target: str = "digits"
     #: across-architectures: the families the bank is injected into
     architectures: tuple[str, ...] = ("convnext_atto", "mobilenetv3_small_100")
-    #: across-architectures: the mapping rules compared, one arm each (``depth``, ``size``: see masterkey.mapping)
+    #: across-architectures: the mapping rules compared, one arm each (``depth``, ``size``: see masterkey.mapping); a
+    #: rule that gives an architecture the same injection as an earlier one (``size`` where the bank has none of its
+    #: kernel sizes) is not trained twice
     mappings: tuple[str, ...] = ("depth",)
+    #: across-architectures: more versions of an architecture, each ``{"model": name, "model_kwargs": {...}}`` (timm
+    #: create_model arguments): from scratch, the bank and frozen random filters again, each paired with its own
+    #: from-scratch cell (e.g. ConvNeXt with its layer scale starting at 1 instead of 1e-6)
+    model_variants: tuple[Mapping[str, Any], ...] = ()
     #: each arm's learning rate where the lr-sweep chose one: dataset -> cell label -> learning rate (the others take
     #: the scale's)
     learning_rates: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
@@ -194,9 +201,12 @@ class ExperimentConfig:
         if "scale" in values:
             values["scale"] = _scale_from(values["scale"])
         for key in ("datasets", "architectures", "mappings", "pilot_resolutions", "sweep_learning_rates",
-                    "sweep_arms", "extra_banks", "extra_banks_datasets"):
+                    "sweep_arms", "extra_banks", "extra_banks_datasets", "model_variants"):
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key]) if isinstance(values[key], (list, tuple)) else (values[key],)
+        if "model_variants" in values:
+            values["model_variants"] = tuple(dict(zip(("model", "model_kwargs"), variant_of(v), strict=True))
+                                             for v in values["model_variants"])  # fmt: skip
         if "pilot_epochs" in values:
             values["pilot_epochs"] = {d: tuple(e) if isinstance(e, (list, tuple)) else (e,)
                                       for d, e in dict(values["pilot_epochs"]).items()}  # fmt: skip
@@ -620,19 +630,64 @@ def source_size(run: _Runner) -> dict[str, Any]:
 
 def across_architectures(run: _Runner) -> dict[str, Any]:
     """The bank (the ImageNet lite0 bank by default) in other families, against scratch and frozen random filters
-    (and, in families with 7x7 kernels, the learned and idealized universal keys), on the ``target`` dataset."""
+    (and, in families with 7x7 kernels, the learned and idealized universal keys), on the ``target`` dataset; then
+    each of the config's ``model_variants`` against its own from-scratch cell."""
     targets, dataset, bank = run.config.architectures, run.config.target, run.config.bank
-    cells = {"from scratch": ("none", "depth"),
-             **{f"{bank} (frozen, mapping={m})": (bank, m) for m in run.config.mappings},
-             "random (frozen)": ("random", "depth")}  # fmt: skip
+    source = load_master_filters(bank)
+    trained: dict[str, list[str]] = {}
     for model in targets[: run.scale.max_targets]:
+        convs = find_depthwise_convs(create_model(model))
+        mappings = distinct_mappings(source, convs, run.config.mappings)
+        cells = {"from scratch": ("none", "depth"),
+                 **{f"{bank} (frozen, mapping={m})": (bank, m) for m in mappings},
+                 "random (frozen)": ("random", "depth")}  # fmt: skip
         # the learned keys exist at 7x7 only: where the model's kernels are 7x7 both key sets are compared
-        sevens = {c.spec.kernel_size for c in find_depthwise_convs(create_model(model))} == {(7, 7)}
+        sevens = {c.spec.kernel_size for c in convs} == {(7, 7)}
         universal = {"universal learned 8 (frozen)": ("universal-learned", "depth"),
                      "universal idealized 8 (frozen)": ("universal-idealized", "depth")} if sevens else {}  # fmt: skip
         for label, (filters, mapping) in {**cells, **universal}.items():
             run.cell(model, label, model=model, filters=filters, mapping=mapping, dataset_name=dataset)
-    return {"targets": list(targets), "dataset": dataset, "mappings": list(run.config.mappings)}
+        trained[model] = list(mappings)
+    variants = []
+    for variant in run.config.model_variants:
+        model, kwargs = variant_of(variant)
+        tag = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+        for label, filters in (("from scratch", "none"), (f"{bank} (frozen, mapping=depth)", bank),
+                               ("random (frozen)", "random")):  # fmt: skip
+            run.cell(f"{model} ({tag})", label, model=model, model_kwargs=kwargs, filters=filters, mapping="depth",
+                     dataset_name=dataset, pair=tag)  # fmt: skip
+        variants.append({"model": model, "model_kwargs": kwargs})
+    return {"targets": list(targets), "dataset": dataset, "mappings": list(run.config.mappings),
+            "mappings_trained": trained, "model_variants": variants}  # fmt: skip
+
+
+def distinct_mappings(bank: FilterBank, targets: list[DepthwiseConv], mappings: Sequence[str]) -> tuple[str, ...]:
+    """The mapping rules of ``mappings`` that inject ``bank`` into ``targets`` differently: a rule whose plan (each
+    target's source entry) equals an earlier rule's is left out, as ``size`` is where the bank has none of the
+    targets' kernel sizes and falls back to ``depth``.
+
+    Example:
+        >>> distinct_mappings(load_master_filters("imagenet-lite0"), find_depthwise_convs(convnext), ("depth", "size"))
+        ('depth',)
+    """
+    plans: dict[str, tuple] = {}
+    for mapping in mappings:
+        plan = tuple(sorted(resolve_mapping(bank, targets, mapping).items()))
+        if plan in plans.values():
+            _logger.info("mapping=%s injects as mapping=%s does here: one arm", mapping,
+                         next(m for m, p in plans.items() if p == plan))  # fmt: skip
+            continue
+        plans[mapping] = plan
+    return tuple(plans)
+
+
+def variant_of(entry: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(model, model_kwargs)`` of one ``model_variants`` entry, checked."""
+    if not isinstance(entry, Mapping) or set(entry) != {"model", "model_kwargs"} or not isinstance(
+            entry["model_kwargs"], Mapping) or not entry["model_kwargs"]:  # fmt: skip
+        raise TrainingConfigError(f"A model_variants entry is {{'model': NAME, 'model_kwargs': {{...}}}} with at least "
+                                  f"one create_model argument, got {entry!r}.")  # fmt: skip
+    return str(entry["model"]), dict(entry["model_kwargs"])
 
 
 #: The experiments that choose the regime and the learning rates, scored on a validation split held out of the training

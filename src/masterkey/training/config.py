@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import types
@@ -122,6 +123,12 @@ class TrainingConfig:
         "how the model's depthwise convs find their bank entry: 'exact' (same module path and shape), 'depth' (any "
         "architecture: nearest relative depth, kernels fitted) or 'size' (the same kernel size first, then depth)",
         group=_MODEL, identity=True, card=True, choices=("exact", "depth", "size"),
+    )  # fmt: skip
+    model_kwargs: dict[str, Any] | None = option(
+        None,
+        "more keyword arguments of timm.create_model as a JSON object, e.g. '{\"ls_init_value\": 1.0}' (ConvNeXt's "
+        "layer scale) or '{\"drop_path_rate\": 0.1}'; saved with the model as timm's model_args",
+        group=_MODEL, identity=True, card=True, type=lambda text: _json_object("--model_kwargs", text), metavar="JSON",
     )  # fmt: skip
     compare_with_scratch: bool = option(
         False, "also train the same model from scratch (--filters none) and print both accuracies side by side",
@@ -253,6 +260,8 @@ class TrainingConfig:
         for name, value in _float_values(self):
             if not math.isfinite(value):
                 fail(f"--{name} must be a finite number, got {value!r}.")
+        if self.model_kwargs is not None:
+            self.model_kwargs = _model_kwargs(self.model_kwargs)
         if self.dataset_name is None and self.train_dir is None:
             self.dataset_name = DEFAULT_DATASET
         if self.dataset_name is not None and self.train_dir is not None:
@@ -316,6 +325,36 @@ def _float_values(config: TrainingConfig) -> list[tuple[str, float]]:
     return found
 
 
+#: create_model arguments a run sets itself, from the dataset and from --pretrained
+_RUN_MODEL_ARGS = ("num_classes", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path")
+
+
+def _json_object(option_name: str, text: str) -> dict[str, Any]:
+    """A command-line JSON object (``--model_kwargs``), or an error that says what was wrong."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{option_name} must be a JSON object such as '{{\"a\": 1}}': {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{option_name} must be a JSON object, got {text!r}.")
+    return value
+
+
+def _model_kwargs(value: Any) -> dict[str, Any]:
+    """``--model_kwargs`` checked: an object of JSON values keyed by argument name, none of which the run sets."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k.isidentifier() for k in value):
+        raise TrainingConfigError(f"--model_kwargs must map argument names to values, got {value!r}.")
+    taken = sorted(set(value) & set(_RUN_MODEL_ARGS))
+    if taken:
+        raise TrainingConfigError(f"--model_kwargs cannot set {', '.join(taken)}: the run sets them (from the dataset's "
+                                  "classes and --pretrained).")  # fmt: skip
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))  # plain JSON values, as results.json reads them back
+    except (TypeError, ValueError):
+        raise TrainingConfigError(f"--model_kwargs values must be JSON values (numbers, strings, lists), got "
+                                  f"{value!r}.") from None  # fmt: skip
+
+
 def _keys(flag: str) -> tuple[str, ...]:
     return tuple(f.name for f in fields(TrainingConfig) if f.metadata[flag])
 
@@ -324,7 +363,7 @@ def _keys(flag: str) -> tuple[str, ...]:
 RUN_IDENTITY_KEYS = _keys("identity")
 #: Identity keys added after run folders were first written, with the value every run without them had: a folder or
 #: checkpoint that lacks one is the same run as one that holds this value.
-IDENTITY_ADDED_SINCE = {"pretrained": False, "validation_from_train": False}
+IDENTITY_ADDED_SINCE = {"pretrained": False, "validation_from_train": False, "model_kwargs": None}
 #: Fields listed in the model card's training configuration table.
 CARD_KEYS = _keys("card")
 #: Fields that must be positive integers when set.

@@ -300,7 +300,8 @@ def _build_model(config: TrainingConfig, num_labels: int, extras: _Extras) -> tu
     """The timm model with the bank injected (or not, for ``none``) and the trainable policy applied; the filters
     record for results and the card."""
     pretrained = config.pretrained or _timm.names_pretrained_weights(config.model)
-    model = _timm.create_model(config.model, num_classes=num_labels, pretrained=pretrained)
+    model = _timm.create_model(config.model, num_classes=num_labels, pretrained=pretrained,
+                               **(config.model_kwargs or {}))  # fmt: skip
     _zero_new_head(model, pretrained=pretrained, num_labels=num_labels)
     # where the body's weights came from (Hub id, commit, licence): the card's base_model; None for a fresh model
     body = {k: v for k, v in _timm.pretrained_provenance(model).items() if v is not None} if pretrained else None
