@@ -148,3 +148,33 @@ def test_cards_compare_a_longer_budget_with_scratch_at_that_budget():
     rows = found.table.splitlines()
     assert "0.810 ± 0.010" in rows[0] and "+0.100" in rows[0]  # beside its own scratch
     assert "0.950 ± 0.000" in rows[1] and "+0.010" in rows[1]
+
+
+def test_card_metadata_names_other_architectures_variants_and_mapping_rules_apart():
+    """across-architectures puts one bank in several models, by two mapping rules and in a model variant: each
+    model-index entry names what tells it from the others, so no two entries share a name."""
+    from masterkey.publishing import _card_rows
+
+    def run(model, label, filters, seed, acc, pair=None):
+        row = {"group": f"{model} ({pair})" if pair else model, "label": label, "x": None, "seed": seed,
+               "dataset": "animal-mnist", "model": model,
+               "filters": filters, "accuracy": acc, "train_loss": 0.3, "learned": True, "converged": True,
+               "chance": 0.1, "num_labels": 10}  # fmt: skip
+        return {**row, "pair": pair} if pair else row
+
+    runs = []
+    for model, pair in (("mobilenetv3_large_100", None), ("convnext_atto", None), ("convnext_atto", "ls=1")):
+        for s in range(3):
+            runs.append(run(model, "from scratch", "none", s, 0.8, pair))
+            runs.append(run(model, "bank (mapping=depth)", "bank", s, 0.85, pair))
+            if model.startswith("mobilenet"):
+                runs.append(run(model, "bank (mapping=size)", "bank", s, 0.9, pair))
+    data = {"experiment": "across-architectures", "model": "tf_efficientnet_lite0", "runs": runs, "command": "c",
+            "wall_time_s": 60.0, "scale": {"name": "mine", "seeds": [0, 1, 2], "resolution": 64}}  # fmt: skip
+    names = [r.dataset_name for r in _card_rows(data, "bank").results]
+    assert names == ["animal-mnist (mobilenetv3_large_100, bank (mapping=depth))",
+                     "animal-mnist (mobilenetv3_large_100, bank (mapping=size))",
+                     "animal-mnist (convnext_atto)", "animal-mnist (convnext_atto, ls=1)"]  # fmt: skip
+    # the experiment's own model needs no name
+    own = {**data, "runs": [{**r, "model": "tf_efficientnet_lite0"} for r in runs if r["model"] == "convnext_atto"]}
+    assert [r.dataset_name for r in _card_rows(own, "bank").results] == ["animal-mnist", "animal-mnist (ls=1)"]

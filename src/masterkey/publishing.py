@@ -301,13 +301,14 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
     scratch = {(row["dataset"], row["model"], row["pair"]): row for row in summary if row["filters"] == "none"}
     learned = _baselines_that_learned(data["runs"], chance)
     results, lines = [], []
-    for r in (row for row in summary if row["filters"] == filters):
+    rows = [row for row in summary if row["filters"] == filters]
+    for r in rows:
         key = (r["dataset"], r["model"], r["pair"])
         base_learned = learned.get(key, False)
         if base_learned:  # no number goes into the metadata beside a from-scratch baseline that failed to learn
             results.append(EvalResult(task_type="image-classification", dataset_type=r["dataset"],
-                                      dataset_name=f"{r['dataset']} ({r['pair']})" if r["pair"] else r["dataset"],
-                                      dataset_split="test", metric_type="accuracy",
+                                      dataset_name=_result_name(r, rows, data), dataset_split="test",
+                                      metric_type="accuracy",
                                       metric_value=round(r["mean"], 3), metric_name="accuracy"))  # fmt: skip
         base, diff = scratch.get(key), r.get("vs_scratch")
         delta = "" if diff is None else f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
@@ -326,6 +327,18 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
             f"{scale['resolution']}px, wall time {data['wall_time_s'] / 60:.1f} min. {_reproduce(data)}",
         ))  # fmt: skip
     return CardResults(results, "\n".join(lines), sections)
+
+
+def _result_name(row: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], data: Mapping[str, Any]) -> str:
+    """The name of a card's ``model-index`` entry: the dataset, and what else tells it from the bank's other results
+    on that dataset: another architecture than the experiment's, the cell's pairing (a longer budget, a model
+    variant), the arm's label where the same bank has several arms there (mapping rules)."""
+    model = data.get("model") or (data.get("config") or {}).get("model")
+    qualifiers = [row["model"]] if model and row["model"] != model else []
+    qualifiers += [row["pair"]] if row["pair"] else []
+    same = [r for r in rows if (r["dataset"], r["model"], r["pair"]) == (row["dataset"], row["model"], row["pair"])]
+    qualifiers += [row["label"]] if len(same) > 1 else []
+    return f"{row['dataset']} ({', '.join(qualifiers)})" if qualifiers else row["dataset"]
 
 
 def _reproduce(data: Mapping[str, Any]) -> str:
