@@ -169,8 +169,8 @@ class ExperimentConfig:
     #: kernel sizes) is not trained twice
     mappings: tuple[str, ...] = ("depth",)
     #: across-architectures: more versions of an architecture, each ``{"model": name, "model_kwargs": {...}}`` (timm
-    #: create_model arguments): from scratch, the bank and frozen random filters again, each paired with its own
-    #: from-scratch cell (e.g. ConvNeXt with its layer scale starting at 1 instead of 1e-6)
+    #: create_model arguments): from scratch and the bank again, the bank paired with the variant's own from-scratch
+    #: cell (e.g. ConvNeXt with its layer scale starting at 1 instead of 1e-6)
     model_variants: tuple[Mapping[str, Any], ...] = ()
     #: each arm's learning rate where the lr-sweep chose one: dataset -> cell label -> learning rate (the others take
     #: the scale's)
@@ -652,8 +652,7 @@ def across_architectures(run: _Runner) -> dict[str, Any]:
     for variant in run.config.model_variants:
         model, kwargs = variant_of(variant)
         tag = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-        for label, filters in (("from scratch", "none"), (f"{bank} (frozen, mapping=depth)", bank),
-                               ("random (frozen)", "random")):  # fmt: skip
+        for label, filters in (("from scratch", "none"), (f"{bank} (frozen, mapping=depth)", bank)):
             run.cell(f"{model} ({tag})", label, model=model, model_kwargs=kwargs, filters=filters, mapping="depth",
                      dataset_name=dataset, pair=tag)  # fmt: skip
         variants.append({"model": model, "model_kwargs": kwargs})
