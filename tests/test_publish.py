@@ -89,7 +89,7 @@ def test_cards_build_on_a_fresh_clone_into_a_new_folder_and_state_a_licence(tmp_
 def test_card_metadata_carries_a_result_only_beside_a_baseline_that_learned(tmp_path):
     import json
 
-    from masterkey.publishing import experiment_card_results
+    from masterkey.publishing import _card_rows, experiment_card_results
 
     def run(filters, label, seed, accuracy, learned):
         return {"group": "animal-mnist", "label": label, "x": None, "seed": seed, "dataset": "animal-mnist",
@@ -107,6 +107,13 @@ def test_card_metadata_carries_a_result_only_beside_a_baseline_that_learned(tmp_
         found = experiment_card_results(tmp_path / name, "imagenet-lite0")
         assert [(r.dataset_name, r.metric_value) for r in found.results] == ([("animal-mnist", 0.81)] if learned else [])
         assert ("⚠ did not learn" in found.table) is not learned and "**+0.100 [+0.100, +0.100]**" in found.table
+        assert "wall time 1.0 min. Reproduce" in found.sections[0][1]
+    # a resumed experiment says its wall time covers only what it trained itself
+    data = json.loads((folder / "results.json").read_text())
+    text = _card_rows({**data, "wall_time_s": 30, "reused_runs": 4,
+                       "runs": [{**r, "train_time_s": 600} for r in data["runs"]]}, "imagenet-lite0").sections[0][1]  # fmt: skip
+    assert "wall time 0.5 min for the last invocation, which read 4 runs and source networks back" in text
+    assert "the 6 runs' own training time adds up to 60 min" in text
 
 
 def test_cards_say_how_to_reproduce_results_whose_named_scale_has_changed_since():

@@ -324,7 +324,7 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
         sections.append((
             f"Experiment: {data['experiment']}",
             markdown_table(summary) + f"\n\nScale `{scale['name']}`: {len(scale['seeds'])} seeds, "
-            f"{scale['resolution']}px, wall time {data['wall_time_s'] / 60:.1f} min. {_reproduce(data)}",
+            f"{scale['resolution']}px, {_wall_time(data)}. {_reproduce(data)}",
         ))  # fmt: skip
     return CardResults(results, "\n".join(lines), sections)
 
@@ -339,6 +339,16 @@ def _result_name(row: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], data
     same = [r for r in rows if (r["dataset"], r["model"], r["pair"]) == (row["dataset"], row["model"], row["pair"])]
     qualifiers += [row["label"]] if len(same) > 1 else []
     return f"{row['dataset']} ({', '.join(qualifiers)})" if qualifiers else row["dataset"]
+
+
+def _wall_time(data: Mapping[str, Any]) -> str:
+    """The experiment's wall time, saying which runs it covers where ``--resume`` read some back from earlier runs."""
+    minutes, reused, total = data["wall_time_s"] / 60, data.get("reused_runs", 0), len(data["runs"])
+    if not reused:
+        return f"wall time {minutes:.1f} min"
+    return (f"wall time {minutes:.1f} min for the last invocation, which read {reused} runs and source networks "
+            f"back from earlier ones (--resume); the {total} runs' own training time adds up to "
+            f"{sum(r.get('train_time_s', 0) for r in data['runs']) / 60:.0f} min")  # fmt: skip
 
 
 def _reproduce(data: Mapping[str, Any]) -> str:
