@@ -124,6 +124,7 @@ def test_config_file_runs_another_model_and_dataset(tmp_path, capsys):
         ({"scale": {"name": "quick", "batchsize": 4}}, r"Unknown scale key\(s\) \['batchsize'\]"),
         (["model"], "JSON object of fields"),
         ({"model_variants": [{"model": "convnext_atto"}]}, "model_variants entry is"),
+        ({"split_arms": ["AnB", "CnD"]}, r"Unknown split_arms \['CnD'\]"),
         ({"model_variants": [{"model": "convnext_atto", "model_kwargs": {}}]}, "at least one create_model argument"),
     ],
 )
@@ -138,6 +139,14 @@ def test_bad_config_file_from_the_cli(tmp_path, capsys):
     assert cli.main(["experiment", "source-size", "--config", str(broken), "--out", str(tmp_path)]) == 2
     assert "Cannot read the experiment config" in capsys.readouterr().err
     assert cli.main(["experiment", "source-size", "--config", str(tmp_path / "missing.json")]) == 2
+
+
+def test_layer_split_trains_only_the_arms_and_source_networks_asked_for(tmp_path):
+    results = run_experiment("layer-split", {"split_arms": ["AnB"], "scale": {"name": "quick", "seeds": [0]}},
+                             out_dir=tmp_path)  # fmt: skip
+    assert {r["group"] for r in results["runs"]} == {"from scratch on B", "AnB depthwise", "AnB pointwise"}
+    # only network A is trained: BnB would need B's
+    assert [p.name for p in (tmp_path / "layer-split" / "sources").iterdir()] == ["tf_efficientnet_lite0-animal-mnist-A"]
 
 
 def test_layer_split_needs_a_builtin_dataset(tmp_path):

@@ -159,6 +159,9 @@ class ExperimentConfig:
     long_epochs: Mapping[str, int] = field(default_factory=dict)
     #: layer-split: the built-in dataset whose classes are split into halves A and B
     split_dataset: str = "animal-mnist"
+    #: layer-split: which transfers are trained: ``AnB`` (layers of a network trained on the other half, A: do they
+    #: generalise?) and ``BnB`` (layers of a network trained on B itself: the control for co-adaptation)
+    split_arms: tuple[str, ...] = ("AnB", "BnB")
     #: source-size: banks trained on shares of ``source`` transfer to ``target``
     source: str = "animal-mnist"
     target: str = "digits"
@@ -201,9 +204,12 @@ class ExperimentConfig:
         if "scale" in values:
             values["scale"] = _scale_from(values["scale"])
         for key in ("datasets", "architectures", "mappings", "pilot_resolutions", "sweep_learning_rates",
-                    "sweep_arms", "extra_banks", "extra_banks_datasets", "model_variants"):
+                    "sweep_arms", "extra_banks", "extra_banks_datasets", "model_variants", "split_arms"):
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key]) if isinstance(values[key], (list, tuple)) else (values[key],)
+        unknown_arms = sorted(set(values.get("split_arms", ())) - {"AnB", "BnB"})
+        if unknown_arms:
+            raise TrainingConfigError(f"Unknown split_arms {unknown_arms}; choose from AnB, BnB.")
         if "model_variants" in values:
             values["model_variants"] = tuple(dict(zip(("model", "model_kwargs"), variant_of(v), strict=True))
                                              for v in values["model_variants"])  # fmt: skip
@@ -592,15 +598,16 @@ def layer_split(run: _Runner) -> dict[str, Any]:
     halves = split_classes(run.config.split_dataset)
     run.datasets.update({half.name: half for half in halves})
     half_a, half_b = (half.name for half in halves)
-    trained = run.source_models({f"{model}-{half}": {"dataset_name": half} for half in (half_a, half_b)})
-    base = {half: trained[f"{model}-{half}"] for half in (half_a, half_b)}
+    origins = {tag: half for tag, half in (("AnB", half_a), ("BnB", half_b)) if tag in run.config.split_arms}
+    trained = run.source_models({f"{model}-{half}": {"dataset_name": half} for half in origins.values()})
+    base = {half: trained[f"{model}-{half}"] for half in origins.values()}
     n_layers = len(find_depthwise_convs(create_model(model)))
     groups = run.scale.layer_groups
     steps = sorted({1, *(round(i * n_layers / groups) for i in range(1, groups + 1))})
     banks = {half: load_master_filters(source_bank(base[half], name=half, dataset=half, model=model)) for half in base}
     run.cell("from scratch on B", "n=0", x=0, filters="none", dataset_name=half_b)  # n = 0 is the same for every arm
     for n in steps:
-        for origin, tag in ((half_a, "AnB"), (half_b, "BnB")):
+        for tag, origin in origins.items():
             dw = str(first_layers(banks[origin], n, base[origin]))
             pw, resolve = pointwise_filters(base[origin], n, bank=banks[origin])
             run.filters[pw] = resolve
