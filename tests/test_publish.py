@@ -185,3 +185,38 @@ def test_card_metadata_names_other_architectures_variants_and_mapping_rules_apar
     # the experiment's own model needs no name
     own = {**data, "runs": [{**r, "model": "tf_efficientnet_lite0"} for r in runs if r["model"] == "convnext_atto"]}
     assert [r.dataset_name for r in _card_rows(own, "bank").results] == ["animal-mnist", "animal-mnist (ls=1)"]
+
+
+def test_card_metadata_keeps_one_result_per_dataset_the_plainest(tmp_path):
+    """The Hub's model-index groups eval results by task, dataset and split: two results on one dataset would merge
+    into one entry with two unnamed accuracies. The card keeps the bank in the experiments' own model at the main
+    budget; its table keeps every row."""
+    import json
+
+    from masterkey.publishing import experiment_card_results
+
+    def run(group, model, label, filters, seed, acc, pair=None):
+        row = {"group": group, "label": label, "x": None, "seed": seed, "dataset": "animal-mnist", "model": model,
+               "filters": filters, "accuracy": acc, "train_loss": 0.3, "learned": True, "converged": True,
+               "chance": 0.1, "num_labels": 10}  # fmt: skip
+        return {**row, "pair": pair} if pair else row
+
+    experiments = {
+        "across-architectures": [run("convnext_atto", "convnext_atto", label, f, s, a)
+                                 for label, f, a in (("from scratch", "none", 0.8), ("bank", "bank", 0.85))
+                                 for s in range(3)],
+        "transfer-matrix": [run(g, "m", label, f, s, a, pair) for g, pair, label, f, a in (
+            ("animal-mnist", None, "from scratch", "none", 0.9), ("animal-mnist", None, "bank", "bank", 0.95),
+            ("animal-mnist, 12 epochs", "12 epochs", "from scratch", "none", 0.96),
+            ("animal-mnist, 12 epochs", "12 epochs", "bank", "bank", 0.97)) for s in range(3)],
+    }  # fmt: skip
+    for name, runs in experiments.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({
+            "experiment": name, "model": "m", "runs": runs, "details": {}, "command": "c", "wall_time_s": 60,
+            "scale": {"name": "x", "seeds": [0, 1, 2], "resolution": 64}}))  # fmt: skip
+    found = experiment_card_results(tmp_path, "bank")
+    assert [(r.dataset_name, r.metric_value) for r in found.results] == [("animal-mnist", 0.95)]
+    rows = [line for line in found.table.splitlines() if line.startswith(("| across", "| transfer"))]
+    assert len(rows) == 3  # every row: ConvNeXt, 6 and 12 epochs
+    assert "| `m` (12 epochs) | bank |" in found.table and "| `convnext_atto` | bank |" in found.table

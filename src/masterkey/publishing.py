@@ -273,6 +273,13 @@ def experiment_card_results(experiments_dir: str | Path, filters: str) -> CardRe
         results += found.results
         rows += found.table.splitlines()
         sections += found.sections
+    # the Hub's model-index groups eval results by task, dataset and split, not by name: one result per dataset, the
+    # plainest (the bank in the experiments' own model at their main budget) where there is one; the table has all
+    plain_first = sorted(results, key=lambda r: r.dataset_name != r.dataset_type)
+    chosen: dict[tuple, EvalResult] = {}
+    for r in plain_first:
+        chosen.setdefault((r.task_type, r.dataset_type, r.dataset_split), r)
+    results = [r for r in results if r in chosen.values()]
     return CardResults(results, "\n".join([_RESULTS_HEADER, *rows]) if rows else "", sections)
 
 
@@ -316,7 +323,8 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
         baseline = "" if base is None else f"{base['mean']:.3f} ± {base['std']:.3f}"
         baseline += "" if base_learned else " ⚠ did not learn"
         level = f"{chance[r['dataset']]:.2f}" if r["dataset"] in chance else ""
-        lines.append(f"| {data['experiment']} | {r['dataset']} | `{r['model']}` | {r['label']} | "
+        model = f"`{r['model']}`" + (f" ({r['pair']})" if r["pair"] else "")
+        lines.append(f"| {data['experiment']} | {r['dataset']} | {model} | {r['label']} | "
                      f"{r['mean']:.3f} ± {r['std']:.3f} | {baseline} | {delta} | {level} | {r['n']} |")  # fmt: skip
     sections = []
     if lines:
