@@ -220,3 +220,15 @@ def test_card_metadata_keeps_one_result_per_dataset_the_plainest(tmp_path):
     rows = [line for line in found.table.splitlines() if line.startswith(("| across", "| transfer"))]
     assert len(rows) == 3  # every row: ConvNeXt, 6 and 12 epochs
     assert "| `m` (12 epochs) | bank |" in found.table and "| `convnext_atto` | bank |" in found.table
+    # two plain results on one dataset (a universal card's two arms): the first, the card's own arm, is kept
+    from huggingface_hub import EvalResult
+
+    from masterkey.publishing import one_per_dataset
+
+    def result(name, dataset, value):
+        return EvalResult(task_type="image-classification", dataset_type=dataset, dataset_name=name,
+                          dataset_split="test", metric_type="accuracy", metric_value=value)  # fmt: skip
+
+    kept = one_per_dataset([result("digits", "digits", 0.9), result("digits", "digits", 0.8),
+                            result("animal-mnist (x)", "animal-mnist", 0.7), result("animal-mnist", "animal-mnist", 0.6)])
+    assert [(r.dataset_name, r.metric_value) for r in kept] == [("digits", 0.9), ("animal-mnist", 0.6)]

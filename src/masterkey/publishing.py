@@ -273,14 +273,23 @@ def experiment_card_results(experiments_dir: str | Path, filters: str) -> CardRe
         results += found.results
         rows += found.table.splitlines()
         sections += found.sections
-    # the Hub's model-index groups eval results by task, dataset and split, not by name: one result per dataset, the
-    # plainest (the bank in the experiments' own model at their main budget) where there is one; the table has all
-    plain_first = sorted(results, key=lambda r: r.dataset_name != r.dataset_type)
+    return CardResults(one_per_dataset(results), "\n".join([_RESULTS_HEADER, *rows]) if rows else "", sections)
+
+
+def one_per_dataset(results: Sequence[EvalResult]) -> list[EvalResult]:
+    """One eval result per task, dataset and split, the plainest (named by its dataset alone: the bank in the
+    experiments' own model at their main budget) where there is one, else the first; in their order. The Hub's
+    model-index groups results by task, dataset and split, not by name, so two results on one dataset would become
+    one entry with two unnamed accuracies; the card's table keeps every row.
+
+    Example:
+        >>> one_per_dataset(experiment_card_results("docs/experiments", "imagenet-lite0").results)
+    """
     chosen: dict[tuple, EvalResult] = {}
-    for r in plain_first:
+    for r in sorted(results, key=lambda r: r.dataset_name != r.dataset_type):  # stable: plain ones first
         chosen.setdefault((r.task_type, r.dataset_type, r.dataset_split), r)
-    results = [r for r in results if r in chosen.values()]
-    return CardResults(results, "\n".join([_RESULTS_HEADER, *rows]) if rows else "", sections)
+    kept = {id(r) for r in chosen.values()}
+    return [r for r in results if id(r) in kept]
 
 
 def _baselines_that_learned(runs: Sequence[dict[str, Any]], chance: Mapping[str, float]) -> dict[tuple, bool]:
@@ -462,6 +471,7 @@ def write_universal_cards(
                 titles = {title for title, _ in card["sections"]}  # one experiment, one section, whatever the spec
                 card["sections"] += [(title, body) for title, body in found.sections if title not in titles]
             card["results_text"] = "\n".join([_RESULTS_HEADER, *tables]) if tables else ""
+            results = one_per_dataset(results)  # the card's own arm first: the naive key assignment, then fitted
         publish_bank(universal_bank(kind, size=size), folder=folder, results=results, card_kwargs=card, dry_run=True)
         written.append(folder)
     return written
