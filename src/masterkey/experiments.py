@@ -105,6 +105,11 @@ class Scale:
     #: ``num_train_epochs`` (runs) and ``source_epochs`` (source networks)
     dataset_epochs: Mapping[str, int] | None = None
 
+    def epochs(self, dataset: str | None, *, source: bool = False) -> int:
+        """The epochs a run (or, with ``source``, a source network) trains on ``dataset``: the dataset's own where
+        :attr:`dataset_epochs` names it, else :attr:`num_train_epochs` (:attr:`source_epochs`)."""
+        return (self.dataset_epochs or {}).get(dataset, self.source_epochs if source else self.num_train_epochs)
+
 
 #: ``quick`` runs in the test suite (one step per run); ``small`` trains on 2,000 images per run at 32 px
 #: (``docs/experiments-small``, an earlier regime); ``full`` on every image at 64 px (``tf_efficientnet_lite0``'s last
@@ -230,6 +235,10 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def learning_rate(self, dataset: str | None, label: str) -> float | None:
+        """The learning rate :attr:`learning_rates` gives the arm ``label`` on ``dataset`` (``None``: the scale's)."""
+        return self.learning_rates.get(dataset, {}).get(label)
+
 
 def _check_keys(what: str, data: Mapping[str, Any], cls: type) -> None:
     known = [f.name for f in fields(cls)]
@@ -291,7 +300,7 @@ class _Runner:
         dataset = options.get("dataset_name")
         settings = dict(
             model=self.config.model, resolution=s.resolution,
-            num_train_epochs=(s.dataset_epochs or {}).get(dataset, s.num_train_epochs),
+            num_train_epochs=s.epochs(dataset),
             max_train_steps=s.max_train_steps, max_train_samples=s.max_train_samples,
             max_eval_samples=s.max_eval_samples, per_device_train_batch_size=s.batch_size,
             per_device_eval_batch_size=128, learning_rate=s.learning_rate, lr_scheduler_type="cosine",
@@ -323,9 +332,9 @@ class _Runner:
         """Every seed (of the scale, or ``seeds``) of one cell of the grid. The learning rate is the config's for this
         dataset and ``label`` where it names one. ``pair`` names the from-scratch cell this one is compared with
         (default: the dataset's and model's)."""
-        rates = self.config.learning_rates.get(options["dataset_name"], {})
-        if label in rates and "learning_rate" not in options:
-            options["learning_rate"] = rates[label]
+        chosen = self.config.learning_rate(options["dataset_name"], label)
+        if chosen is not None and "learning_rate" not in options:
+            options["learning_rate"] = chosen
         rate = options.get("learning_rate", self.scale.learning_rate)
         for seed in self.scale.seeds if seeds is None else seeds:
             folder = self.out_dir / "runs" / f"{slugify(group)}__{slugify(label)}__seed{seed}"
@@ -369,9 +378,8 @@ class _Runner:
             folder = self.out_dir / "sources" / slugify(name)
             dataset = options.get("dataset_name")
             options = {"max_train_samples": s.source_train_samples,
-                       "num_train_epochs": (s.dataset_epochs or {}).get(dataset, s.source_epochs),
-                       **options}  # fmt: skip
-            rate = self.config.learning_rates.get(dataset, {}).get("from scratch")
+                       "num_train_epochs": s.epochs(dataset, source=True), **options}  # fmt: skip
+            rate = self.config.learning_rate(dataset, "from scratch")
             if rate is not None:
                 options.setdefault("learning_rate", rate)
             futures.append(self.train(folder, filters="none", trainable="all", seed=0,
@@ -676,15 +684,14 @@ def distinct_mappings(bank: FilterBank, targets: list[DepthwiseConv], mappings: 
         >>> distinct_mappings(load_master_filters("imagenet-lite0"), find_depthwise_convs(convnext), ("depth", "size"))
         ('depth',)
     """
-    plans: dict[str, tuple] = {}
+    first: dict[tuple, str] = {}  # plan -> the first rule that gives it
     for mapping in mappings:
         plan = tuple(sorted(resolve_mapping(bank, targets, mapping).items()))
-        if plan in plans.values():
-            _logger.info("mapping=%s injects as mapping=%s does here: one arm", mapping,
-                         next(m for m, p in plans.items() if p == plan))  # fmt: skip
+        if plan in first:
+            _logger.info("mapping=%s injects as mapping=%s does here: one arm", mapping, first[plan])
             continue
-        plans[mapping] = plan
-    return tuple(plans)
+        first[plan] = mapping
+    return tuple(first.values())
 
 
 def variant_of(entry: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
