@@ -36,8 +36,8 @@ cards: $(STAMP)
 	$(VENV)/bin/masterkey cards --out hub_cards --experiments docs/experiments
 
 # The paper's experiments at full scale (64 px, the epochs the regime pilot chose, each arm at the learning rate the
-# lr-sweep chose: benchmarks/configs/evidence-64px.json; layer-split and across-architectures with their own configs), two runs at a time in worker processes with one torch
-# thread each (2 CPU cores): `make experiments`, one experiment after the other; `--resume` continues an interrupted
+# lr-sweep chose: benchmarks/configs/evidence-64px.json; layer-split and across-architectures with their own configs),
+# two runs at a time in worker processes with one torch thread each (2 CPU cores): `make experiments`, one experiment after the other; `--resume` continues an interrupted
 # grid. results.json, config.json, command.txt, the plots and the banks the cards are built from are kept in
 # docs/experiments; the trained runs stay in outputs/
 EXPERIMENTS := regime lr-sweep transfer-matrix layer-split source-size across-architectures
