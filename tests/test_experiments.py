@@ -145,6 +145,10 @@ def test_layer_split_trains_only_the_arms_and_source_networks_asked_for(tmp_path
     results = run_experiment("layer-split", {"split_arms": ["AnB"], "scale": {"name": "quick", "seeds": [0]}},
                              out_dir=tmp_path)  # fmt: skip
     assert {r["group"] for r in results["runs"]} == {"from scratch on B", "AnB depthwise", "AnB pointwise"}
+    # the pointwise control, paired by seed: depthwise minus pointwise at each n
+    assert [(c["a"], c["b"]) for c in results["contrasts"]] == [("AnB depthwise, n=1", "AnB pointwise, n=1")]
+    run = {r["group"]: r["accuracy"] for r in results["runs"]}
+    assert results["contrasts"][0]["mean"] == pytest.approx(run["AnB depthwise"] - run["AnB pointwise"])
     # only network A is trained: BnB would need B's
     assert [p.name for p in (tmp_path / "layer-split" / "sources").iterdir()] == ["tf_efficientnet_lite0-animal-mnist-A"]
 
@@ -226,6 +230,25 @@ def test_summaries_pair_each_arm_with_scratch_by_seed():
     noisy = [record("scratch", s, a) for s, a in enumerate((0.40, 0.50, 0.45))]
     noisy += [record("bank", s, a) for s, a in enumerate((0.50, 0.45, 0.46))]
     assert not summarize(noisy)[1]["vs_scratch"]["real"]
+
+
+def test_paired_contrasts_subtract_one_cell_from_another_by_seed():
+    from masterkey.experiments import contrast_table, paired_contrasts
+
+    def record(group, seed, acc):
+        return {"group": group, "label": "n=16", "seed": seed, "accuracy": acc}
+
+    records = [record("dw", s, a) for s, a in enumerate((0.95, 0.96, 0.94, 0.95))]
+    records += [record("pw", s, a) for s, a in enumerate((0.70, 0.75, 0.72))]  # seed 3 missing: 3 pairs
+    pairs = [[["dw", "n=16"], ["pw", "n=16"]], [["pw", "n=16"], ["dw", "n=16"]], [["dw", "n=16"], ["none", "n=1"]]]
+    forward, backward = paired_contrasts(records, pairs)  # the pair with no common seed is left out
+    assert forward["mean"] == pytest.approx((0.25 + 0.21 + 0.22) / 3) and forward["pairs"] == 3
+    assert forward["real"] and forward["low"] > 0 and forward["a"] == "dw, n=16" and forward["b"] == "pw, n=16"
+    assert backward["mean"] == pytest.approx(-forward["mean"]) and backward["high"] < 0
+    assert "**+0.227" in contrast_table([forward]) and contrast_table([]) == ""
+    noisy = [record("dw", s, a) for s, a in enumerate((0.95, 0.96, 0.94))]
+    noisy += [record("pw", s, a) for s, a in enumerate((0.90, 0.98, 0.93))]
+    assert not paired_contrasts(noisy, pairs[:1])[0]["real"]
 
 
 def test_quick_experiments_record_each_runs_history_and_draw_learning_curves(experiments_dir):
@@ -346,6 +369,12 @@ def test_transfer_matrix_tries_extra_banks_by_depth_on_the_datasets_named(tmp_pa
     # every lite0 depthwise conv gets one of lite1's 21, by relative depth: some from a block of another index
     assert len(injected) == 16 and any(e["source"] != e["target"] for e in injected)
     assert next(r for r in results["summary"] if r["filters"] == "imagenet-lite1")["vs_scratch"]["pairs"] == 1
+    # the stronger source against the bank, paired by seed, on the datasets it ran on
+    (contrast,) = results["contrasts"]
+    assert (contrast["a"], contrast["b"]) == ("digits, imagenet-lite1 (frozen, mapping=depth)",
+                                              "digits, imagenet-lite0 (frozen)")  # fmt: skip
+    lite0 = next(r for r in results["runs"] if r["group"] == "digits" and r["filters"] == "imagenet-lite0")
+    assert contrast["mean"] == pytest.approx(extra[0]["accuracy"] - lite0["accuracy"])
 
 
 def test_across_architectures_trains_each_distinct_mapping_once_and_model_variants_against_their_own_scratch(tmp_path):
@@ -377,5 +406,9 @@ def test_across_architectures_trains_each_distinct_mapping_once_and_model_varian
     assert run["config"]["model_kwargs"] == {"ls_init_value": 1.0}
     gamma = next(v for k, v in load_file(str(Path(runs[0]["run"]) / "model.safetensors")).items() if k.endswith("gamma"))
     assert gamma.float().mean().item() > 0.5  # started at 1, not timm's 1e-6
+    # size against depth where both were trained, paired by seed
+    assert [(c["a"], c["b"], c["pairs"]) for c in results["contrasts"]] == [
+        ("mobilenetv3_small_050, imagenet-lite0 (frozen, mapping=size)",
+         "mobilenetv3_small_050, imagenet-lite0 (frozen, mapping=depth)", 2)]  # fmt: skip
     saved = ExperimentConfig.from_json(tmp_path / "across-architectures" / "config.json")
     assert saved.model_variants == (variant,)

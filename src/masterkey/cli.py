@@ -245,6 +245,8 @@ def _run_experiment(args: argparse.Namespace) -> int:
                                  command=command)  # fmt: skip
         print(f"\n{name} ({results['wall_time_s'] / 60:.1f} min): {args.out / name}")
         print("\n".join(results["table"]))
+        if results["contrast_table"]:
+            print("\npaired contrasts (same seeds):\n" + "\n".join(results["contrast_table"]))
     return 0
 
 

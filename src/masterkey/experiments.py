@@ -461,8 +461,13 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
         if run.config.extra_banks_datasets is None or target in run.config.extra_banks_datasets:
             for label, filters in extra.items():
                 run.cell(target, label, filters=filters, mapping=run.config.extra_mapping, dataset_name=target)
+    # does a stronger (or another) source do better than the bank, paired by seed
+    contrasts = [[[target, label], [target, f"{bank} (frozen)"]]
+                 for target in run.config.datasets[: run.scale.max_targets]
+                 if run.config.extra_banks_datasets is None or target in run.config.extra_banks_datasets
+                 for label in extra]  # fmt: skip
     return {"sources": sources, "own_banks": own_banks, "extra_banks": extra,
-            "long_epochs": dict(run.config.long_epochs)}
+            "long_epochs": dict(run.config.long_epochs), "contrasts": contrasts}
 
 
 def transfer_matrix_arms(
@@ -621,7 +626,12 @@ def layer_split(run: _Runner) -> dict[str, Any]:
             run.filters[pw] = resolve
             run.cell(f"{tag} depthwise", f"n={n}", x=n, filters=dw, no_strict=True, dataset_name=half_b)
             run.cell(f"{tag} pointwise", f"n={n}", x=n, filters=pw, no_strict=True, dataset_name=half_b)
-    return {"halves": [half_a, half_b], "layers": n_layers, "n": steps}
+    # the pointwise control, paired by seed; and, with both arms, AnB against BnB (co-adaptation)
+    contrasts = [[[f"{tag} depthwise", f"n={n}"], [f"{tag} pointwise", f"n={n}"]] for n in steps for tag in origins]
+    if len(origins) == 2:
+        contrasts += [[[f"AnB {kind}", f"n={n}"], [f"BnB {kind}", f"n={n}"]]
+                      for n in steps for kind in ("depthwise", "pointwise")]  # fmt: skip
+    return {"halves": [half_a, half_b], "layers": n_layers, "n": steps, "contrasts": contrasts}
 
 
 def source_size(run: _Runner) -> dict[str, Any]:
@@ -671,8 +681,11 @@ def across_architectures(run: _Runner) -> dict[str, Any]:
             run.cell(f"{model} ({tag})", label, model=model, model_kwargs=kwargs, filters=filters, mapping="depth",
                      dataset_name=dataset, pair=tag)  # fmt: skip
         variants.append({"model": model, "model_kwargs": kwargs})
+    # each further mapping rule against the first, paired by seed
+    contrasts = [[[model, f"{bank} (frozen, mapping={m})"], [model, f"{bank} (frozen, mapping={rules[0]})"]]
+                 for model, rules in trained.items() for m in rules[1:]]  # fmt: skip
     return {"targets": list(targets), "dataset": dataset, "mappings": list(run.config.mappings),
-            "mappings_trained": trained, "model_variants": variants}  # fmt: skip
+            "mappings_trained": trained, "model_variants": variants, "contrasts": contrasts}  # fmt: skip
 
 
 def distinct_mappings(bank: FilterBank, targets: list[DepthwiseConv], mappings: Sequence[str]) -> tuple[str, ...]:
@@ -789,6 +802,42 @@ def summarize(
                                  "real": bool(len(pairs) > 1 and (low > 0 or high < 0))}  # fmt: skip
         summary.append(row)
     return summary
+
+
+def paired_contrasts(records: Sequence[Mapping[str, Any]], pairs: Sequence[Sequence[Sequence[str]]]) -> list[dict[str, Any]]:
+    """Cell A minus cell B for each ``[[group_a, label_a], [group_b, label_b]]`` of ``pairs``, paired by seed (the
+    same seed: the same initial weights and data order), as :func:`summarize` does against from scratch: the mean,
+    its 95% interval, how many seeds both cells have, and ``real`` when the interval excludes 0. A pair whose cells
+    share no seed is left out.
+
+    Example:
+        >>> paired_contrasts(results["runs"], [[["AnB depthwise", "n=16"], ["AnB pointwise", "n=16"]]])
+        [{'a': 'AnB depthwise, n=16', 'b': 'AnB pointwise, n=16', 'mean': 0.212, 'low': -0.182, ...}]
+    """
+    accuracy: dict[tuple[str, str], dict[int, float]] = {}
+    for r in records:
+        accuracy.setdefault((r["group"], r["label"]), {})[r["seed"]] = r["accuracy"]
+    out = []
+    for a, b in pairs:
+        cell_a, cell_b = accuracy.get(tuple(a), {}), accuracy.get(tuple(b), {})
+        seeds = sorted(set(cell_a) & set(cell_b))
+        if not seeds:
+            continue
+        mean, low, high = _interval(np.array([cell_a[s] - cell_b[s] for s in seeds]))
+        out.append({"a": ", ".join(a), "b": ", ".join(b), "mean": mean, "low": low, "high": high,
+                    "pairs": len(seeds), "real": bool(len(seeds) > 1 and (low > 0 or high < 0))})  # fmt: skip
+    return out
+
+
+def contrast_table(contrasts: Sequence[Mapping[str, Any]]) -> str:
+    """:func:`paired_contrasts` as a Markdown table (the interval bold where it excludes 0); empty without any."""
+    if not contrasts:
+        return ""
+    lines = ["| cell A | minus cell B | Δ (A − B), 95% CI | seeds |", "|---|---|---|---|"]
+    for c in contrasts:
+        delta = f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]"
+        lines.append(f"| {c['a']} | {c['b']} | {f'**{delta}**' if c['real'] else delta} | {c['pairs']} |")
+    return "\n".join(lines)
 
 
 def markdown_table(summary: Sequence[dict[str, Any]]) -> str:
@@ -1006,12 +1055,14 @@ def run_experiment(
         details["best"] = best_learning_rates(records)
     chance = _chance_levels(records, {**BUILTIN_DATASETS, **run.datasets})
     summary = summarize(records, chance=chance)
+    contrasts = paired_contrasts(records, details.get("contrasts", ()))
     results = {
         "experiment": name, "model": config.model, "scale": asdict(config.scale), "config": config.to_dict(),
         "cpu_threads": cpu_threads, "jobs": jobs, "details": details,
         "command": command or " ".join(shlex.quote(a) for a in sys.argv), "wall_time_s": time.perf_counter() - start,
         "reused_runs": run.reused,
         "summary": summary, "table": markdown_table(summary).splitlines(), "runs": records,
+        "contrasts": contrasts, "contrast_table": contrast_table(contrasts).splitlines(),
     }  # fmt: skip
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (folder / "command.txt").write_text(results["command"] + "\n")
