@@ -412,3 +412,13 @@ def test_across_architectures_trains_each_distinct_mapping_once_and_model_varian
          "mobilenetv3_small_050, imagenet-lite0 (frozen, mapping=depth)", 2)]  # fmt: skip
     saved = ExperimentConfig.from_json(tmp_path / "across-architectures" / "config.json")
     assert saved.model_variants == (variant,)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "benchmarks" / "configs").glob("*.json")),
+                         ids=lambda p: p.name)  # fmt: skip
+def test_every_shipped_experiment_config_loads_and_round_trips(path):
+    """`make experiments`, the GPU session script and the README's commands read these: each is a valid config, and
+    the config an experiment writes back reads as the same config."""
+    config = ExperimentConfig.from_json(path)
+    assert config.scale.resolution >= 64  # the regime: lite0's last feature map at least 2x2
+    assert ExperimentConfig.from_dict(config.to_dict()) == config
