@@ -369,8 +369,11 @@ def test_transfer_matrix_tries_extra_banks_by_depth_on_the_datasets_named(tmp_pa
     # every lite0 depthwise conv gets one of lite1's 21, by relative depth: some from a block of another index
     assert len(injected) == 16 and any(e["source"] != e["target"] for e in injected)
     assert next(r for r in results["summary"] if r["filters"] == "imagenet-lite1")["vs_scratch"]["pairs"] == 1
-    # the stronger source against the bank, paired by seed, on the datasets it ran on
-    (contrast,) = results["contrasts"]
+    # paired by seed: the bank against frozen random filters; the stronger source against the bank where it ran
+    against_random, fitted, contrast = results["contrasts"]
+    assert (against_random["a"], against_random["b"]) == ("digits, imagenet-lite0 (frozen)", "digits, random (frozen)")
+    assert (fitted["a"], fitted["b"]) == ("digits, universal 8 fitted to imagenet-lite0 (frozen)",
+                                          "digits, imagenet-lite0 (frozen)")  # fmt: skip
     assert (contrast["a"], contrast["b"]) == ("digits, imagenet-lite1 (frozen, mapping=depth)",
                                               "digits, imagenet-lite0 (frozen)")  # fmt: skip
     lite0 = next(r for r in results["runs"] if r["group"] == "digits" and r["filters"] == "imagenet-lite0")
@@ -406,10 +409,13 @@ def test_across_architectures_trains_each_distinct_mapping_once_and_model_varian
     assert run["config"]["model_kwargs"] == {"ls_init_value": 1.0}
     gamma = next(v for k, v in load_file(str(Path(runs[0]["run"]) / "model.safetensors")).items() if k.endswith("gamma"))
     assert gamma.float().mean().item() > 0.5  # started at 1, not timm's 1e-6
-    # size against depth where both were trained, paired by seed
+    # paired by seed: each rule against frozen random filters, and size against depth where both were trained
+    rule = "{}, imagenet-lite0 (frozen, mapping={})".format
     assert [(c["a"], c["b"], c["pairs"]) for c in results["contrasts"]] == [
-        ("mobilenetv3_small_050, imagenet-lite0 (frozen, mapping=size)",
-         "mobilenetv3_small_050, imagenet-lite0 (frozen, mapping=depth)", 2)]  # fmt: skip
+        (rule("convnext_atto", "depth"), "convnext_atto, random (frozen)", 2),
+        (rule("mobilenetv3_small_050", "depth"), "mobilenetv3_small_050, random (frozen)", 2),
+        (rule("mobilenetv3_small_050", "size"), "mobilenetv3_small_050, random (frozen)", 2),
+        (rule("mobilenetv3_small_050", "size"), rule("mobilenetv3_small_050", "depth"), 2)]  # fmt: skip
     saved = ExperimentConfig.from_json(tmp_path / "across-architectures" / "config.json")
     assert saved.model_variants == (variant,)
 

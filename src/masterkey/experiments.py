@@ -450,7 +450,8 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
         load_master_filters(folder).save_pretrained(run.out_dir / "banks" / slugify(dataset))
     sources, extra = transfer_matrix_arms(run.config, own_banks)
     longer = main_arms(bank, ("none", "bank"))  # compared with each other at the longer budget
-    for target in run.config.datasets[: run.scale.max_targets]:
+    targets = run.config.datasets[: run.scale.max_targets]
+    for target in targets:
         for label, filters in sources.items():
             run.cell(target, label, filters=filters, mapping=run.config.mapping, dataset_name=target)
         if target in run.config.long_epochs:
@@ -461,11 +462,14 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
         if run.config.extra_banks_datasets is None or target in run.config.extra_banks_datasets:
             for label, filters in extra.items():
                 run.cell(target, label, filters=filters, mapping=run.config.extra_mapping, dataset_name=target)
-    # does a stronger (or another) source do better than the bank, paired by seed
-    contrasts = [[[target, label], [target, f"{bank} (frozen)"]]
-                 for target in run.config.datasets[: run.scale.max_targets]
-                 if run.config.extra_banks_datasets is None or target in run.config.extra_banks_datasets
-                 for label in extra]  # fmt: skip
+    # paired by seed: the bank against frozen random filters (the filters, or freezing as such?), the 8 keys fitted
+    # to it against the bank (do 8 filters do its work?), and each stronger (or other) source against the bank
+    (fitted,) = main_arms(bank, ("fitted",))
+    contrasts = [[[target, f"{bank} (frozen)"], [target, "random (frozen)"]] for target in targets]
+    contrasts += [[[target, fitted], [target, f"{bank} (frozen)"]] for target in targets]
+    contrasts += [[[target, label], [target, f"{bank} (frozen)"]] for target in targets
+                  if run.config.extra_banks_datasets is None or target in run.config.extra_banks_datasets
+                  for label in extra]  # fmt: skip
     return {"sources": sources, "own_banks": own_banks, "extra_banks": extra,
             "long_epochs": dict(run.config.long_epochs), "contrasts": contrasts}
 
@@ -681,9 +685,11 @@ def across_architectures(run: _Runner) -> dict[str, Any]:
             run.cell(f"{model} ({tag})", label, model=model, model_kwargs=kwargs, filters=filters, mapping="depth",
                      dataset_name=dataset, pair=tag)  # fmt: skip
         variants.append({"model": model, "model_kwargs": kwargs})
-    # each further mapping rule against the first, paired by seed
-    contrasts = [[[model, f"{bank} (frozen, mapping={m})"], [model, f"{bank} (frozen, mapping={rules[0]})"]]
-                 for model, rules in trained.items() for m in rules[1:]]  # fmt: skip
+    # paired by seed: each mapping rule against frozen random filters, and each further rule against the first
+    contrasts = [[[model, f"{bank} (frozen, mapping={m})"], [model, "random (frozen)"]]
+                 for model, rules in trained.items() for m in rules]  # fmt: skip
+    contrasts += [[[model, f"{bank} (frozen, mapping={m})"], [model, f"{bank} (frozen, mapping={rules[0]})"]]
+                  for model, rules in trained.items() for m in rules[1:]]  # fmt: skip
     return {"targets": list(targets), "dataset": dataset, "mappings": list(run.config.mappings),
             "mappings_trained": trained, "model_variants": variants, "contrasts": contrasts}  # fmt: skip
 
