@@ -114,6 +114,11 @@ def test_card_metadata_carries_a_result_only_beside_a_baseline_that_learned(tmp_
                        "runs": [{**r, "train_time_s": 600} for r in data["runs"]]}, "imagenet-lite0").sections[0][1]  # fmt: skip
     assert "wall time 0.5 min for the last invocation, which read 4 runs and source networks back" in text
     assert "the 6 runs' own training time adds up to 60 min" in text
+    # one that trained nothing says so, rather than give its seconds as the experiment's wall time
+    text = _card_rows({**data, "wall_time_s": 7, "reused_runs": 7,
+                       "runs": [{**r, "train_time_s": 600} for r in data["runs"]]}, "imagenet-lite0").sections[0][1]  # fmt: skip
+    assert "the 6 runs' own training time adds up to 60 min; the last invocation only read them back" in text
+    assert "wall time 0.1 min" not in text
 
 
 def test_cards_say_how_to_reproduce_results_whose_named_scale_has_changed_since():
@@ -129,6 +134,11 @@ def test_cards_say_how_to_reproduce_results_whose_named_scale_has_changed_since(
     assert _reproduce(data) == "Reproduce with `masterkey experiment source-size --scale full`."
     then = {**data, "scale": {**data["scale"], "resolution": 32, "num_train_epochs": 4}}  # the full scale before
     assert "--config config.json" in _reproduce(then) and "meant 32 px" in _reproduce(then)
+    # other seeds than the scale's, named in the command: the command reproduces them
+    seeds = {**data, "command": data["command"] + " --seeds 0 1 2 3 4",
+             "scale": {**data["scale"], "seeds": [0, 1, 2, 3, 4]}}  # fmt: skip
+    assert _reproduce(seeds) == f"Reproduce with `{seeds['command']}`."
+    assert "--config config.json" in _reproduce({**seeds, "command": data["command"]})
     assert (Path(__file__).resolve().parents[1] / "docs" / "experiments" / "source-size" / "config.json").is_file()
 
 

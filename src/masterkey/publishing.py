@@ -363,9 +363,12 @@ def _wall_time(data: Mapping[str, Any]) -> str:
     minutes, reused, total = data["wall_time_s"] / 60, data.get("reused_runs", 0), len(data["runs"])
     if not reused:
         return f"wall time {minutes:.1f} min"
+    train_minutes = sum(r.get("train_time_s", 0) for r in data["runs"]) / 60
+    training = f"the {total} runs' own training time adds up to {train_minutes:.0f} min"
+    if reused >= total:  # the last invocation trained nothing: its wall time says nothing about the experiment
+        return f"{training}; the last invocation only read them back (--resume, {data['wall_time_s']:.0f} s)"
     return (f"wall time {minutes:.1f} min for the last invocation, which read {reused} runs and source networks "
-            f"back from earlier ones (--resume); the {total} runs' own training time adds up to "
-            f"{sum(r.get('train_time_s', 0) for r in data['runs']) / 60:.0f} min")  # fmt: skip
+            f"back from earlier ones (--resume); {training}")  # fmt: skip
 
 
 def _reproduce(data: Mapping[str, Any]) -> str:
@@ -374,6 +377,8 @@ def _reproduce(data: Mapping[str, Any]) -> str:
     scale = data["scale"]
     current = SCALES.get(scale["name"])
     now = None if current is None else json.loads(json.dumps(asdict(current)))  # as results.json holds it
+    if now is not None and "--seeds" in data["command"]:  # the command itself says which seeds
+        now["seeds"] = scale.get("seeds", now["seeds"])
     if now is None or now == {**now, **scale}:
         return f"Reproduce with `{data['command']}`."
     return (f"Ran as `{data['command']}`, when the `{scale['name']}` scale meant {scale['resolution']} px; reproduce "
