@@ -366,7 +366,7 @@ def _wall_time(data: Mapping[str, Any]) -> str:
     train_minutes = sum(r.get("train_time_s", 0) for r in data["runs"]) / 60
     training = f"the {total} runs' own training time adds up to {train_minutes:.0f} min"
     if reused >= total:  # the last invocation trained nothing: its wall time says nothing about the experiment
-        return f"{training}; the last invocation only read them back (--resume, {data['wall_time_s']:.0f} s)"
+        return f"{training}; the last invocation only read them back (--resume)"
     return (f"wall time {minutes:.1f} min for the last invocation, which read {reused} runs and source networks "
             f"back from earlier ones (--resume); {training}")  # fmt: skip
 
