@@ -86,6 +86,9 @@ def test_cards_from_experiment_results(experiments_dir, tmp_path):
         # the same number is in the card's table
         assert f"| {row['group']} | {row['label']} | {row['mean']:.3f} ± {row['std']:.3f} |" in text
     assert "masterkey experiment transfer-matrix --scale quick" in text
+    # the experiment's paired contrasts too: the bank against frozen random filters, as results.json has it
+    against_random = next(c for c in matrix["contrasts"] if c["b"].endswith("random (frozen)"))
+    assert f"| {against_random['a']} | {against_random['b']} | {against_random['mean']:+.3f}" in text
     # the sweep trained the bank too, but on a validation split held out of train: never a card's (test) result
     assert "Experiment: lr-sweep" not in text and "Experiment: regime" not in text
     assert "lr=0.001" not in text

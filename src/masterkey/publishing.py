@@ -25,7 +25,16 @@ from .analysis import explained_table
 from .bank import FilterBank
 from .constants import CARD_NAME, CONFIG_NAME, FILTERS_NAME, HUB_ORG
 from .errors import BankFormatError, ResultsFormatError
-from .experiments import LEARNED_LOSS_SHARE, SCALES, TUNING_EXPERIMENTS, markdown_table, results_chance, summarize
+from .experiments import (
+    LEARNED_LOSS_SHARE,
+    SCALES,
+    TUNING_EXPERIMENTS,
+    contrast_table,
+    markdown_table,
+    paired_contrasts,
+    results_chance,
+    summarize,
+)
 from .extract import extract_filters
 from .hub import check_upload, load_master_filters, push_folder
 from .keys import (
@@ -338,9 +347,11 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
     sections = []
     if lines:
         scale = data["scale"]
+        contrasts = contrast_table(paired_contrasts(data["runs"], (data.get("details") or {}).get("contrasts", ())))
         sections.append((
             f"Experiment: {data['experiment']}",
-            markdown_table(summary) + f"\n\nScale `{scale['name']}`: {len(scale['seeds'])} seeds, "
+            markdown_table(summary) + (f"\n\nPaired by seed:\n\n{contrasts}" if contrasts else "")
+            + f"\n\nScale `{scale['name']}`: {len(scale['seeds'])} seeds, "
             f"{scale['resolution']}px, {_wall_time(data)}. {_reproduce(data)}",
         ))  # fmt: skip
     return CardResults(results, "\n".join(lines), sections)
