@@ -171,10 +171,27 @@ def test_resume_keeps_finished_runs_and_trains_the_rest(tmp_path):
     assert again["reused_runs"] == n_runs - 1
     assert [r["accuracy"] for r in again["runs"]] == [r["accuracy"] for r in first["runs"]]
     assert (missing / "results.json").is_file()
-    # sources trained anew (another configuration) make every later run stale, even one whose own settings match
+    # sources trained anew (another configuration) make the runs that use their filters stale, even where the runs'
+    # own settings match: here every bank run
     other = run_experiment("source-size", {"scale": {"name": "quick", "seeds": [0, 1], "source_train_samples": 24}},
                            out_dir=tmp_path, resume=True)  # fmt: skip
     assert other["reused_runs"] == 2  # only the from-scratch cell (2 seeds), which runs before the sources
+
+
+def test_resume_retrains_only_the_runs_that_use_a_source_trained_anew(tmp_path):
+    """Another learning rate for from scratch on Animal-MNIST retrains that source network and the run that freezes
+    its bank; the digits source and every other run (from scratch, the ImageNet bank, the digits bank, ...) are read
+    back."""
+    config = {"scale": {"name": "quick", "seeds": [0]}}
+    first = run_experiment("transfer-matrix", config, out_dir=tmp_path)
+    again = run_experiment("transfer-matrix", {**config, "learning_rates": {"animal-mnist": {"from scratch": 0.004}}},
+                           out_dir=tmp_path, resume=True)  # fmt: skip
+    assert again["reused_runs"] == len(first["runs"]) + 2 - 2  # all but the Animal-MNIST source and its bank's run
+    retrained = [r for r in again["runs"] if r["label"] == "animal-mnist bank (frozen)"]
+    assert len(retrained) == 1 and len(again["runs"]) == len(first["runs"])
+    results = json.loads((tmp_path / "transfer-matrix" / "sources" / "tf_efficientnet_lite0-animal-mnist" /
+                          "results.json").read_text())  # fmt: skip
+    assert results["config"]["learning_rate"] == 0.004
 
 
 @pytest.mark.parametrize("name", ["transfer-matrix", "layer-split", "source-size", "across-architectures"])

@@ -39,6 +39,7 @@ import json
 import logging
 import math
 import multiprocessing
+import os
 import shlex
 import sys
 import time
@@ -280,6 +281,7 @@ class _Runner:
                  resume: bool, jobs: int = 1):  # fmt: skip
         self.experiment, self.config, self.out_dir, self.cpu_threads = experiment, config, out_dir, cpu_threads
         self.resume, self.reused = resume, 0
+        self.stale_sources: set[Path] = set()  # source networks trained anew: runs using their filters retrain
         self.pending: list[tuple[dict[str, Any], Any]] = []  # (record without results, result or future)
         self.datasets: dict[str, BuiltinDataset] = {}
         self.filters: dict[str, Callable[[nn.Module], ResolvedFilters]] = {}
@@ -316,7 +318,7 @@ class _Runner:
         ``resume``, a run that already finished there with the same configuration is not trained again. Returns the
         run's results, or with ``jobs`` a future of them."""
         settings = self.settings(output_dir, **options)
-        if self.resume:
+        if self.resume and not self._stale(settings.get("filters")):
             done = finished_run(output_dir, run_identity(make_config(**settings)))
             if done is not None:
                 self.reused += 1
@@ -373,7 +375,6 @@ class _Runner:
         that arm is)."""
         s = self.scale
         folders, futures = {}, []
-        reused = self.reused
         for name, options in sources.items():
             folder = self.out_dir / "sources" / slugify(name)
             dataset = options.get("dataset_name")
@@ -382,15 +383,24 @@ class _Runner:
             rate = self.config.learning_rate(dataset, "from scratch")
             if rate is not None:
                 options.setdefault("learning_rate", rate)
+            reused = self.reused
             futures.append(self.train(folder, filters="none", trainable="all", seed=0,
                                       max_train_steps=s.source_max_steps, **options))  # fmt: skip
+            if self.reused == reused:  # trained anew: the runs that use its filters are stale, the others are not
+                self.stale_sources.add(folder)
             folders[name] = folder
         for future in futures:
             if isinstance(future, Future):
                 _wait(future)
-        if self.reused - reused < len(sources):  # trained anew: runs that used its filters are stale
-            self.resume = False
         return folders
+
+    def _stale(self, filters: Any) -> bool:
+        """Whether ``filters`` come from a source network trained anew in this invocation (a bank folder inside its
+        folder, or the pointwise control's ``pointwise:<folder>:<n>``): such a run is trained again under
+        ``resume``."""
+        text = str(filters)
+        return any(text == str(folder) or text.startswith(f"{folder}{os.sep}") or f":{folder}:" in text
+                   for folder in self.stale_sources)  # fmt: skip
 
     def source_model(self, name: str, **options: Any) -> Path:
         """:meth:`source_models` of one network."""
