@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,14 @@ def test_resume_retrains_only_the_runs_that_use_a_source_trained_anew(tmp_path):
     results = json.loads((tmp_path / "transfer-matrix" / "sources" / "tf_efficientnet_lite0-animal-mnist" /
                           "results.json").read_text())  # fmt: skip
     assert results["config"]["learning_rate"] == 0.004
+    # a source that finished after a run that uses it (an invocation stopped between the two) makes that run stale
+    # even when this invocation reads the source back
+    source = tmp_path / "transfer-matrix" / "sources" / "tf_efficientnet_lite0-digits" / "results.json"
+    later = source.stat().st_mtime + 3600
+    os.utime(source, (later, later))
+    third = run_experiment("transfer-matrix", {**config, "learning_rates": {"animal-mnist": {"from scratch": 0.004}}},
+                           out_dir=tmp_path, resume=True)  # fmt: skip
+    assert third["reused_runs"] == len(first["runs"]) + 2 - 1  # all but the run with the digits bank
 
 
 @pytest.mark.parametrize("name", ["transfer-matrix", "layer-split", "source-size", "across-architectures"])

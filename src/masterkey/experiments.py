@@ -281,6 +281,7 @@ class _Runner:
                  resume: bool, jobs: int = 1):  # fmt: skip
         self.experiment, self.config, self.out_dir, self.cpu_threads = experiment, config, out_dir, cpu_threads
         self.resume, self.reused = resume, 0
+        self.sources: set[Path] = set()  # the source networks' folders
         self.stale_sources: set[Path] = set()  # source networks trained anew: runs using their filters retrain
         self.pending: list[tuple[dict[str, Any], Any]] = []  # (record without results, result or future)
         self.datasets: dict[str, BuiltinDataset] = {}
@@ -318,7 +319,7 @@ class _Runner:
         ``resume``, a run that already finished there with the same configuration is not trained again. Returns the
         run's results, or with ``jobs`` a future of them."""
         settings = self.settings(output_dir, **options)
-        if self.resume and not self._stale(settings.get("filters")):
+        if self.resume and not self._stale(settings.get("filters"), output_dir):
             done = finished_run(output_dir, run_identity(make_config(**settings)))
             if done is not None:
                 self.reused += 1
@@ -388,19 +389,27 @@ class _Runner:
                                       max_train_steps=s.source_max_steps, **options))  # fmt: skip
             if self.reused == reused:  # trained anew: the runs that use its filters are stale, the others are not
                 self.stale_sources.add(folder)
+            self.sources.add(folder)
             folders[name] = folder
         for future in futures:
             if isinstance(future, Future):
                 _wait(future)
         return folders
 
-    def _stale(self, filters: Any) -> bool:
-        """Whether ``filters`` come from a source network trained anew in this invocation (a bank folder inside its
-        folder, or the pointwise control's ``pointwise:<folder>:<n>``): such a run is trained again under
-        ``resume``."""
+    def _stale(self, filters: Any, output_dir: Path) -> bool:
+        """Whether the run in ``output_dir`` must train again under ``resume`` because its ``filters`` come from a
+        source network (a bank folder inside its folder, or the pointwise control's ``pointwise:<folder>:<n>``)
+        trained anew in this invocation, or finished after the run did (in an earlier invocation that stopped
+        before retraining the run)."""
         text = str(filters)
-        return any(text == str(folder) or text.startswith(f"{folder}{os.sep}") or f":{folder}:" in text
-                   for folder in self.stale_sources)  # fmt: skip
+        used = [folder for folder in self.sources
+                if text == str(folder) or text.startswith(f"{folder}{os.sep}") or f":{folder}:" in text]  # fmt: skip
+        if any(folder in self.stale_sources for folder in used):
+            return True
+        run = output_dir / "results.json"
+        return run.is_file() and any((folder / "results.json").is_file() and
+                                     (folder / "results.json").stat().st_mtime > run.stat().st_mtime
+                                     for folder in used)  # fmt: skip
 
     def source_model(self, name: str, **options: Any) -> Path:
         """:meth:`source_models` of one network."""
