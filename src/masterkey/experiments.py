@@ -470,6 +470,8 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
     sources, extra = transfer_matrix_arms(run.config, own_banks)
     longer = main_arms(bank, ("none", "bank"))  # compared with each other at the longer budget
     targets = run.config.datasets[: run.scale.max_targets]
+    extra_targets = [t for t in targets
+                     if run.config.extra_banks_datasets is None or t in run.config.extra_banks_datasets]  # fmt: skip
     for target in targets:
         for label, filters in sources.items():
             run.cell(target, label, filters=filters, mapping=run.config.mapping, dataset_name=target)
@@ -478,7 +480,7 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
             for label, filters in longer.items():
                 run.cell(f"{target}, {epochs} epochs", label, filters=filters, mapping=run.config.mapping,
                          num_train_epochs=epochs, dataset_name=target, pair=f"{epochs} epochs")  # fmt: skip
-        if run.config.extra_banks_datasets is None or target in run.config.extra_banks_datasets:
+        if target in extra_targets:
             for label, filters in extra.items():
                 run.cell(target, label, filters=filters, mapping=run.config.extra_mapping, dataset_name=target)
     # paired by seed: the bank against frozen random filters (the filters, or freezing as such?), the 8 keys fitted
@@ -486,9 +488,7 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
     (fitted,) = main_arms(bank, ("fitted",))
     contrasts = [[[target, f"{bank} (frozen)"], [target, "random (frozen)"]] for target in targets]
     contrasts += [[[target, fitted], [target, f"{bank} (frozen)"]] for target in targets]
-    contrasts += [[[target, label], [target, f"{bank} (frozen)"]] for target in targets
-                  if run.config.extra_banks_datasets is None or target in run.config.extra_banks_datasets
-                  for label in extra]  # fmt: skip
+    contrasts += [[[target, label], [target, f"{bank} (frozen)"]] for target in extra_targets for label in extra]
     return {"sources": sources, "own_banks": own_banks, "extra_banks": extra,
             "long_epochs": dict(run.config.long_epochs), "contrasts": contrasts}
 
@@ -783,13 +783,24 @@ def learning_check(result: Mapping[str, Any]) -> dict[str, Any]:
             "converged": None if rise is None else bool(rise < CONVERGED_RISE), "last_rise": rise}  # fmt: skip
 
 
-def _interval(differences: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% t-interval of paired differences (the interval is the mean itself with one pair)."""
-    mean = float(differences.mean())
-    if len(differences) < 2:
-        return mean, mean, mean
-    half = float(scipy_stats.t.ppf(0.975, len(differences) - 1) * differences.std(ddof=1) / math.sqrt(len(differences)))
-    return mean, mean - half, mean + half
+def paired_difference(differences: Sequence[float]) -> dict[str, Any]:
+    """Paired differences (one per seed) summed up: their mean and 95% t interval (the mean itself with one pair), how
+    many pairs, and ``real`` when the interval excludes 0 (never with a single pair)."""
+    values = np.asarray(differences, dtype=float)
+    mean = low = high = float(values.mean())
+    if len(values) > 1:
+        half = float(scipy_stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+        low, high = mean - half, mean + half
+    return {"mean": mean, "low": low, "high": high, "pairs": len(values),
+            "real": bool(len(values) > 1 and (low > 0 or high < 0))}  # fmt: skip
+
+
+def format_difference(difference: Mapping[str, Any] | None) -> str:
+    """A :func:`paired_difference` as ``+0.021 [+0.003, +0.040]``, bold where it is real; empty for ``None``."""
+    if difference is None:
+        return ""
+    text = f"{difference['mean']:+.3f} [{difference['low']:+.3f}, {difference['high']:+.3f}]"
+    return f"**{text}**" if difference["real"] else text
 
 
 def summarize(
@@ -822,9 +833,7 @@ def summarize(
         base = scratch.get(pair(rows[0]), {})
         pairs = [(r["accuracy"] - base[r["seed"]]) for r in rows if r["seed"] in base]
         if rows[0]["filters"] != "none" and pairs:
-            mean, low, high = _interval(np.array(pairs))
-            row["vs_scratch"] = {"mean": mean, "low": low, "high": high, "pairs": len(pairs),
-                                 "real": bool(len(pairs) > 1 and (low > 0 or high < 0))}  # fmt: skip
+            row["vs_scratch"] = paired_difference(pairs)
         summary.append(row)
     return summary
 
@@ -848,9 +857,8 @@ def paired_contrasts(records: Sequence[Mapping[str, Any]], pairs: Sequence[Seque
         seeds = sorted(set(cell_a) & set(cell_b))
         if not seeds:
             continue
-        mean, low, high = _interval(np.array([cell_a[s] - cell_b[s] for s in seeds]))
-        out.append({"a": ", ".join(a), "b": ", ".join(b), "mean": mean, "low": low, "high": high,
-                    "pairs": len(seeds), "real": bool(len(seeds) > 1 and (low > 0 or high < 0))})  # fmt: skip
+        out.append({"a": ", ".join(a), "b": ", ".join(b),
+                    **paired_difference([cell_a[s] - cell_b[s] for s in seeds])})  # fmt: skip
     return out
 
 
@@ -860,8 +868,7 @@ def contrast_table(contrasts: Sequence[Mapping[str, Any]]) -> str:
         return ""
     lines = ["| cell A | minus cell B | Δ (A − B), 95% CI | seeds |", "|---|---|---|---|"]
     for c in contrasts:
-        delta = f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]"
-        lines.append(f"| {c['a']} | {c['b']} | {f'**{delta}**' if c['real'] else delta} | {c['pairs']} |")
+        lines.append(f"| {c['a']} | {c['b']} | {format_difference(c)} | {c['pairs']} |")
     return "\n".join(lines)
 
 
@@ -871,10 +878,7 @@ def markdown_table(summary: Sequence[dict[str, Any]]) -> str:
     lines = ["| group | filters | accuracy (mean ± std) | Δ vs scratch, 95% CI | chance | learned | seeds |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in summary:
-        diff = row.get("vs_scratch")
-        delta = "" if diff is None else f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
-        if diff is not None and diff["real"]:
-            delta = f"**{delta}**"
+        delta = format_difference(row.get("vs_scratch"))
         chance = "" if row.get("chance") is None else f"{row['chance']:.2f}"
         learned = "n/a" if row.get("learned") is None else f"{row['learned']}/{row['n']}"
         if row.get("learned") is not None and row["learned"] < row["n"]:

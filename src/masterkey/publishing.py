@@ -30,6 +30,7 @@ from .experiments import (
     SCALES,
     TUNING_EXPERIMENTS,
     contrast_table,
+    format_difference,
     markdown_table,
     paired_contrasts,
     results_chance,
@@ -336,8 +337,7 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
                                       metric_type="accuracy",
                                       metric_value=round(r["mean"], 3), metric_name="accuracy"))  # fmt: skip
         base, diff = scratch.get(key), r.get("vs_scratch")
-        delta = "" if diff is None else f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
-        delta = f"**{delta}**" if diff and diff["real"] else delta
+        delta = format_difference(diff)
         baseline = "" if base is None else f"{base['mean']:.3f} ± {base['std']:.3f}"
         baseline += "" if base_learned else " ⚠ did not learn"
         level = f"{chance[r['dataset']]:.2f}" if r["dataset"] in chance else ""
