@@ -1,8 +1,10 @@
-"""Write the lr-sweep's choice into an experiment config: ``learning_rates`` for every arm of the transfer matrix.
+"""Write the lr-sweep's choice into an experiment config: ``learning_rates`` for every arm of the transfer matrix and
+of source-size.
 
 From scratch takes the rate the sweep chose for from scratch on its dataset; every frozen arm (the bank, the banks
-trained on each dataset, the universal keys, frozen random filters, the extra banks) takes the rate the sweep chose for
-the bank on that dataset, unless the sweep tuned that arm itself.
+trained on each dataset, the universal keys, frozen random filters, the extra banks, and on source-size's target the
+banks trained on shares of its source) takes the rate the sweep chose for the bank on that dataset, unless the sweep
+tuned that arm itself. Datasets the sweep did not run keep the rates the config gave them.
 
     python benchmarks/apply_lr_sweep.py outputs/rerun/lr-sweep/results.json benchmarks/configs/evidence-64px.json
 """
@@ -13,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from masterkey.experiments import ExperimentConfig, best_learning_rates, transfer_matrix_arms
+from masterkey.experiments import ExperimentConfig, best_learning_rates, source_size_arms, transfer_matrix_arms
 
 
 def main() -> None:
@@ -30,9 +32,10 @@ def main() -> None:
     rates = {}
     for dataset, arms in best.items():
         bank_rate = arms[f"{config.bank} (frozen)"]
+        labels = frozen + (list(source_size_arms(config)) if dataset == config.target else [])
         rates[dataset] = {"from scratch": arms["from scratch"],
-                          **{label: arms.get(label, bank_rate) for label in frozen}}  # fmt: skip
-    data["learning_rates"] = rates
+                          **{label: arms.get(label, bank_rate) for label in labels}}  # fmt: skip
+    data["learning_rates"] = {**data.get("learning_rates", {}), **rates}
     args.config.write_text(json.dumps(data, indent=1) + "\n")
     for dataset, arms in rates.items():
         print(dataset, json.dumps(arms))

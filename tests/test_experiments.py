@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -332,11 +334,12 @@ def test_best_learning_rates_pick_the_highest_validation_accuracy_per_arm():
 
 def test_parallel_jobs_and_per_dataset_regime_give_the_runs_one_process_gives(tmp_path):
     """--jobs trains runs in worker processes: the same runs, the same numbers, in the same order as one process;
-    the scale's per-dataset epochs and the config's per-arm learning rates reach each run."""
+    the scale's per-dataset epochs, training images and the config's per-arm learning rates reach each run."""
     config = {"learning_rates": {"digits": {"from scratch": 3e-3}, "animal-mnist": {"from scratch": 1e-3}},
               "scale": {"name": "quick", "seeds": [0], "max_train_steps": None, "max_train_samples": 16,
                         "source_train_samples": 16, "source_max_steps": None, "max_eval_samples": 16,
-                        "dataset_epochs": {"digits": 2, "animal-mnist": 3}}}  # fmt: skip
+                        "dataset_epochs": {"digits": 2, "animal-mnist": 3},
+                        "dataset_train_samples": {"digits": 12}}}  # fmt: skip
     one = run_experiment("source-size", config, out_dir=tmp_path / "one", cpu_threads=1)
     two = run_experiment("source-size", config, out_dir=tmp_path / "two", jobs=2, cpu_threads=1)
     assert two["jobs"] == 2
@@ -350,6 +353,37 @@ def test_parallel_jobs_and_per_dataset_regime_give_the_runs_one_process_gives(tm
                          "results.json").read_text())  # fmt: skip
     # the source network trains as the from-scratch arm on its dataset would: its epochs, its learning rate
     assert len(source["epochs_history"]) == 3 and source["config"]["learning_rate"] == 1e-3
+    # the target's own training images (a harder target), named in its group; the source networks keep theirs
+    assert source["dataset"]["num_train"] == 16
+    assert {r["group"] for r in one["runs"]} == {"digits, 12 training images"}
+    assert {json.loads((Path(r["run"]) / "results.json").read_text())["dataset"]["num_train"]
+            for r in one["runs"]} == {12}  # fmt: skip
+    assert one["details"]["target_train_images"] == 12
+
+
+def test_apply_lr_sweep_gives_every_frozen_arm_the_banks_rate_and_keeps_datasets_not_swept(tmp_path):
+    """benchmarks/apply_lr_sweep.py writes the sweep's choice into a config: from scratch its own rate, every frozen
+    arm of transfer-matrix and (on source-size's target) source-size the bank's, an arm the sweep tuned its own;
+    a dataset the sweep did not run keeps its rates."""
+    def record(dataset, arm, rate, accuracy):
+        return {"group": f"{dataset}: {arm}", "dataset": dataset, "learning_rate": rate, "accuracy": accuracy}
+
+    runs = [record("digits", "from scratch", 2e-3, 0.8), record("digits", "from scratch", 8e-3, 0.9),
+            record("digits", "imagenet-lite0 (frozen)", 2e-3, 0.95), record("digits", "imagenet-lite0 (frozen)", 8e-3, 0.9),
+            record("digits", "random (frozen)", 2e-3, 0.7), record("digits", "random (frozen)", 8e-3, 0.8)]  # fmt: skip
+    sweep, config = tmp_path / "results.json", tmp_path / "config.json"
+    sweep.write_text(json.dumps({"runs": runs}))
+    kept = {"from scratch": 0.016}
+    config.write_text(json.dumps({"datasets": ["digits"], "scale": "full",
+                                  "learning_rates": {"animal-mnist": kept}}))  # fmt: skip
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "apply_lr_sweep.py"
+    subprocess.run([sys.executable, str(script), str(sweep), str(config)], check=True, capture_output=True)
+    rates = json.loads(config.read_text())["learning_rates"]
+    assert rates["animal-mnist"] == kept
+    digits = rates["digits"]
+    assert digits["from scratch"] == 8e-3 and digits["random (frozen)"] == 8e-3
+    assert digits["imagenet-lite0 (frozen)"] == 2e-3 and digits["digits bank (frozen)"] == 2e-3
+    assert digits["100% of animal-mnist (8000 images)"] == 2e-3 and digits["10% of animal-mnist (800 images)"] == 2e-3
 
 
 def _die_in_worker():

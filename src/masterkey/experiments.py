@@ -105,11 +105,19 @@ class Scale:
     #: epochs per dataset (the regime pilot's choice), for the runs and the source networks on it; others take
     #: ``num_train_epochs`` (runs) and ``source_epochs`` (source networks)
     dataset_epochs: Mapping[str, int] | None = None
+    #: training images per dataset for the runs on it (a random subset drawn with each run's seed; a smaller target is
+    #: a harder one); others take ``max_train_samples``. The source networks keep ``source_train_samples``
+    dataset_train_samples: Mapping[str, int] | None = None
 
     def epochs(self, dataset: str | None, *, source: bool = False) -> int:
         """The epochs a run (or, with ``source``, a source network) trains on ``dataset``: the dataset's own where
         :attr:`dataset_epochs` names it, else :attr:`num_train_epochs` (:attr:`source_epochs`)."""
         return (self.dataset_epochs or {}).get(dataset, self.source_epochs if source else self.num_train_epochs)
+
+    def train_samples(self, dataset: str | None) -> int | None:
+        """The training images a run on ``dataset`` draws: the dataset's own number where
+        :attr:`dataset_train_samples` names it, else :attr:`max_train_samples` (``None``: all)."""
+        return (self.dataset_train_samples or {}).get(dataset, self.max_train_samples)
 
 
 #: ``quick`` runs in the test suite (one step per run); ``small`` trains on 2,000 images per run at 32 px
@@ -304,7 +312,7 @@ class _Runner:
         settings = dict(
             model=self.config.model, resolution=s.resolution,
             num_train_epochs=s.epochs(dataset),
-            max_train_steps=s.max_train_steps, max_train_samples=s.max_train_samples,
+            max_train_steps=s.max_train_steps, max_train_samples=s.train_samples(dataset),
             max_eval_samples=s.max_eval_samples, per_device_train_batch_size=s.batch_size,
             per_device_eval_batch_size=128, learning_rate=s.learning_rate, lr_scheduler_type="cosine",
             num_warmup_steps=s.num_warmup_steps,
@@ -657,23 +665,38 @@ def layer_split(run: _Runner) -> dict[str, Any]:
     return {"halves": [half_a, half_b], "layers": n_layers, "n": steps, "contrasts": contrasts}
 
 
-def source_size(run: _Runner) -> dict[str, Any]:
-    """Banks trained on 10%, 30% and 100% of the source's training examples, frozen on the target."""
-    model, source, target = run.config.model, run.config.source, run.config.target
-    n_train = len(load_image_dataset(source)["train"])
-    cap = run.scale.source_train_samples
+def source_size_arms(config: ExperimentConfig) -> dict[str, tuple[float, int]]:
+    """source-size's banks, cell label -> (share, images): the share of the source's training images (10%, 30% and
+    100% of them, or of the scale's ``source_train_samples``) its source network trains on, and how many that is.
+
+    Example:
+        >>> source_size_arms(ExperimentConfig.from_dict({"scale": "full"}))
+        {'10% of animal-mnist (800 images)': (0.1, 800), '30% of animal-mnist (2400 images)': (0.3, 2400), ...}
+    """
+    n_train = len(load_image_dataset(config.source)["train"])
+    cap = config.scale.source_train_samples
     full = min(n_train, cap) if cap else n_train
     counts = {fraction: max(1, round(fraction * full)) for fraction in (0.1, 0.3, 1.0)}
+    return {f"{fraction:.0%} of {config.source} ({count} images)": (fraction, count) for fraction, count in counts.items()}
+
+
+def source_size(run: _Runner) -> dict[str, Any]:
+    """Banks trained on 10%, 30% and 100% of the source's training examples, frozen on the target (on the scale's
+    ``dataset_train_samples`` of it where it names the target: a harder target)."""
+    model, source, target = run.config.model, run.config.source, run.config.target
+    arms = source_size_arms(run.config)
+    subset = (run.scale.dataset_train_samples or {}).get(target)
+    group = target if subset is None else f"{target}, {subset} training images"
     # before the sources: it does not use their filters, so --resume keeps it even when they are trained anew
-    run.cell(target, "from scratch", x=0.0, filters="none", dataset_name=target)
+    run.cell(group, "from scratch", x=0.0, filters="none", dataset_name=target)
     trained = run.source_models({f"{model}-{source}-{fraction:g}": {"dataset_name": source, "max_train_samples": count}
-                                 for fraction, count in counts.items()})  # fmt: skip
-    for fraction, count in counts.items():
+                                 for fraction, count in arms.values()})  # fmt: skip
+    for label, (fraction, _) in arms.items():
         folder = trained[f"{model}-{source}-{fraction:g}"]
         bank = source_bank(folder, name=f"{fraction:.0%} of {source}", dataset=source, model=model)
-        run.cell(target, f"{fraction:.0%} of {source} ({count} images)", x=fraction, filters=str(bank),
-                 dataset_name=target)  # fmt: skip
-    return {"source": source, "target": target, "source_train_images": full}
+        run.cell(group, label, x=fraction, filters=str(bank), dataset_name=target)
+    return {"source": source, "target": target, "source_train_images": max(c for _, c in arms.values()),
+            "target_train_images": subset}
 
 
 def across_architectures(run: _Runner) -> dict[str, Any]:
