@@ -1,7 +1,7 @@
 """Speed of transfer training as users run it, against a plain eager PyTorch loop, side by side.
 
     python benchmarks/train_loop.py [--models ...] [--resolutions 32 64] [--trainable frozen all] [--steps 15]
-                                    [--warmup 3] [--repeats 3] [--threads 1] [--compile]
+                                    [--warmup 3] [--repeats 3] [--threads 1] [--compile] [--bf16]
 
 For each model, resolution and trainable set (``frozen``: the depthwise kernels frozen, everything else trains;
 ``all``: every parameter trains), two loops run the same number of steps on batches of 64:
@@ -15,7 +15,9 @@ For each model, resolution and trainable set (``frozen``: the depthwise kernels 
   bookkeeping and data-wait timing (the same internal pieces ``train_transfer`` wires: ``_make_accelerator``,
   ``_data_loaders``, ``_place_model``, ``_optimizer``);
 - with ``--compile``, also **ours + torch.compile** (``--torch_compile``); its first step, the compiling, is reported
-  apart (minutes per model and resolution on a CPU the first time; inductor caches it on disk afterwards).
+  apart (minutes per model and resolution on a CPU the first time; inductor caches it on disk afterwards);
+- with ``--bf16``, also **ours + bf16**: Accelerate's bf16 mixed precision (``accelerate launch --mixed_precision
+  bf16``, autocast to bfloat16 on a CPU that has it); it changes the numbers a run gives, so it is not a default.
 
 Only steady-state steps are timed: the first ``--warmup`` steps (worker start, first allocations, compiling) are
 not. Configurations run interleaved, ``--repeats`` times each, and the median is reported, so that a CPU shared
@@ -35,6 +37,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as examples/transfer.py sets it, before torch loads
 
 import torch  # noqa: E402
+from accelerate.state import AcceleratorState  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from transformers import get_scheduler  # noqa: E402
 
@@ -102,12 +105,18 @@ def plain_loop(name: str, frozen: bool, memory: TensorBatches, batch_size: int, 
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def our_loop(name: str, frozen: bool, resolution: int, splits, args, *, compile: bool = False) -> dict:
-    """``train_transfer``'s pipeline with its defaults (``--torch_compile`` with ``compile``): samples/s and the
-    data-wait share over ``steps`` steps after ``warmup``, and the first step's time."""
+def our_loop(name: str, frozen: bool, resolution: int, splits, args, *, compile: bool = False,
+             bf16: bool = False) -> dict:  # fmt: skip
+    """``train_transfer``'s pipeline with its defaults (``--torch_compile`` with ``compile``, Accelerate's bf16 mixed
+    precision with ``bf16``): samples/s and the data-wait share over ``steps`` steps after ``warmup``, and the first
+    step's time."""
     config = make_config(model=name, dataset_name="animal-mnist", resolution=resolution, torch_compile=compile,
                          per_device_train_batch_size=args.batch_size, cpu_threads=args.threads)  # fmt: skip
+    os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16" if bf16 else "no"  # as `accelerate launch` sets it
+    AcceleratorState._reset_state(reset_partial_state=True)  # the state is shared: a new run reads the setting anew
     accelerator = _make_accelerator(config, Path(tempfile.gettempdir()))
+    if accelerator.mixed_precision != ("bf16" if bf16 else "no"):
+        raise SystemExit(f"Accelerate chose mixed precision {accelerator.mixed_precision!r}; unset its config's.")
     model = make_model(name, frozen)
     train_tf, _, _ = timm_transforms(model, resolution, crop_scale=config.crop_scale)
     train_ds = ImageClassificationDataset(splits.train, transform=train_tf, row_ids=splits.train_rows, split="train",
@@ -174,6 +183,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the issue's numbers: 1)")
     parser.add_argument("--compile", action="store_true", help="also ours with --torch_compile")
+    parser.add_argument("--bf16", action="store_true", help="also ours with Accelerate's bf16 mixed precision")
     parser.add_argument("--memory", action="store_true", help="only the gradient and optimizer-state memory")
     args = parser.parse_args()
     if args.memory:
@@ -190,7 +200,7 @@ def main() -> None:
           f"{load} at start (above 0 when other jobs share the CPU)")  # fmt: skip
     splits = prepare_splits(load_builtin_dataset("animal-mnist"))
     configs = [(m, r, t) for m in args.models for r in args.resolutions for t in args.trainable]
-    arms = ["plain", "ours", *(["compiled"] if args.compile else [])]
+    arms = ["plain", "ours", *(["compiled"] if args.compile else []), *(["bf16"] if args.bf16 else [])]
     runs = {(c, arm): [] for c in configs for arm in arms}
     memory = {}
     for r in args.resolutions:
@@ -205,6 +215,8 @@ def main() -> None:
             runs[c, "ours"].append(our_loop(name, frozen, resolution, splits, args))
             if args.compile:
                 runs[c, "compiled"].append(our_loop(name, frozen, resolution, splits, args, compile=True))
+            if args.bf16:
+                runs[c, "bf16"].append(our_loop(name, frozen, resolution, splits, args, bf16=True))
             print(f"  repeat {repeat + 1}/{args.repeats}: {name} {resolution} px {trainable}: "
                   + ", ".join(f"{arm} {runs[c, arm][-1]['samples_per_s']:.1f}" for arm in arms), flush=True)
 
@@ -214,6 +226,8 @@ def main() -> None:
     header = f"{'model':<22} {'res':>4} {'trainable':<9} {'plain/s':>8} {'ours/s':>8} {'ours/plain':>10} {'wait':>6}"
     if args.compile:
         header += f" {'compiled/s':>10} {'comp/plain':>10} {'1st step':>9}"
+    if args.bf16:
+        header += f" {'bf16/s':>8} {'bf16/plain':>10}"
     print("\n" + header + "\n" + "-" * len(header))
     for c in configs:
         plain, ours = median(c, "plain"), median(c, "ours")
@@ -223,6 +237,8 @@ def main() -> None:
             compiled = median(c, "compiled")
             first = runs[c, "compiled"][0]["first_step_s"]
             line += f" {compiled:>10.1f} {compiled / plain:>10.2f} {first:>8.1f}s"
+        if args.bf16:
+            line += f" {median(c, 'bf16'):>8.1f} {median(c, 'bf16') / plain:>10.2f}"
         print(line)
     if set(args.trainable) == {"frozen", "all"}:
         print("\nfrozen depthwise / all trainable (ours): " + ", ".join(
