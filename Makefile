@@ -36,7 +36,8 @@ cards: $(STAMP)
 	$(VENV)/bin/masterkey cards --out hub_cards --experiments docs/experiments
 
 # The paper's experiments at full scale (64 px, the epochs the regime pilot chose, each arm at the learning rate the
-# lr-sweep chose: benchmarks/configs/evidence-64px.json; layer-split and across-architectures with their own configs),
+# lr-sweep chose: benchmarks/configs/evidence-64px.json; layer-split, source-size and across-architectures with their
+# own configs; source-size's target, digits with 288 training images, had its own pilot and sweep: see the README),
 # two runs at a time in worker processes with one torch thread each (2 CPU cores): `make experiments`, one experiment after the other; `--resume` continues an interrupted
 # grid. results.json, config.json, command.txt, the plots and the banks the cards are built from are kept in
 # docs/experiments; the trained runs stay in outputs/
@@ -47,8 +48,9 @@ EXPERIMENT_JOBS ?= 2
 experiments: $(EXPERIMENTS:%=experiment-%)
 
 experiment-regime: EXPERIMENT_CONFIG := benchmarks/configs/regime-pilot.json
-experiment-layer-split: EXPERIMENT_CONFIG := benchmarks/configs/layer-split-64px.json
+experiment-layer-split: EXPERIMENT_CONFIG := benchmarks/configs/layer-split-with-bnb-64px.json
 experiment-across-architectures: EXPERIMENT_CONFIG := benchmarks/configs/across-architectures-64px.json
+experiment-source-size: EXPERIMENT_CONFIG := benchmarks/configs/source-size-64px.json
 
 experiment-%: $(STAMP)
 	$(VENV)/bin/masterkey experiment $* --config $(EXPERIMENT_CONFIG) --out outputs/experiments --cpu-threads 1 \
