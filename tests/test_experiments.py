@@ -339,7 +339,7 @@ def test_parallel_jobs_and_per_dataset_regime_give_the_runs_one_process_gives(tm
               "scale": {"name": "quick", "seeds": [0], "max_train_steps": None, "max_train_samples": 16,
                         "source_train_samples": 16, "source_max_steps": None, "max_eval_samples": 16,
                         "dataset_epochs": {"digits": 2, "animal-mnist": 3},
-                        "dataset_train_samples": {"digits": 12}}}  # fmt: skip
+                        "dataset_train_samples": {"digits": 12}, "source_seed": 7}}  # fmt: skip
     one = run_experiment("source-size", config, out_dir=tmp_path / "one", cpu_threads=1)
     two = run_experiment("source-size", config, out_dir=tmp_path / "two", jobs=2, cpu_threads=1)
     assert two["jobs"] == 2
@@ -351,8 +351,10 @@ def test_parallel_jobs_and_per_dataset_regime_give_the_runs_one_process_gives(tm
     assert all(len(r["history"]) == 2 for r in one["runs"])  # digits' own 2 epochs
     source = json.loads((tmp_path / "one" / "source-size" / "sources" / "tf_efficientnet_lite0-animal-mnist-1" /
                          "results.json").read_text())  # fmt: skip
-    # the source network trains as the from-scratch arm on its dataset would: its epochs, its learning rate
+    # the source network trains as the from-scratch arm on its dataset would: its epochs, its learning rate; with the
+    # scale's source seed, not the runs'
     assert len(source["epochs_history"]) == 3 and source["config"]["learning_rate"] == 1e-3
+    assert source["config"]["seed"] == 7 and {r["seed"] for r in one["runs"]} == {0}
     # the target's own training images (a harder target), named in its group; the source networks keep theirs
     assert source["dataset"]["num_train"] == 16
     assert {r["group"] for r in one["runs"]} == {"digits, 12 training images"}

@@ -108,6 +108,10 @@ class Scale:
     #: training images per dataset for the runs on it (a random subset drawn with each run's seed; a smaller target is
     #: a harder one); others take ``max_train_samples``. The source networks keep ``source_train_samples``
     dataset_train_samples: Mapping[str, int] | None = None
+    #: the seed the source networks train with. A run with the same seed starts its fresh layers from the very values
+    #: the source's started from (same architecture, same initialisation), which favours layers frozen from it; a
+    #: seed none of the runs uses (say 1000) removes that. 0 keeps the source networks trained so far.
+    source_seed: int = 0
 
     def epochs(self, dataset: str | None, *, source: bool = False) -> int:
         """The epochs a run (or, with ``source``, a source network) trains on ``dataset``: the dataset's own where
@@ -377,8 +381,8 @@ class _Runner:
             self.pool.shutdown(cancel_futures=True)
 
     def source_models(self, sources: Mapping[str, Mapping[str, Any]]) -> dict[str, Path]:
-        """Train source networks from scratch (name -> options), every parameter trainable, one seed (their filters
-        are the "given" filters of the transfer), side by side with ``jobs``; returns their output folders once all
+        """Train source networks from scratch (name -> options), every parameter trainable, one seed (the scale's
+        ``source_seed``: their filters are the "given" filters of the transfer), side by side with ``jobs``; returns their output folders once all
         have finished. A source trains for its dataset's epochs where the scale names them, else ``source_epochs``,
         at the learning rate of the from-scratch arm on its dataset where the config names one (it is trained as
         that arm is)."""
@@ -393,7 +397,7 @@ class _Runner:
             if rate is not None:
                 options.setdefault("learning_rate", rate)
             reused = self.reused
-            futures.append(self.train(folder, filters="none", trainable="all", seed=0,
+            futures.append(self.train(folder, filters="none", trainable="all", seed=s.source_seed,
                                       max_train_steps=s.source_max_steps, **options))  # fmt: skip
             if self.reused == reused:  # trained anew: the runs that use its filters are stale, the others are not
                 self.stale_sources.add(folder)
