@@ -37,8 +37,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as examples/transfer.py sets it, before torch loads
 
 import torch  # noqa: E402
-from accelerate.state import AcceleratorState  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from accelerate.state import AcceleratorState  # noqa: E402
 from transformers import get_scheduler  # noqa: E402
 
 import masterkey  # noqa: E402

@@ -371,7 +371,8 @@ def test_apply_lr_sweep_gives_every_frozen_arm_the_banks_rate_and_keeps_datasets
         return {"group": f"{dataset}: {arm}", "dataset": dataset, "learning_rate": rate, "accuracy": accuracy}
 
     runs = [record("digits", "from scratch", 2e-3, 0.8), record("digits", "from scratch", 8e-3, 0.9),
-            record("digits", "imagenet-lite0 (frozen)", 2e-3, 0.95), record("digits", "imagenet-lite0 (frozen)", 8e-3, 0.9),
+            record("digits", "imagenet-lite0 (frozen)", 2e-3, 0.95),
+            record("digits", "imagenet-lite0 (frozen)", 8e-3, 0.9),
             record("digits", "random (frozen)", 2e-3, 0.7), record("digits", "random (frozen)", 8e-3, 0.8)]  # fmt: skip
     sweep, config = tmp_path / "results.json", tmp_path / "config.json"
     sweep.write_text(json.dumps({"runs": runs}))

@@ -382,10 +382,10 @@ class _Runner:
 
     def source_models(self, sources: Mapping[str, Mapping[str, Any]]) -> dict[str, Path]:
         """Train source networks from scratch (name -> options), every parameter trainable, one seed (the scale's
-        ``source_seed``: their filters are the "given" filters of the transfer), side by side with ``jobs``; returns their output folders once all
-        have finished. A source trains for its dataset's epochs where the scale names them, else ``source_epochs``,
-        at the learning rate of the from-scratch arm on its dataset where the config names one (it is trained as
-        that arm is)."""
+        ``source_seed``: their filters are the "given" filters of the transfer), side by side with ``jobs``; returns
+        their output folders once all have finished. A source trains for its dataset's epochs where the scale names
+        them, else ``source_epochs``, at the learning rate of the from-scratch arm on its dataset where the config
+        names one (it is trained as that arm is)."""
         s = self.scale
         folders, futures = {}, []
         for name, options in sources.items():
@@ -681,7 +681,8 @@ def source_size_arms(config: ExperimentConfig) -> dict[str, tuple[float, int]]:
     cap = config.scale.source_train_samples
     full = min(n_train, cap) if cap else n_train
     counts = {fraction: max(1, round(fraction * full)) for fraction in (0.1, 0.3, 1.0)}
-    return {f"{fraction:.0%} of {config.source} ({count} images)": (fraction, count) for fraction, count in counts.items()}
+    return {f"{fraction:.0%} of {config.source} ({count} images)": (fraction, count)
+            for fraction, count in counts.items()}  # fmt: skip
 
 
 def source_size(run: _Runner) -> dict[str, Any]:
