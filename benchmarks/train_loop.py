@@ -1,7 +1,7 @@
 """Speed of transfer training as users run it, against a plain eager PyTorch loop, side by side.
 
     python benchmarks/train_loop.py [--models ...] [--resolutions 32 64] [--trainable frozen all] [--steps 15]
-                                    [--warmup 3] [--repeats 3] [--threads 1] [--compile] [--bf16]
+                                    [--warmup 3] [--repeats 3] [--threads 1] [--compile] [--bf16] [--untransposed]
 
 For each model, resolution and trainable set (``frozen``: the depthwise kernels frozen, everything else trains;
 ``all``: every parameter trains), two loops run the same number of steps on batches of 64:
@@ -16,6 +16,8 @@ For each model, resolution and trainable set (``frozen``: the depthwise kernels 
   ``_data_loaders``, ``_place_model``, ``_optimizer``);
 - with ``--compile``, also **ours + torch.compile** (``--torch_compile``); its first step, the compiling, is reported
   apart (minutes per model and resolution on a CPU the first time; inductor caches it on disk afterwards);
+- with ``--untransposed``, also **ours without the transposed backward** (``--no_transposed_depthwise_backward``:
+  torch's own backward for frozen depthwise kernels of 7x7 and up; only ConvNeXt-like models have them);
 - with ``--bf16``, also **ours + bf16**: Accelerate's bf16 mixed precision (``accelerate launch --mixed_precision
   bf16``, autocast to bfloat16 on a CPU that has it); it changes the numbers a run gives, so it is not a default.
 
@@ -58,6 +60,7 @@ from masterkey.training.run import (  # noqa: E402
     _make_accelerator,
     _optimizer,
     _place_model,
+    _transposed_depthwise,
 )
 
 MODELS = ("tf_efficientnet_lite0", "mobilenetv3_large_100", "convnext_atto")
@@ -106,12 +109,13 @@ def plain_loop(name: str, frozen: bool, memory: TensorBatches, batch_size: int, 
 
 
 def our_loop(name: str, frozen: bool, resolution: int, splits, args, *, compile: bool = False,
-             bf16: bool = False) -> dict:  # fmt: skip
+             bf16: bool = False, transposed: bool = True) -> dict:  # fmt: skip
     """``train_transfer``'s pipeline with its defaults (``--torch_compile`` with ``compile``, Accelerate's bf16 mixed
-    precision with ``bf16``): samples/s and the data-wait share over ``steps`` steps after ``warmup``, and the first
-    step's time."""
+    precision with ``bf16``, ``--no_transposed_depthwise_backward`` without ``transposed``): samples/s and the
+    data-wait share over ``steps`` steps after ``warmup``, and the first step's time."""
     config = make_config(model=name, dataset_name="animal-mnist", resolution=resolution, torch_compile=compile,
-                         per_device_train_batch_size=args.batch_size, cpu_threads=args.threads)  # fmt: skip
+                         per_device_train_batch_size=args.batch_size, cpu_threads=args.threads,
+                         transposed_depthwise_backward=transposed)  # fmt: skip
     os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16" if bf16 else "no"  # as `accelerate launch` sets it
     AcceleratorState._reset_state(reset_partial_state=True)  # the state is shared: a new run reads the setting anew
     accelerator = _make_accelerator(config, Path(tempfile.gettempdir()))
@@ -140,7 +144,8 @@ def our_loop(name: str, frozen: bool, resolution: int, splits, args, *, compile:
 
     training_loop(accelerator, train_model, optimizer, scheduler, train_loader, state, progress=False,
                   checkpointing_steps=args.warmup, on_checkpoint=end_of_warmup,
-                  channels_last=config.channels_last)  # fmt: skip
+                  channels_last=config.channels_last,
+                  transposed_depthwise=_transposed_depthwise(config, model, accelerator.device))  # fmt: skip
     session = state.session_train_time - mark["session"]
     return {"samples_per_s": args.steps * args.batch_size / session,
             "data_wait": (state.data_time - mark["data"]) / session, "first_step_s": state.first_step_time}  # fmt: skip
@@ -184,6 +189,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the issue's numbers: 1)")
     parser.add_argument("--compile", action="store_true", help="also ours with --torch_compile")
     parser.add_argument("--bf16", action="store_true", help="also ours with Accelerate's bf16 mixed precision")
+    parser.add_argument("--untransposed", action="store_true",
+                        help="also ours with --no_transposed_depthwise_backward (torch's own backward for frozen "
+                             "depthwise kernels of 7x7 and up)")  # fmt: skip
     parser.add_argument("--memory", action="store_true", help="only the gradient and optimizer-state memory")
     args = parser.parse_args()
     if args.memory:
@@ -200,7 +208,8 @@ def main() -> None:
           f"{load} at start (above 0 when other jobs share the CPU)")  # fmt: skip
     splits = prepare_splits(load_builtin_dataset("animal-mnist"))
     configs = [(m, r, t) for m in args.models for r in args.resolutions for t in args.trainable]
-    arms = ["plain", "ours", *(["compiled"] if args.compile else []), *(["bf16"] if args.bf16 else [])]
+    arms = ["plain", "ours", *(["compiled"] if args.compile else []), *(["bf16"] if args.bf16 else []),
+            *(["untransposed"] if args.untransposed else [])]  # fmt: skip
     runs = {(c, arm): [] for c in configs for arm in arms}
     memory = {}
     for r in args.resolutions:
@@ -217,6 +226,8 @@ def main() -> None:
                 runs[c, "compiled"].append(our_loop(name, frozen, resolution, splits, args, compile=True))
             if args.bf16:
                 runs[c, "bf16"].append(our_loop(name, frozen, resolution, splits, args, bf16=True))
+            if args.untransposed:
+                runs[c, "untransposed"].append(our_loop(name, frozen, resolution, splits, args, transposed=False))
             print(f"  repeat {repeat + 1}/{args.repeats}: {name} {resolution} px {trainable}: "
                   + ", ".join(f"{arm} {runs[c, arm][-1]['samples_per_s']:.1f}" for arm in arms), flush=True)
 
@@ -228,6 +239,8 @@ def main() -> None:
         header += f" {'compiled/s':>10} {'comp/plain':>10} {'1st step':>9}"
     if args.bf16:
         header += f" {'bf16/s':>8} {'bf16/plain':>10}"
+    if args.untransposed:
+        header += f" {'untr./s':>8} {'untr./plain':>11} {'ours/untr.':>10}"
     print("\n" + header + "\n" + "-" * len(header))
     for c in configs:
         plain, ours = median(c, "plain"), median(c, "ours")
@@ -239,6 +252,9 @@ def main() -> None:
             line += f" {compiled:>10.1f} {compiled / plain:>10.2f} {first:>8.1f}s"
         if args.bf16:
             line += f" {median(c, 'bf16'):>8.1f} {median(c, 'bf16') / plain:>10.2f}"
+        if args.untransposed:
+            untransposed = median(c, "untransposed")
+            line += f" {untransposed:>8.1f} {untransposed / plain:>11.2f} {ours / untransposed:>10.2f}"
         print(line)
     if set(args.trainable) == {"frozen", "all"}:
         print("\nfrozen depthwise / all trainable (ours): " + ", ".join(

@@ -32,7 +32,7 @@ LAYERS: list[set[str]] = [
     {"models"},
     {"analysis"},
     {"training.config"},
-    {"training.data", "training.filters"},
+    {"training.data", "training.filters", "training._depthwise_backward"},
     {"training.outputs"},
     {"training.loop"},
     {"training.run"},

@@ -7,7 +7,9 @@ assertions (``benchmarks/train_loop.py`` measures the speed).
   every checkpoint, are in the ordinary contiguous layout, and reloading them gives the trained model's outputs;
 - the optimizer is torch's fused AdamW where torch has it for the device;
 - frozen parameters cost nothing: no gradient, not in the optimizer (no state, no weight decay), never changed;
-- ``torch_compile=True`` gives eager's losses within tolerance and records its compile time in ``results.json``.
+- ``torch_compile=True`` gives eager's losses within tolerance and records its compile time in ``results.json``;
+- frozen depthwise convs of 7x7 and up compute torch's own input (and bias) gradients by transposed convolution, for
+  strided, dilated, multiplied and rectangular kernels and under bf16 autocast, and train the same ConvNeXt run.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from masterkey.training import (
     train_transfer,
     training_loop,
 )
+from masterkey.training._depthwise_backward import has_large_frozen_depthwise, transposed_depthwise_backward
 from masterkey.training.config import RUN_IDENTITY_KEYS, make_config
 from masterkey.training.data import ImageClassificationDataset, timm_transforms
 from masterkey.training.run import _optimizer, _optimizer_implementation, _place_model
@@ -200,3 +203,103 @@ def test_torch_compile_gives_eager_losses_and_records_its_compile_time(tmp_path)
     assert saved.keys() == checkpoint.keys() == reference.keys()
     for name, value in reference.items():
         torch.testing.assert_close(saved[name], value, rtol=1e-3, atol=1e-4)
+
+
+# -- frozen depthwise convs of 7x7 and up: the input's gradient by transposed convolution
+
+CONV_CASES = [  # (channels, multiplier, kernel, stride, padding, dilation, size, bias, channels_last)
+    (8, 1, 7, 1, 3, 1, 9, False, False),
+    (8, 1, 7, 1, 3, 1, 9, True, True),
+    (6, 1, 7, 2, 3, 1, 11, True, False),  # strided, odd size: the transposed conv pads back to 11
+    (6, 1, 7, 2, 3, 1, 10, False, True),
+    (4, 2, 7, 1, 3, 1, 8, True, False),  # two outputs per channel
+    (4, 1, 9, 1, 8, 2, 8, False, False),  # dilated
+    (4, 1, (7, 9), 1, (3, 4), 1, 8, False, False),  # rectangular
+    (5, 1, 7, 3, 0, 1, 13, False, False),  # no padding, stride 3
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"c{c[0]}x{c[1]}-k{c[2]}-s{c[3]}-d{c[5]}-n{c[6]}")
+def test_transposed_backward_gives_torchs_gradients(case):
+    channels, multiplier, kernel, stride, padding, dilation, size, with_bias, channels_last = case
+    kernel = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+    torch.manual_seed(0)
+    weight = torch.randn(channels * multiplier, 1, *kernel)  # frozen
+    bias = torch.randn(channels * multiplier, requires_grad=True) if with_bias else None
+    x = torch.randn(3, channels, size, size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grads = {}
+    for transposed in (False, True):
+        inputs = x.clone().requires_grad_(True)
+        with transposed_depthwise_backward(transposed):
+            out = torch.nn.functional.conv2d(inputs, weight, bias, stride, padding, dilation, channels)
+        # the rerouted call is the one that records our backward; torch's own otherwise
+        assert ("FrozenDepthwise" in type(out.grad_fn).__name__) is transposed
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)))
+        grads[transposed] = (inputs.grad, None if bias is None else bias.grad.clone())
+        if bias is not None:
+            bias.grad = None
+    assert grads[True][0].shape == x.shape
+    torch.testing.assert_close(grads[True][0], grads[False][0], rtol=1e-5, atol=1e-5)
+    if with_bias:
+        torch.testing.assert_close(grads[True][1], grads[False][1], rtol=1e-5, atol=1e-5)
+
+
+def test_transposed_backward_leaves_other_convs_to_torch_and_works_under_autocast():
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    frozen7, frozen3 = torch.randn(4, 1, 7, 7), torch.randn(4, 1, 3, 3)
+    trainable7 = torch.randn(4, 1, 7, 7, requires_grad=True)
+    dense7 = torch.randn(4, 4, 7, 7)  # not depthwise
+    with transposed_depthwise_backward():
+        assert "FrozenDepthwise" in type(torch.nn.functional.conv2d(x, frozen7, None, 1, 3, 1, 4).grad_fn).__name__
+        for weight, groups in ((frozen3, 4), (trainable7, 4), (dense7, 1)):
+            out = torch.nn.functional.conv2d(x, weight, None, 1, weight.shape[-1] // 2, 1, groups)
+            assert type(out.grad_fn).__name__ == "ConvolutionBackward0"
+        assert type(torch.nn.functional.conv2d(x, frozen7, padding="same", groups=4).grad_fn).__name__ == (
+            "ConvolutionBackward0")  # a string padding is left to torch
+        with torch.no_grad():
+            assert torch.nn.functional.conv2d(x, frozen7, None, 1, 3, 1, 4).grad_fn is None
+    # bf16 autocast (Accelerate's --mixed_precision bf16 on CPU): the gradient comes back in the input's dtype
+    grads = {}
+    for transposed in (False, True):
+        inputs = x.detach().clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16), transposed_depthwise_backward(transposed):
+            out = torch.nn.functional.conv2d(inputs, frozen7, None, 1, 3, 1, 4)
+        out.float().sum().backward()
+        grads[transposed] = inputs.grad
+    assert grads[True].dtype == torch.float32
+    torch.testing.assert_close(grads[True], grads[False], rtol=2e-2, atol=2e-2)
+
+
+def test_only_models_with_frozen_large_depthwise_kernels_take_the_transposed_backward():
+    convnext = timm.create_model("convnext_atto", num_classes=3)
+    assert not has_large_frozen_depthwise(convnext)  # all trainable
+    freeze_depthwise(convnext)
+    assert has_large_frozen_depthwise(convnext)
+    mobilenet = timm.create_model("mobilenetv3_small_050", num_classes=3)
+    freeze_depthwise(mobilenet)
+    assert not has_large_frozen_depthwise(mobilenet)  # 3x3 and 5x5: torch's backward is as fast
+    assert parse_args(["--dataset_name", "digits"]).transposed_depthwise_backward is True
+    config = parse_args(["--dataset_name", "digits", "--no_transposed_depthwise_backward"])
+    assert config.transposed_depthwise_backward is False
+    assert "transposed_depthwise_backward" not in RUN_IDENTITY_KEYS
+
+
+def test_transposed_backward_trains_the_same_convnext_run(tmp_path):
+    runs = {}
+    for transposed in (True, False):
+        folder = tmp_path / f"transposed-{transposed}"
+        train_transfer(output_dir=str(folder), transposed_depthwise_backward=transposed,
+                       **{**FAST, "model": "convnext_atto", "filters": "random"})  # fmt: skip
+        runs[transposed] = results(folder)
+    fast, plain = runs[True], runs[False]
+    assert fast["config"]["transposed_depthwise_backward"] is True  # it applied
+    assert plain["config"]["transposed_depthwise_backward"] is False
+    assert fast["completed_steps"] == plain["completed_steps"] == 3
+    for key in ("train_loss", "eval_loss"):
+        assert close(fast["final"][key], plain["final"][key]), (key, fast["final"][key], plain["final"][key])
+    # a model without such kernels records that it did not apply
+    folder = tmp_path / "mobilenet"
+    train_transfer(output_dir=str(folder), **{**FAST, "filters": "random", "max_train_samples": 32})
+    assert results(folder)["config"]["transposed_depthwise_backward"] is False

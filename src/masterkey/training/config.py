@@ -213,6 +213,14 @@ class TrainingConfig:
         "the ordinary layout either way); --no_channels_last trains in the ordinary layout",
         group=_OPTIM,
     )  # fmt: skip
+    transposed_depthwise_backward: bool = option(
+        True,
+        "compute the input gradient of frozen depthwise convs with kernels of 7x7 and up (ConvNeXt's) as a transposed "
+        "convolution rather than by torch's own backward: the same gradients to float rounding, about 1.2x faster "
+        "ConvNeXt training on CPU (benchmarks/train_loop.py); on CPU and without --torch_compile only; "
+        "--no_transposed_depthwise_backward uses torch's backward",
+        group=_OPTIM,
+    )  # fmt: skip
     torch_compile: bool = option(
         False,
         "torch.compile the model (inductor) before training; compiling takes minutes on CPU (compile_time_s in "

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import MasterKeyError, TrainingConfigError
+from ._depthwise_backward import transposed_depthwise_backward
 from .outputs import STATE_NAME, prune_checkpoints, write_json
 
 __all__ = [
@@ -157,6 +158,7 @@ def training_loop(
     with_tracking: bool = False,
     progress: bool = True,
     channels_last: bool = False,
+    transposed_depthwise: bool = False,
 ) -> LoopState:
     """Train ``model`` (prepared by ``accelerator``) for ``state.max_steps`` optimizer steps, starting where
     ``state`` says (mid-epoch included), calling ``on_epoch_end(epoch)`` for metrics after each epoch and
@@ -168,7 +170,8 @@ def training_loop(
     with ``torch.compile``, the compiling). The training dataset is told each epoch (its ``set_epoch``, when it has
     one), so that its augmentation depends on the epoch and not on where a run was resumed. With ``channels_last``
     the images are handed to the model in that layout (the model converted by the caller:
-    ``model.to(memory_format=torch.channels_last)``).
+    ``model.to(memory_format=torch.channels_last)``). With ``transposed_depthwise`` the forward runs within
+    :func:`~._depthwise_backward.transposed_depthwise_backward` (frozen 7x7 depthwise convs' faster backward).
 
     Raises:
         TrainingConfigError: the loss became NaN or infinite (checked before it reaches the weights), or the weights
@@ -209,7 +212,8 @@ def training_loop(
                     break
                 state.data_time += time.perf_counter() - t0
                 with accelerator.accumulate(model):
-                    logits = model(_pixels(batch, channels_last))
+                    with transposed_depthwise_backward(transposed_depthwise):
+                        logits = model(_pixels(batch, channels_last))
                     loss = F.cross_entropy(logits, batch["labels"])
                     _check_finite_loss(accelerator, loss, optimizer, state)  # before backward: the weights stay good
                     accelerator.backward(loss)

@@ -9,8 +9,9 @@ upload) go to the ``masterkey`` logger, from the main process only; ``examples/t
 Speed (``benchmarks/train_loop.py``): the model and its inputs are in the channels_last layout in training and
 evaluation (``--no_channels_last`` turns it off; the saved model and checkpoints are in the ordinary layout), the
 optimizer is torch's fused AdamW where torch has one for the device (else its ``foreach`` form), frozen parameters
-are left out of it, and ``--torch_compile`` compiles the model for training (evaluation runs the same weights
-eagerly), recording the compile time in ``results.json``.
+are left out of it, frozen depthwise convs of 7x7 and up compute their input's gradient as a transposed convolution
+on CPU (``--no_transposed_depthwise_backward`` turns it off), and ``--torch_compile`` compiles the model for
+training (evaluation runs the same weights eagerly), recording the compile time in ``results.json``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ..errors import DatasetError, TrainingConfigError
 from ..extract import find_depthwise_convs
 from ..hub import check_upload, push_folder
 from ..inject import TrainableParameters, freeze_depthwise
+from ._depthwise_backward import has_large_frozen_depthwise
 from .config import TrainingConfig, make_config, run_identity
 from .data import (
     BuiltinDataset,
@@ -356,6 +358,14 @@ def _optimizer_implementation(device_type: str) -> str:
     return "fused"
 
 
+def _transposed_depthwise(config: TrainingConfig, model: torch.nn.Module, device: torch.device) -> bool:
+    """Whether the run computes its frozen large depthwise kernels' input gradient by transposed convolution: asked
+    for, on CPU (a GPU's cuDNN backward was not timed), eager (inductor generates its own backward), and the model
+    has such kernels (:func:`~._depthwise_backward.has_large_frozen_depthwise`)."""
+    return (config.transposed_depthwise_backward and device.type == "cpu" and not config.torch_compile
+            and has_large_frozen_depthwise(model))  # fmt: skip
+
+
 #: The smallest input size at which channels_last is faster than the ordinary layout on a GPU (measured, see above).
 CHANNELS_LAST_MIN_GPU_SIZE = 128
 #: DataLoader workers per process on an accelerator when not given: one CPU worker starves a GPU (50% data wait on an
@@ -526,6 +536,8 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
     # compiled for training only: evaluating and saving use the same parameters through the eager module (an
     # evaluation compiled too would compile again, for eval mode and for the last, smaller batch)
     train_model = _compiled(model) if config.torch_compile else model
+    config = dataclasses.replace(config, transposed_depthwise_backward=_transposed_depthwise(config, model,
+                                                                                             accelerator.device))
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     max_steps = config.max_train_steps or config.num_train_epochs * steps_per_epoch
     num_epochs = math.ceil(max_steps / steps_per_epoch)
@@ -579,6 +591,7 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
             id_log=id_log,
             with_tracking=config.with_tracking,
             channels_last=config.channels_last,
+            transposed_depthwise=config.transposed_depthwise_backward,
         )
     except BaseException:  # a run stopped by an error (divergence, a broken image) still closes its trackers
         if config.with_tracking:
