@@ -1,8 +1,10 @@
 """The paper's experiments in their quick setting, end to end, and the Hub cards generated from their results."""
 
 import json
+import logging
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -332,17 +334,23 @@ def test_best_learning_rates_pick_the_highest_validation_accuracy_per_arm():
                                             "e": {"from scratch": 2e-3}}  # fmt: skip
 
 
-def test_parallel_jobs_and_per_dataset_regime_give_the_runs_one_process_gives(tmp_path):
-    """--jobs trains runs in worker processes: the same runs, the same numbers, in the same order as one process;
-    the scale's per-dataset epochs, training images and the config's per-arm learning rates reach each run."""
+def test_parallel_jobs_and_per_dataset_regime_give_the_runs_one_process_gives(tmp_path, caplog):
+    """--jobs trains runs in worker processes: the same runs, the same numbers, in the same order as one process,
+    each run's end logged by the parent; the scale's per-dataset epochs, training images and the config's per-arm
+    learning rates reach each run."""
     config = {"learning_rates": {"digits": {"from scratch": 3e-3}, "animal-mnist": {"from scratch": 1e-3}},
               "scale": {"name": "quick", "seeds": [0], "max_train_steps": None, "max_train_samples": 16,
                         "source_train_samples": 16, "source_max_steps": None, "max_eval_samples": 16,
                         "dataset_epochs": {"digits": 2, "animal-mnist": 3},
                         "dataset_train_samples": {"digits": 12}, "source_seed": 7}}  # fmt: skip
     one = run_experiment("source-size", config, out_dir=tmp_path / "one", cpu_threads=1)
+    caplog.set_level(logging.INFO, logger="masterkey.experiments")
     two = run_experiment("source-size", config, out_dir=tmp_path / "two", jobs=2, cpu_threads=1)
     assert two["jobs"] == 2
+    trained = len(two["runs"]) + 3  # and the 3 source networks
+    finished = [r.getMessage() for r in caplog.records if ": finished " in r.getMessage()]
+    assert len(finished) == trained and finished[-1].endswith(f"({trained} of {trained} submitted)")
+    assert all(re.search(r"accuracy [01]\.\d{4}, \d+ s of training", line) for line in finished)
     assert [(r["label"], r["seed"], r["accuracy"], r["train_loss"]) for r in two["runs"]] == [
         (r["label"], r["seed"], r["accuracy"], r["train_loss"]) for r in one["runs"]]
     scratch = [r for r in one["runs"] if r["filters"] == "none"]

@@ -299,6 +299,7 @@ class _Runner:
         self.datasets: dict[str, BuiltinDataset] = {}
         self.filters: dict[str, Callable[[nn.Module], ResolvedFilters]] = {}
         self.pool = None
+        self.submitted = self.finished = 0  # runs handed to the workers, and those that ended
         if jobs > 1:
             self.pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                             max_tasks_per_child=1)  # fmt: skip
@@ -339,8 +340,22 @@ class _Runner:
                 return done
         _logger.info("%s: training %s", self.experiment, output_dir)
         if self.pool is not None:
-            return self.pool.submit(_train_in_worker, self.datasets, self.filters, settings)
+            future = self.pool.submit(_train_in_worker, self.datasets, self.filters, settings)
+            self.submitted += 1
+            future.add_done_callback(self._log_finished)
+            return future
         return train_transfer(extra_datasets=self.datasets, extra_filters=self.filters, **settings)
+
+    def _log_finished(self, future: Future) -> None:
+        """A worker's run ended: one line with its accuracy, time and the count (the workers show no progress bars,
+        which would interleave in one log)."""
+        self.finished += 1
+        if future.cancelled() or future.exception() is not None:
+            return  # :func:`_wait` raises it where the results are read
+        result = future.result()
+        _logger.info("%s: finished %s: accuracy %.4f, %.0f s of training (%d of %d submitted)", self.experiment,
+                     result["output_dir"], result["final"]["accuracy"], result["train_time_s"], self.finished,
+                     self.submitted)  # fmt: skip
 
     def cell(self, group: str, label: str, *, x: float | None = None, seeds: Sequence[int] | None = None,
              pair: str | None = None, **options: Any) -> None:  # fmt: skip
@@ -440,8 +455,10 @@ def _wait(future: Future) -> dict[str, Any]:
 
 def _train_in_worker(datasets: Mapping[str, BuiltinDataset], filters: Mapping[str, Callable],
                      settings: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """One run in a worker process of :class:`_Runner` (its logging as the parent's: warnings and up)."""
+    """One run in a worker process of :class:`_Runner` (its logging as the parent's: warnings and up; no progress
+    bar, since several workers share one log: the parent logs each run's end)."""
     logging.basicConfig(level=logging.WARNING)
+    os.environ["TQDM_DISABLE"] = "1"
     return train_transfer(extra_datasets=dict(datasets), extra_filters=dict(filters), **settings)
 
 
