@@ -502,3 +502,21 @@ def test_every_shipped_experiment_config_loads_and_round_trips(path):
     config = ExperimentConfig.from_json(path)
     assert config.scale.resolution >= 64  # the regime: lite0's last feature map at least 2x2
     assert ExperimentConfig.from_dict(config.to_dict()) == config
+
+
+def test_compare_results_lines_up_two_runs_of_a_grid_by_cell_and_seed(tmp_path):
+    """benchmarks/compare_results.py: the cells both results hold, each seed before and after, and the mean's change."""
+    def results(accuracies):
+        return {"runs": [{"group": "AnB pointwise", "label": "n=8", "seed": seed, "accuracy": accuracy}
+                         for seed, accuracy in enumerate(accuracies)]}  # fmt: skip
+
+    before, after = tmp_path / "before.json", tmp_path / "after.json"
+    before.write_text(json.dumps(results([0.9, 0.6, 0.7])))
+    after.write_text(json.dumps({"runs": [*results([0.7, 0.6, 0.8])["runs"],
+                                          {"group": "only after", "label": "x", "seed": 0, "accuracy": 0.5}]}))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_results.py"
+    out = subprocess.run([sys.executable, str(script), str(before), str(after)], check=True, capture_output=True,
+                         text=True).stdout  # fmt: skip
+    rows = [line for line in out.splitlines() if line.startswith("| AnB")]
+    assert rows == ["| AnB pointwise, n=8 | 0, 1, 2 | 0.900 0.600 0.700 | 0.700 0.600 0.800 | 0.733 | 0.700 | -0.033 |"]
+    assert "only after" not in out
