@@ -139,6 +139,10 @@ def test_cards_say_how_to_reproduce_results_whose_named_scale_has_changed_since(
              "scale": {**data["scale"], "seeds": [0, 1, 2, 3, 4]}}  # fmt: skip
     assert _reproduce(seeds) == f"Reproduce with `{seeds['command']}`."
     assert "--config config.json" in _reproduce({**seeds, "command": data["command"]})
+    # a scale from a config file (here with its own source seed): the command, which names the config
+    configured = {**data, "command": "masterkey experiment layer-split --config benchmarks/configs/x.json --resume",
+                  "scale": {**data["scale"], "source_seed": 1000}}  # fmt: skip
+    assert _reproduce(configured).startswith(f"Reproduce with `{configured['command']}`; the config.json beside")
     assert (Path(__file__).resolve().parents[1] / "docs" / "experiments" / "source-size" / "config.json").is_file()
 
 

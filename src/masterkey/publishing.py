@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -384,11 +385,16 @@ def _wall_time(data: Mapping[str, Any]) -> str:
 
 def _reproduce(data: Mapping[str, Any]) -> str:
     """How to run an experiment's results again: its command, or, where the scale it named has changed since, its
-    ``config.json`` (which holds every setting)."""
+    ``config.json`` (which holds every setting). A command with ``--config`` took its scale from that file, not
+    from a named scale, so it is given as it is, with the ``config.json`` beside the results as the record."""
     scale = data["scale"]
+    arguments = shlex.split(data["command"])
+    if "--config" in arguments:
+        return (f"Reproduce with `{data['command']}`; the config.json beside the results holds every setting as "
+                "run.")  # fmt: skip
     current = SCALES.get(scale["name"])
     now = None if current is None else json.loads(json.dumps(asdict(current)))  # as results.json holds it
-    if now is not None and "--seeds" in data["command"]:  # the command itself says which seeds
+    if now is not None and "--seeds" in arguments:  # the command itself says which seeds
         now["seeds"] = scale.get("seeds", now["seeds"])
     if now is None or now == {**now, **scale}:
         return f"Reproduce with `{data['command']}`."
