@@ -334,7 +334,7 @@ def test_best_learning_rates_pick_the_highest_validation_accuracy_per_arm():
                                             "e": {"from scratch": 2e-3}}  # fmt: skip
 
 
-def test_parallel_jobs_and_per_dataset_regime_give_the_runs_one_process_gives(tmp_path, caplog):
+def test_parallel_jobs_and_per_dataset_regime_give_the_runs_one_process_gives(tmp_path, caplog, capfd):
     """--jobs trains runs in worker processes: the same runs, the same numbers, in the same order as one process,
     each run's end logged by the parent; the scale's per-dataset epochs, training images and the config's per-arm
     learning rates reach each run."""
@@ -345,8 +345,10 @@ def test_parallel_jobs_and_per_dataset_regime_give_the_runs_one_process_gives(tm
                         "dataset_train_samples": {"digits": 12}, "source_seed": 7}}  # fmt: skip
     one = run_experiment("source-size", config, out_dir=tmp_path / "one", cpu_threads=1)
     caplog.set_level(logging.INFO, logger="masterkey.experiments")
+    capfd.readouterr()
     two = run_experiment("source-size", config, out_dir=tmp_path / "two", jobs=2, cpu_threads=1)
     assert two["jobs"] == 2
+    assert "training:" not in capfd.readouterr().err  # the workers, sharing one terminal or log, show no bars
     trained = len(two["runs"]) + 3  # and the 3 source networks
     finished = [r.getMessage() for r in caplog.records if ": finished " in r.getMessage()]
     assert len(finished) == trained and finished[-1].endswith(f"({trained} of {trained} submitted)")

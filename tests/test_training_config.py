@@ -39,6 +39,7 @@ OPTIONS = (
     "max_train_steps", "gradient_accumulation_steps", "lr_scheduler_type", "num_warmup_steps", "seed", "cpu_threads",
     "channels_last", "transposed_depthwise_backward", "torch_compile", "output_dir", "overwrite_output_dir", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint",
     "with_tracking", "report_to", "push_to_hub", "hub_model_id", "hub_token", "log_sample_ids",
+    "disable_tqdm",
 )  # fmt: skip
 #: What run_config.json files written before the dataclass hold, in this order: old folders must still match.
 OLD_IDENTITY_KEYS = (

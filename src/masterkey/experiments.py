@@ -458,8 +458,7 @@ def _train_in_worker(datasets: Mapping[str, BuiltinDataset], filters: Mapping[st
     """One run in a worker process of :class:`_Runner` (its logging as the parent's: warnings and up; no progress
     bar, since several workers share one log: the parent logs each run's end)."""
     logging.basicConfig(level=logging.WARNING)
-    os.environ["TQDM_DISABLE"] = "1"
-    return train_transfer(extra_datasets=dict(datasets), extra_filters=dict(filters), **settings)
+    return train_transfer(extra_datasets=dict(datasets), extra_filters=dict(filters), disable_tqdm=True, **settings)
 
 
 def source_bank(folder: Path, *, name: str, dataset: str, model: str, license: str | None = None) -> Path:

@@ -247,6 +247,8 @@ class TrainingConfig:
     hub_token: str | None = option(None, "token for --push_to_hub (default: the logged-in one)", group=_OUTPUT)
     log_sample_ids: bool = option(False, "write sample_ids.jsonl: the examples of every step and eval",
                                   group=_OUTPUT)  # fmt: skip
+    disable_tqdm: bool = option(False, "no progress bar (the experiments' worker processes, which share one log)",
+                                group=_OUTPUT)  # fmt: skip
 
     def validate(self) -> TrainingConfig:
         """Check the configuration for contradictions and fill in derived defaults, in place; returns ``self``.

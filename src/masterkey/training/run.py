@@ -588,6 +588,7 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
             checkpointing_steps=config.checkpointing_steps,
             on_checkpoint=save,
             log_sample_ids=config.log_sample_ids,
+            progress=not config.disable_tqdm,
             id_log=id_log,
             with_tracking=config.with_tracking,
             channels_last=config.channels_last,
