@@ -425,7 +425,7 @@ def test_transfer_matrix_tries_extra_banks_by_depth_on_the_datasets_named(tmp_pa
     """A stronger source of the same data (the ImageNet lite1 bank, 21 depthwise convs, other widths) as an arm of its
     own, injected into lite0 by depth on the datasets named."""
     results = run_experiment("transfer-matrix", {"extra_banks": ["imagenet-lite1"], "extra_banks_datasets": ["digits"],
-                                                 "long_epochs": {"digits": 2},
+                                                 "long_epochs": {"digits": 2}, "long_seeds": [0, 1],
                                                  "scale": {"name": "quick", "seeds": [0], "max_train_steps": None,
                                                            "max_train_samples": 8, "max_eval_samples": 8,
                                                            "source_train_samples": 8}},
@@ -435,9 +435,13 @@ def test_transfer_matrix_tries_extra_banks_by_depth_on_the_datasets_named(tmp_pa
     assert [r["filters"] for r in long] == ["none", "imagenet-lite0"]
     assert all(len(r["history"]) == 2 for r in results["runs"] if r["group"] == "digits, 2 epochs")
     assert all(len(r["history"]) == 1 for r in results["runs"] if r["group"] == "digits")
-    bank_long = next(r for r in results["runs"] if r["group"] == "digits, 2 epochs" and r["filters"] != "none")
-    scratch_long = next(r for r in results["runs"] if r["group"] == "digits, 2 epochs" and r["filters"] == "none")
-    assert long[1]["vs_scratch"]["mean"] == pytest.approx(bank_long["accuracy"] - scratch_long["accuracy"])
+    # with seeds of their own (long_seeds), paired seed by seed
+    assert [r["seeds"] for r in long] == [[0, 1], [0, 1]] and long[1]["vs_scratch"]["pairs"] == 2
+    bank_long = {r["seed"]: r["accuracy"] for r in results["runs"]
+                 if r["group"] == "digits, 2 epochs" and r["filters"] != "none"}  # fmt: skip
+    scratch_long = {r["seed"]: r["accuracy"] for r in results["runs"]
+                    if r["group"] == "digits, 2 epochs" and r["filters"] == "none"}  # fmt: skip
+    assert long[1]["vs_scratch"]["mean"] == pytest.approx(sum(bank_long[s] - scratch_long[s] for s in (0, 1)) / 2)
     extra = [r for r in results["runs"] if r["filters"] == "imagenet-lite1"]
     assert [(r["dataset"], r["label"]) for r in extra] == [("digits", "imagenet-lite1 (frozen, mapping=depth)")]
     run = json.loads((Path(extra[0]["run"]) / "results.json").read_text())

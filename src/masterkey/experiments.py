@@ -175,6 +175,9 @@ class ExperimentConfig:
     #: transfer-matrix: dataset -> a longer budget in epochs at which from scratch and the bank train again (does the
     #: frozen bank only speed training up, or does it still win once scratch has converged?)
     long_epochs: Mapping[str, int] = field(default_factory=dict)
+    #: transfer-matrix: the seeds of the ``long_epochs`` arms (the scale's when ``None``): more seeds for the question
+    #: whose answer is a small difference
+    long_seeds: tuple[int, ...] | None = None
     #: layer-split: the built-in dataset whose classes are split into halves A and B
     split_dataset: str = "animal-mnist"
     #: layer-split: which transfers are trained: ``AnB`` (layers of a network trained on the other half, A: do they
@@ -222,7 +225,7 @@ class ExperimentConfig:
         if "scale" in values:
             values["scale"] = _scale_from(values["scale"])
         for key in ("datasets", "architectures", "mappings", "pilot_resolutions", "sweep_learning_rates",
-                    "sweep_arms", "extra_banks", "extra_banks_datasets", "model_variants", "split_arms"):
+                    "sweep_arms", "extra_banks", "extra_banks_datasets", "model_variants", "split_arms", "long_seeds"):
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key]) if isinstance(values[key], (list, tuple)) else (values[key],)
         unknown_arms = sorted(set(values.get("split_arms", ())) - {"AnB", "BnB"})
@@ -507,7 +510,8 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
             epochs = run.config.long_epochs[target]
             for label, filters in longer.items():
                 run.cell(f"{target}, {epochs} epochs", label, filters=filters, mapping=run.config.mapping,
-                         num_train_epochs=epochs, dataset_name=target, pair=f"{epochs} epochs")  # fmt: skip
+                         num_train_epochs=epochs, dataset_name=target, pair=f"{epochs} epochs",
+                         seeds=run.config.long_seeds)  # fmt: skip
         if target in extra_targets:
             for label, filters in extra.items():
                 run.cell(target, label, filters=filters, mapping=run.config.extra_mapping, dataset_name=target)
