@@ -2,6 +2,7 @@
 
     python benchmarks/train_loop.py [--models ...] [--resolutions 32 64] [--trainable frozen all] [--steps 15]
                                     [--warmup 3] [--repeats 3] [--threads 1] [--compile] [--bf16] [--untransposed]
+                                    [--default_allocator]
 
 For each model, resolution and trainable set (``frozen``: the depthwise kernels frozen, everything else trains;
 ``all``: every parameter trains), two loops run the same number of steps on batches of 64:
@@ -18,22 +19,30 @@ For each model, resolution and trainable set (``frozen``: the depthwise kernels 
   apart (minutes per model and resolution on a CPU the first time; inductor caches it on disk afterwards);
 - with ``--untransposed``, also **ours without the transposed backward** (``--no_transposed_depthwise_backward``:
   torch's own backward for frozen depthwise kernels of 7x7 and up; only ConvNeXt-like models have them);
+- with ``--default_allocator``, also **ours with malloc's defaults** (``--no_reuse_freed_memory``: the memory a step
+  frees goes back to the OS, and the next step faults it in again);
 - with ``--bf16``, also **ours + bf16**: Accelerate's bf16 mixed precision (``accelerate launch --mixed_precision
   bf16``, autocast to bfloat16 on a CPU that has it); it changes the numbers a run gives, so it is not a default.
 
 Only steady-state steps are timed: the first ``--warmup`` steps (worker start, first allocations, compiling) are
 not. Configurations run interleaved, ``--repeats`` times each, and the median is reported, so that a CPU shared
-with other jobs disturbs all of them alike. Samples/s count training samples (forward, backward, optimizer step).
+with other jobs disturbs all of them alike. Each arm runs in a process of its own (spawned once, reused for its
+measurements, one at a time): malloc's settings are per process, so ours keeping its freed memory cannot speed up
+the plain loop or the default-allocator arm, which run with glibc's untouched defaults. Samples/s count training samples (forward, backward, optimizer step).
 Goal (issue 14): ours at least 1.5x the plain loop with the defaults, one torch thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import multiprocessing
 import os
+import resource
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as examples/transfer.py sets it, before torch loads
@@ -60,6 +69,7 @@ from masterkey.training.run import (  # noqa: E402
     _make_accelerator,
     _optimizer,
     _place_model,
+    _reuse_freed_memory,
     _transposed_depthwise,
 )
 
@@ -88,8 +98,14 @@ def make_model(name: str, frozen: bool) -> torch.nn.Module:
     return model
 
 
-def plain_loop(name: str, frozen: bool, memory: TensorBatches, batch_size: int, warmup: int, steps: int) -> float:
-    """The minimal eager loop on in-memory tensors; samples/s over ``steps`` steps after ``warmup``."""
+def _page_faults() -> int:
+    """This process's minor page faults so far (memory the OS mapped in on first touch)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def plain_loop(name: str, frozen: bool, memory: TensorBatches, batch_size: int, warmup: int, steps: int) -> dict:
+    """The minimal eager loop on in-memory tensors; samples/s and page faults per step over ``steps`` steps after
+    ``warmup``."""
     model = make_model(name, frozen).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     loader = torch.utils.data.DataLoader(memory, batch_size=batch_size, shuffle=True, drop_last=True)
@@ -97,7 +113,7 @@ def plain_loop(name: str, frozen: bool, memory: TensorBatches, batch_size: int, 
     while done < warmup + steps:
         for batch in loader:
             if done == warmup:
-                start = time.perf_counter()
+                start, faults = time.perf_counter(), _page_faults()
             loss = F.cross_entropy(model(batch["pixel_values"]), batch["labels"])
             loss.backward()
             optimizer.step()
@@ -105,17 +121,19 @@ def plain_loop(name: str, frozen: bool, memory: TensorBatches, batch_size: int, 
             done += 1
             if done == warmup + steps:
                 break
-    return steps * batch_size / (time.perf_counter() - start)
+    return {"samples_per_s": steps * batch_size / (time.perf_counter() - start),
+            "faults_per_step": (_page_faults() - faults) / steps}  # fmt: skip
 
 
 def our_loop(name: str, frozen: bool, resolution: int, splits, args, *, compile: bool = False,
-             bf16: bool = False, transposed: bool = True) -> dict:  # fmt: skip
+             bf16: bool = False, transposed: bool = True, reuse: bool = True) -> dict:  # fmt: skip
     """``train_transfer``'s pipeline with its defaults (``--torch_compile`` with ``compile``, Accelerate's bf16 mixed
-    precision with ``bf16``, ``--no_transposed_depthwise_backward`` without ``transposed``): samples/s and the
-    data-wait share over ``steps`` steps after ``warmup``, and the first step's time."""
+    precision with ``bf16``, ``--no_transposed_depthwise_backward`` without ``transposed``, ``--no_reuse_freed_memory``
+    without ``reuse``): samples/s and the data-wait share over ``steps`` steps after ``warmup``, and the first step's
+    time."""
     config = make_config(model=name, dataset_name="animal-mnist", resolution=resolution, torch_compile=compile,
                          per_device_train_batch_size=args.batch_size, cpu_threads=args.threads,
-                         transposed_depthwise_backward=transposed)  # fmt: skip
+                         transposed_depthwise_backward=transposed, reuse_freed_memory=reuse)  # fmt: skip
     os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16" if bf16 else "no"  # as `accelerate launch` sets it
     AcceleratorState._reset_state(reset_partial_state=True)  # the state is shared: a new run reads the setting anew
     accelerator = _make_accelerator(config, Path(tempfile.gettempdir()))
@@ -141,14 +159,43 @@ def our_loop(name: str, frozen: bool, resolution: int, splits, args, *, compile:
         mark.setdefault("time", time.perf_counter())
         mark.setdefault("session", state.session_train_time)
         mark.setdefault("data", state.data_time)
+        mark.setdefault("faults", _page_faults())
 
     training_loop(accelerator, train_model, optimizer, scheduler, train_loader, state, progress=False,
                   checkpointing_steps=args.warmup, on_checkpoint=end_of_warmup,
                   channels_last=config.channels_last,
-                  transposed_depthwise=_transposed_depthwise(config, model, accelerator.device))  # fmt: skip
+                  transposed_depthwise=_transposed_depthwise(config, model, accelerator.device),
+                  reuse_memory=_reuse_freed_memory(config, accelerator.device))  # fmt: skip
     session = state.session_train_time - mark["session"]
     return {"samples_per_s": args.steps * args.batch_size / session,
+            "faults_per_step": (_page_faults() - mark["faults"]) / args.steps,
             "data_wait": (state.data_time - mark["data"]) / session, "first_step_s": state.first_step_time}  # fmt: skip
+
+
+#: What each arm runs: ours with which settings changed from the defaults (None: the plain loop).
+ARMS = {"plain": None, "ours": {}, "compiled": {"compile": True}, "bf16": {"bf16": True},
+        "untransposed": {"transposed": False}, "default_allocator": {"reuse": False}}  # fmt: skip
+
+
+@functools.cache
+def _animal_mnist():
+    return prepare_splits(load_builtin_dataset("animal-mnist"))
+
+
+@functools.cache
+def _random_images(resolution: int, n: int) -> TensorBatches:
+    generator = torch.Generator().manual_seed(resolution)
+    return TensorBatches(torch.randn(n, 3, resolution, resolution, generator=generator),
+                         torch.randint(0, NUM_CLASSES, (n,), generator=generator))  # fmt: skip
+
+
+def measure(arm: str, name: str, frozen: bool, resolution: int, args) -> dict:
+    """One measurement of ``arm``, in that arm's own process."""
+    torch.set_num_threads(args.threads)
+    if ARMS[arm] is None:
+        images = _random_images(resolution, args.batch_size * (args.steps + args.warmup))
+        return plain_loop(name, frozen, images, args.batch_size, args.warmup, args.steps)
+    return our_loop(name, frozen, resolution, _animal_mnist(), args, **ARMS[arm])
 
 
 def memory(name: str, frozen: bool) -> dict:
@@ -192,6 +239,9 @@ def main() -> None:
     parser.add_argument("--untransposed", action="store_true",
                         help="also ours with --no_transposed_depthwise_backward (torch's own backward for frozen "
                              "depthwise kernels of 7x7 and up)")  # fmt: skip
+    parser.add_argument("--default_allocator", action="store_true",
+                        help="also ours with --no_reuse_freed_memory (malloc's defaults: freed memory goes back to the "
+                             "OS and is faulted in again)")  # fmt: skip
     parser.add_argument("--memory", action="store_true", help="only the gradient and optimizer-state memory")
     args = parser.parse_args()
     if args.memory:
@@ -206,30 +256,26 @@ def main() -> None:
           f"interleaved repeats; torch {torch.__version__}, {args.threads} torch thread(s), "
           f"{workers} DataLoader worker(s) for ours, {os.cpu_count()} CPUs; load average "
           f"{load} at start (above 0 when other jobs share the CPU)")  # fmt: skip
-    splits = prepare_splits(load_builtin_dataset("animal-mnist"))
     configs = [(m, r, t) for m in args.models for r in args.resolutions for t in args.trainable]
     arms = ["plain", "ours", *(["compiled"] if args.compile else []), *(["bf16"] if args.bf16 else []),
-            *(["untransposed"] if args.untransposed else [])]  # fmt: skip
+            *(["untransposed"] if args.untransposed else []),
+            *(["default_allocator"] if args.default_allocator else [])]  # fmt: skip
     runs = {(c, arm): [] for c in configs for arm in arms}
-    memory = {}
-    for r in args.resolutions:
-        n = args.batch_size * (args.steps + args.warmup)
-        memory[r] = TensorBatches(torch.randn(n, 3, r, r), torch.randint(0, NUM_CLASSES, (n,)))
-    for repeat in range(args.repeats):
-        for c in configs:
-            name, resolution, trainable = c
-            frozen = trainable == "frozen"
-            runs[c, "plain"].append({"samples_per_s": plain_loop(name, frozen, memory[resolution], args.batch_size,
-                                                                 args.warmup, args.steps)})  # fmt: skip
-            runs[c, "ours"].append(our_loop(name, frozen, resolution, splits, args))
-            if args.compile:
-                runs[c, "compiled"].append(our_loop(name, frozen, resolution, splits, args, compile=True))
-            if args.bf16:
-                runs[c, "bf16"].append(our_loop(name, frozen, resolution, splits, args, bf16=True))
-            if args.untransposed:
-                runs[c, "untransposed"].append(our_loop(name, frozen, resolution, splits, args, transposed=False))
-            print(f"  repeat {repeat + 1}/{args.repeats}: {name} {resolution} px {trainable}: "
-                  + ", ".join(f"{arm} {runs[c, arm][-1]['samples_per_s']:.1f}" for arm in arms), flush=True)
+    spawn = multiprocessing.get_context("spawn")
+    processes = {arm: ProcessPoolExecutor(1, mp_context=spawn) for arm in arms}  # one process per arm, kept
+    try:
+        for repeat in range(args.repeats):
+            for c in configs:
+                name, resolution, trainable = c
+                for arm in arms:
+                    runs[c, arm].append(processes[arm].submit(measure, arm, name, trainable == "frozen", resolution,
+                                                              args).result())  # fmt: skip
+                print(f"  repeat {repeat + 1}/{args.repeats}: {name} {resolution} px {trainable}: "
+                      + ", ".join(f"{arm} {runs[c, arm][-1]['samples_per_s']:.1f} ({runs[c, arm][-1]['faults_per_step']:.0f} "
+                                  f"page faults/step)" for arm in arms), flush=True)  # fmt: skip
+    finally:
+        for process in processes.values():
+            process.shutdown()
 
     def median(c, arm, key="samples_per_s"):
         return statistics.median(run[key] for run in runs[c, arm])
@@ -241,6 +287,8 @@ def main() -> None:
         header += f" {'bf16/s':>8} {'bf16/plain':>10}"
     if args.untransposed:
         header += f" {'untr./s':>8} {'untr./plain':>11} {'ours/untr.':>10}"
+    if args.default_allocator:
+        header += f" {'malloc/s':>8} {'malloc/plain':>12} {'ours/malloc':>11}"
     print("\n" + header + "\n" + "-" * len(header))
     for c in configs:
         plain, ours = median(c, "plain"), median(c, "ours")
@@ -255,6 +303,9 @@ def main() -> None:
         if args.untransposed:
             untransposed = median(c, "untransposed")
             line += f" {untransposed:>8.1f} {untransposed / plain:>11.2f} {ours / untransposed:>10.2f}"
+        if args.default_allocator:
+            default = median(c, "default_allocator")
+            line += f" {default:>8.1f} {default / plain:>12.2f} {ours / default:>11.2f}"
         print(line)
     if set(args.trainable) == {"frozen", "all"}:
         print("\nfrozen depthwise / all trainable (ours): " + ", ".join(

@@ -32,7 +32,7 @@ LAYERS: list[set[str]] = [
     {"models"},
     {"analysis"},
     {"training.config"},
-    {"training.data", "training.filters", "training._depthwise_backward"},
+    {"training.data", "training.filters", "training._depthwise_backward", "training._cpu_memory"},
     {"training.outputs"},
     {"training.loop"},
     {"training.run"},

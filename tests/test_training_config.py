@@ -37,7 +37,7 @@ OPTIONS = (
     "train_val_split", "validation_from_train", "max_train_samples", "max_eval_samples", "resolution", "crop_scale", "dataloader_num_workers",
     "per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate", "weight_decay", "num_train_epochs",
     "max_train_steps", "gradient_accumulation_steps", "lr_scheduler_type", "num_warmup_steps", "seed", "cpu_threads",
-    "channels_last", "transposed_depthwise_backward", "torch_compile", "output_dir", "overwrite_output_dir", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint",
+    "channels_last", "transposed_depthwise_backward", "reuse_freed_memory", "torch_compile", "output_dir", "overwrite_output_dir", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint",
     "with_tracking", "report_to", "push_to_hub", "hub_model_id", "hub_token", "log_sample_ids",
     "disable_tqdm",
 )  # fmt: skip

@@ -9,12 +9,15 @@ assertions (``benchmarks/train_loop.py`` measures the speed).
 - frozen parameters cost nothing: no gradient, not in the optimizer (no state, no weight decay), never changed;
 - ``torch_compile=True`` gives eager's losses within tolerance and records its compile time in ``results.json``;
 - frozen depthwise convs of 7x7 and up compute torch's own input (and bias) gradients by transposed convolution, for
-  strided, dilated, multiplied and rectangular kernels and under bf16 autocast, and train the same ConvNeXt run.
+  strided, dilated, multiplied and rectangular kernels and under bf16 autocast, and train the same ConvNeXt run;
+- memory freed by CPU training steps stays in the process for the next steps (no page faults after the first), is
+  returned when training ends, and the run's numbers are exactly those of a run with malloc's defaults.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,7 @@ from masterkey.training import (
     train_transfer,
     training_loop,
 )
+from masterkey.training._cpu_memory import can_reuse_freed_memory, reuse_freed_memory
 from masterkey.training._depthwise_backward import has_large_frozen_depthwise, transposed_depthwise_backward
 from masterkey.training.config import RUN_IDENTITY_KEYS, make_config
 from masterkey.training.data import ImageClassificationDataset, timm_transforms
@@ -303,3 +307,59 @@ def test_transposed_backward_trains_the_same_convnext_run(tmp_path):
     folder = tmp_path / "mobilenet"
     train_transfer(output_dir=str(folder), **{**FAST, "filters": "random", "max_train_samples": 32})
     assert results(folder)["config"]["transposed_depthwise_backward"] is False
+
+
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+
+
+def _faults_of_steps(steps: int, numel: int) -> int:
+    """Minor page faults while allocating, filling and freeing a tensor of ``numel`` floats ``steps`` times, as a
+    training step allocates and frees its activations."""
+    start = _minor_faults()
+    for _ in range(steps):
+        torch.ones(numel).sum()
+    return _minor_faults() - start
+
+
+@pytest.mark.skipif(not can_reuse_freed_memory(), reason="mallopt is glibc's (Linux)")
+def test_freed_memory_is_reused_within_the_context_and_returned_after_it():
+    numel = 64 * 2**20 // 4  # 64 MiB: above any threshold at which glibc serves blocks with fresh pages
+    pages = 64 * 2**20 // resource.getpagesize()
+    with reuse_freed_memory() as applied:
+        assert applied is True
+        _faults_of_steps(1, numel)  # the first step brings the memory in
+        kept = _faults_of_steps(4, numel)
+        with reuse_freed_memory():  # nested: the inner exit leaves the outer context's setting alone
+            pass
+        assert _faults_of_steps(4, numel) < pages // 10
+        big = torch.ones(4 * numel)  # 256 MiB, freed below: it stays in the process while the context lasts
+        del big
+        resident_inside = _resident_bytes()
+    returned = resident_inside - _resident_bytes()
+    assert returned > 128 * 2**20, returned  # malloc_trim handed the kept memory back on leaving
+    assert kept < pages // 10, (kept, pages)  # each step found its memory already in place
+    # with malloc's defaults every step faults its block in anew (a fault per page, or per huge page with THP)
+    assert _faults_of_steps(4, numel) > 4 * (64 // 2), "malloc's defaults came back"
+    with reuse_freed_memory(False) as applied:
+        assert applied is False
+
+
+def test_reusing_freed_memory_trains_the_same_run_and_is_recorded(tmp_path):
+    assert parse_args(["--dataset_name", "digits"]).reuse_freed_memory is True
+    assert parse_args(["--dataset_name", "digits", "--no_reuse_freed_memory"]).reuse_freed_memory is False
+    assert "reuse_freed_memory" not in RUN_IDENTITY_KEYS
+    runs = {}
+    for reuse in (True, False):
+        folder = tmp_path / f"reuse-{reuse}"
+        train_transfer(output_dir=str(folder), reuse_freed_memory=reuse, **FAST)
+        runs[reuse] = results(folder)
+    assert runs[True]["config"]["reuse_freed_memory"] is can_reuse_freed_memory()  # it applied where it can
+    assert runs[False]["config"]["reuse_freed_memory"] is False
+    # only where the memory comes from changes, never a number
+    for key in ("train_loss", "eval_loss", "accuracy"):
+        assert runs[True]["final"][key] == runs[False]["final"][key], key

@@ -204,8 +204,8 @@ class TrainingConfig:
         "Accelerate's launcher would otherwise leave one)",
         group=_OPTIM, positive=True,
     )  # fmt: skip
-    # neither is part of the run's identity: both compute the same run within floating-point tolerance (tests/
-    # test_training_speed.py), as --cpu_threads does
+    # none of these is part of the run's identity: each computes the same run within floating-point tolerance
+    # (tests/test_training_speed.py), as --cpu_threads does
     channels_last: bool = option(
         True,
         "the channels_last memory layout for the model and its inputs, in training and evaluation, where it is faster: "
@@ -219,6 +219,14 @@ class TrainingConfig:
         "convolution rather than by torch's own backward: the same gradients to float rounding, about 1.2x faster "
         "ConvNeXt training on CPU (benchmarks/train_loop.py); on CPU and without --torch_compile only; "
         "--no_transposed_depthwise_backward uses torch's backward",
+        group=_OPTIM,
+    )  # fmt: skip
+    reuse_freed_memory: bool = option(
+        True,
+        "on CPU with glibc (Linux), keep the memory a training step frees in the process for the next step instead "
+        "of returning it to the OS and faulting it in again page by page: 1.3-2.1x faster steps (benchmarks/"
+        "train_loop.py --default_allocator), the same numbers, a few percent more peak memory; the memory is "
+        "returned when training ends; --no_reuse_freed_memory keeps malloc's defaults",
         group=_OPTIM,
     )  # fmt: skip
     torch_compile: bool = option(

@@ -18,6 +18,7 @@ the step and epoch; the weights are checked before every checkpoint and evaluati
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import MasterKeyError, TrainingConfigError
+from ._cpu_memory import reuse_freed_memory
 from ._depthwise_backward import transposed_depthwise_backward
 from .outputs import STATE_NAME, prune_checkpoints, write_json
 
@@ -159,6 +161,7 @@ def training_loop(
     progress: bool = True,
     channels_last: bool = False,
     transposed_depthwise: bool = False,
+    reuse_memory: bool = False,
 ) -> LoopState:
     """Train ``model`` (prepared by ``accelerator``) for ``state.max_steps`` optimizer steps, starting where
     ``state`` says (mid-epoch included), calling ``on_epoch_end(epoch)`` for metrics after each epoch and
@@ -171,7 +174,9 @@ def training_loop(
     one), so that its augmentation depends on the epoch and not on where a run was resumed. With ``channels_last``
     the images are handed to the model in that layout (the model converted by the caller:
     ``model.to(memory_format=torch.channels_last)``). With ``transposed_depthwise`` the forward runs within
-    :func:`~._depthwise_backward.transposed_depthwise_backward` (frozen 7x7 depthwise convs' faster backward).
+    :func:`~._depthwise_backward.transposed_depthwise_backward` (frozen 7x7 depthwise convs' faster backward). With
+    ``reuse_memory`` the loop, evaluations included, runs within :func:`~._cpu_memory.reuse_freed_memory` (on CPU:
+    freed memory kept for the next step instead of faulted in anew).
 
     Raises:
         TrainingConfigError: the loss became NaN or infinite (checked before it reaches the weights), or the weights
@@ -189,7 +194,9 @@ def training_loop(
     n_proc = accelerator.num_processes
     loss_sum = torch.tensor(state.loss_sum, device=accelerator.device)
     step_start = None  # when the session's first optimizer step began
+    memory = contextlib.ExitStack()
     try:
+        memory.enter_context(reuse_freed_memory(reuse_memory))
         # an epoch interrupted at its last step (checkpoint, then kill) still needs its evaluation
         while state.epoch < state.num_epochs and (state.completed_steps < state.max_steps or state.batches_in_epoch):
             model.train()
@@ -270,6 +277,7 @@ def training_loop(
                 on_checkpoint(f"epoch_{state.epoch - 1}")
     finally:  # also when a check stops the run
         bar.close()
+        memory.close()
     return state
 
 

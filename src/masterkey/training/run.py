@@ -10,7 +10,8 @@ Speed (``benchmarks/train_loop.py``): the model and its inputs are in the channe
 evaluation (``--no_channels_last`` turns it off; the saved model and checkpoints are in the ordinary layout), the
 optimizer is torch's fused AdamW where torch has one for the device (else its ``foreach`` form), frozen parameters
 are left out of it, frozen depthwise convs of 7x7 and up compute their input's gradient as a transposed convolution
-on CPU (``--no_transposed_depthwise_backward`` turns it off), and ``--torch_compile`` compiles the model for
+on CPU (``--no_transposed_depthwise_backward`` turns it off), memory freed by a CPU training step stays in the
+process for the next (``--no_reuse_freed_memory`` turns it off), and ``--torch_compile`` compiles the model for
 training (evaluation runs the same weights eagerly), recording the compile time in ``results.json``.
 """
 
@@ -40,6 +41,7 @@ from ..errors import DatasetError, TrainingConfigError
 from ..extract import find_depthwise_convs
 from ..hub import check_upload, push_folder
 from ..inject import TrainableParameters, freeze_depthwise
+from ._cpu_memory import can_reuse_freed_memory
 from ._depthwise_backward import has_large_frozen_depthwise
 from .config import TrainingConfig, make_config, run_identity
 from .data import (
@@ -366,6 +368,12 @@ def _transposed_depthwise(config: TrainingConfig, model: torch.nn.Module, device
             and has_large_frozen_depthwise(model))  # fmt: skip
 
 
+def _reuse_freed_memory(config: TrainingConfig, device: torch.device) -> bool:
+    """Whether the run keeps the memory its steps free for the next ones: asked for, on CPU (a GPU's memory is the
+    device's, cached by torch already), and the C library allows it (:func:`~._cpu_memory.can_reuse_freed_memory`)."""
+    return config.reuse_freed_memory and device.type == "cpu" and can_reuse_freed_memory()
+
+
 #: The smallest input size at which channels_last is faster than the ordinary layout on a GPU (measured, see above).
 CHANNELS_LAST_MIN_GPU_SIZE = 128
 #: DataLoader workers per process on an accelerator when not given: one CPU worker starves a GPU (50% data wait on an
@@ -537,7 +545,8 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
     # evaluation compiled too would compile again, for eval mode and for the last, smaller batch)
     train_model = _compiled(model) if config.torch_compile else model
     config = dataclasses.replace(config, transposed_depthwise_backward=_transposed_depthwise(config, model,
-                                                                                             accelerator.device))
+                                                                                             accelerator.device),
+                                 reuse_freed_memory=_reuse_freed_memory(config, accelerator.device))  # fmt: skip
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     max_steps = config.max_train_steps or config.num_train_epochs * steps_per_epoch
     num_epochs = math.ceil(max_steps / steps_per_epoch)
@@ -593,6 +602,7 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
             with_tracking=config.with_tracking,
             channels_last=config.channels_last,
             transposed_depthwise=config.transposed_depthwise_backward,
+            reuse_memory=config.reuse_freed_memory,
         )
     except BaseException:  # a run stopped by an error (divergence, a broken image) still closes its trackers
         if config.with_tracking:
