@@ -20,22 +20,25 @@ For each model, resolution and trainable set (``frozen``: the depthwise kernels 
 - with ``--untransposed``, also **ours without the transposed backward** (``--no_transposed_depthwise_backward``:
   torch's own backward for frozen depthwise kernels of 7x7 and up; only ConvNeXt-like models have them);
 - with ``--default_allocator``, also **ours with malloc's defaults** (``--no_reuse_freed_memory``: the memory a step
-  frees goes back to the OS, and the next step faults it in again);
+  frees goes back to the OS, and the next step faults it in again); its columns end with ours' peak resident
+  memory over this arm's (each measurement's process, data included);
 - with ``--bf16``, also **ours + bf16**: Accelerate's bf16 mixed precision (``accelerate launch --mixed_precision
   bf16``, autocast to bfloat16 on a CPU that has it); it changes the numbers a run gives, so it is not a default.
 
 Only steady-state steps are timed: the first ``--warmup`` steps (worker start, first allocations, compiling) are
 not. Configurations run interleaved, ``--repeats`` times each, and the median is reported, so that a CPU shared
-with other jobs disturbs all of them alike. Each arm runs in a process of its own (spawned once, reused for its
-measurements, one at a time): malloc's settings are per process, so ours keeping its freed memory cannot speed up
-the plain loop or the default-allocator arm, which run with glibc's untouched defaults. Samples/s count training samples (forward, backward, optimizer step).
+with other jobs disturbs all of them alike. Every measurement runs in a fresh process (spawned, one at a time), as a
+user's training script or an experiment's run starts: malloc's state is per process, so ours keeping its freed
+memory cannot reach the plain loop or the default-allocator arm, and no arm inherits what an earlier one did to
+glibc's adaptive threshold (a process that has freed large blocks serves later ones from its heap: measured, a warm
+process's plain loop faulted 0 pages per step where a fresh one faulted thousands). Samples/s count training samples (forward, backward, optimizer step); page faults per step are the process's minor
+page faults over the timed steps.
 Goal (issue 14): ours at least 1.5x the plain loop with the defaults, one torch thread.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import multiprocessing
 import os
 import resource
@@ -177,12 +180,6 @@ ARMS = {"plain": None, "ours": {}, "compiled": {"compile": True}, "bf16": {"bf16
         "untransposed": {"transposed": False}, "default_allocator": {"reuse": False}}  # fmt: skip
 
 
-@functools.cache
-def _animal_mnist():
-    return prepare_splits(load_builtin_dataset("animal-mnist"))
-
-
-@functools.cache
 def _random_images(resolution: int, n: int) -> TensorBatches:
     generator = torch.Generator().manual_seed(resolution)
     return TensorBatches(torch.randn(n, 3, resolution, resolution, generator=generator),
@@ -190,12 +187,15 @@ def _random_images(resolution: int, n: int) -> TensorBatches:
 
 
 def measure(arm: str, name: str, frozen: bool, resolution: int, args) -> dict:
-    """One measurement of ``arm``, in that arm's own process."""
+    """One measurement of ``arm``, in a fresh process; with the process's peak resident memory (its data included)."""
     torch.set_num_threads(args.threads)
     if ARMS[arm] is None:
         images = _random_images(resolution, args.batch_size * (args.steps + args.warmup))
-        return plain_loop(name, frozen, images, args.batch_size, args.warmup, args.steps)
-    return our_loop(name, frozen, resolution, _animal_mnist(), args, **ARMS[arm])
+        result = plain_loop(name, frozen, images, args.batch_size, args.warmup, args.steps)
+    else:
+        splits = prepare_splits(load_builtin_dataset("animal-mnist"))
+        result = our_loop(name, frozen, resolution, splits, args, **ARMS[arm])
+    return result | {"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def memory(name: str, frozen: bool) -> dict:
@@ -261,21 +261,18 @@ def main() -> None:
             *(["untransposed"] if args.untransposed else []),
             *(["default_allocator"] if args.default_allocator else [])]  # fmt: skip
     runs = {(c, arm): [] for c in configs for arm in arms}
-    spawn = multiprocessing.get_context("spawn")
-    processes = {arm: ProcessPoolExecutor(1, mp_context=spawn) for arm in arms}  # one process per arm, kept
-    try:
+    # a fresh process for every measurement
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as processes:
         for repeat in range(args.repeats):
             for c in configs:
                 name, resolution, trainable = c
                 for arm in arms:
-                    runs[c, arm].append(processes[arm].submit(measure, arm, name, trainable == "frozen", resolution,
-                                                              args).result())  # fmt: skip
+                    runs[c, arm].append(processes.submit(measure, arm, name, trainable == "frozen", resolution,
+                                                         args).result())  # fmt: skip
                 print(f"  repeat {repeat + 1}/{args.repeats}: {name} {resolution} px {trainable}: "
                       + ", ".join(f"{arm} {runs[c, arm][-1]['samples_per_s']:.1f} ({runs[c, arm][-1]['faults_per_step']:.0f} "
-                                  f"page faults/step)" for arm in arms), flush=True)  # fmt: skip
-    finally:
-        for process in processes.values():
-            process.shutdown()
+                                  f"page faults/step, peak {runs[c, arm][-1]['peak_mb']:.0f} MB)" for arm in arms),
+                      flush=True)  # fmt: skip
 
     def median(c, arm, key="samples_per_s"):
         return statistics.median(run[key] for run in runs[c, arm])
@@ -288,7 +285,7 @@ def main() -> None:
     if args.untransposed:
         header += f" {'untr./s':>8} {'untr./plain':>11} {'ours/untr.':>10}"
     if args.default_allocator:
-        header += f" {'malloc/s':>8} {'malloc/plain':>12} {'ours/malloc':>11}"
+        header += f" {'malloc/s':>8} {'malloc/plain':>12} {'ours/malloc':>11} {'peak mem':>9}"
     print("\n" + header + "\n" + "-" * len(header))
     for c in configs:
         plain, ours = median(c, "plain"), median(c, "ours")
@@ -305,7 +302,8 @@ def main() -> None:
             line += f" {untransposed:>8.1f} {untransposed / plain:>11.2f} {ours / untransposed:>10.2f}"
         if args.default_allocator:
             default = median(c, "default_allocator")
-            line += f" {default:>8.1f} {default / plain:>12.2f} {ours / default:>11.2f}"
+            line += (f" {default:>8.1f} {default / plain:>12.2f} {ours / default:>11.2f} "
+                     f"{median(c, 'ours', 'peak_mb') / median(c, 'default_allocator', 'peak_mb'):>9.3f}")  # fmt: skip
         print(line)
     if set(args.trainable) == {"frozen", "all"}:
         print("\nfrozen depthwise / all trainable (ours): " + ", ".join(
