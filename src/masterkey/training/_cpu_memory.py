@@ -8,8 +8,9 @@ page by page: thousands to tens of thousands of minor page faults per step at 32
 its heap and keeps what is freed there (``mallopt``: ``M_MMAP_MAX`` 0, ``M_TRIM_THRESHOLD`` out of reach), so after
 the first steps a step faults next to nothing in. ``benchmarks/train_loop.py --default_allocator`` measured steps
 1.00x to 1.32x faster (median 1.10x) at 32-64 px, 1.5x and 2.1x for ``tf_efficientnet_lite0`` at 128 and 224 px,
-for 3% to 18% more peak memory. On leaving it glibc's documented defaults come back and the kept memory goes back
-to the OS (``malloc_trim``). The numbers a run computes do not change: only where its memory comes from.
+for 3% to 18% more peak memory. On leaving it the kept memory goes back to the
+OS (``malloc_trim``) and malloc serves blocks as glibc's adaptive defaults do once adapted (fresh pages from 32 MiB,
+trimming beyond 64 MiB). The numbers a run computes do not change: only where its memory comes from.
 
 Only glibc (Linux) has ``mallopt``; elsewhere, and on a GPU, where training memory is the device's, it does nothing.
 """
@@ -29,10 +30,16 @@ __all__ = ["reuse_freed_memory", "can_reuse_freed_memory"]
 
 logger = logging.getLogger(__name__)
 
-# mallopt's parameters and glibc's defaults for them (malloc.h, mallopt(3))
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+# mallopt's parameters (malloc.h, mallopt(3))
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _KEEP_ALL = 2**31 - 1  # mallopt takes an int: a trim threshold no heap top reaches
+_DEFAULT_MMAP_MAX = 65536
+# Setting any of these turns glibc's adaptive thresholds off for good, so leaving restores the values they adapt to
+# (the fresh-pages threshold at its ceiling, 4 MiB per byte of a long: 32 MiB on 64-bit; the trim threshold twice
+# that), not the 128 KiB they start from, which would leave a process that trains and then evaluates slower than one
+# that never trained.
+_ADAPTED_MMAP_THRESHOLD = 4 * 1024 * 1024 * ctypes.sizeof(ctypes.c_long)
+_ADAPTED_TRIM_THRESHOLD = 2 * _ADAPTED_MMAP_THRESHOLD
 
 _lock = threading.Lock()
 _depth = 0  # nested uses (a run inside a run's callback) restore the defaults once, on the outermost exit
@@ -61,15 +68,22 @@ def can_reuse_freed_memory() -> bool:
     return _libc() is not None
 
 
-def _set(libc: ctypes.CDLL, trim_threshold: int, mmap_max: int) -> bool:
-    return bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold)) and bool(libc.mallopt(_M_MMAP_MAX, mmap_max))
+def _keep_freed(libc: ctypes.CDLL) -> bool:
+    return bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_ALL)) and bool(libc.mallopt(_M_MMAP_MAX, 0))
+
+
+def _restore(libc: ctypes.CDLL) -> None:
+    libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    libc.mallopt(_M_MMAP_THRESHOLD, _ADAPTED_MMAP_THRESHOLD)
+    libc.mallopt(_M_TRIM_THRESHOLD, _ADAPTED_TRIM_THRESHOLD)
+    libc.malloc_trim(0)
 
 
 @contextlib.contextmanager
 def reuse_freed_memory(enabled: bool = True) -> Iterator[bool]:
     """Within this context, memory freed by the process stays in it for reuse (glibc only; see the module's text);
-    it yields whether that applies. On leaving, glibc's defaults come back and the kept memory is returned to the
-    OS. Wrap a CPU training loop: its steps then stop faulting their activations in anew.
+    it yields whether that applies. On leaving, the kept memory is returned to the OS and malloc's thresholds are
+    those glibc adapts to by itself. Wrap a CPU training loop: its steps then stop faulting their activations in anew.
 
     Example:
         >>> with reuse_freed_memory():
@@ -86,7 +100,7 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[bool]:
     with _lock:
         _depth += 1
         if _depth == 1:
-            _applied = _set(libc, _KEEP_ALL, 0)
+            _applied = _keep_freed(libc)
             if not _applied:
                 logger.warning("mallopt refused to keep freed memory; training runs with malloc's defaults")
     try:
@@ -95,5 +109,4 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[bool]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                _set(libc, _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX)
-                libc.malloc_trim(0)
+                _restore(libc)
