@@ -8,9 +8,8 @@ page by page: thousands to tens of thousands of minor page faults per step at 32
 its heap and keeps what is freed there (``mallopt``: ``M_MMAP_MAX`` 0, ``M_TRIM_THRESHOLD`` out of reach), so after
 the first steps a step faults next to nothing in. ``benchmarks/train_loop.py --default_allocator`` measured steps
 1.00x to 1.32x faster (median 1.10x) at 32-64 px, 1.5x and 2.1x for ``tf_efficientnet_lite0`` at 128 and 224 px,
-for 3% to 18% more peak memory. On leaving it the kept memory goes back to the
-OS (``malloc_trim``) and malloc serves blocks as glibc's adaptive defaults do once adapted (fresh pages from 32 MiB,
-trimming beyond 64 MiB). The numbers a run computes do not change: only where its memory comes from.
+for 3% to 18% more peak memory. On leaving it the kept memory goes back to the OS (``malloc_trim``) and malloc
+serves blocks as glibc's adaptive defaults do once adapted (fresh pages from 32 MiB, trimming beyond 64 MiB). The numbers a run computes do not change: only where its memory comes from.
 
 Only glibc (Linux) has ``mallopt``; elsewhere, and on a GPU, where training memory is the device's, it does nothing.
 """
@@ -26,7 +25,7 @@ import platform
 import threading
 from collections.abc import Iterator
 
-__all__ = ["reuse_freed_memory", "can_reuse_freed_memory"]
+__all__ = ["can_reuse_freed_memory", "reuse_freed_memory"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ _ADAPTED_MMAP_THRESHOLD = 4 * 1024 * 1024 * ctypes.sizeof(ctypes.c_long)
 _ADAPTED_TRIM_THRESHOLD = 2 * _ADAPTED_MMAP_THRESHOLD
 
 _lock = threading.Lock()
-_depth = 0  # nested uses (a run inside a run's callback) restore the defaults once, on the outermost exit
+_depth = 0  # nested uses (a run inside a run's callback) restore once, on the outermost exit
 _applied = False
 
 
