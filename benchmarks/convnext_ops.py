@@ -63,8 +63,9 @@ def main() -> None:
         memory_format=torch.channels_last)  # fmt: skip
     shapes = pointwise_shapes(model, images)
     print(f"{args.model}, {args.resolution} px, batch {args.batch_size}, {args.threads} thread(s), torch "
-          f"{torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}; ms, median of 7")  # fmt: skip
-    print(f"\n{'1x1 conv input':<22} {'out':>5} {'count':>5} {'conv ms':>8} {'matmul ms':>9} {'conv/matmul':>11}")
+          f"{torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}; ms, median of 7")
+    print(f"\n{'1x1 conv input':<22} {'out':>5} {'count':>5} {'conv ms':>8} {'matmul ms':>9} "
+          f"{'conv/matmul':>11}")
     total_conv = total_matmul = 0.0
     for (shape, out, has_bias), count in sorted(shapes.items()):
         x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_()

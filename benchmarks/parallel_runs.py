@@ -63,8 +63,9 @@ def main() -> None:
                     output_dir=os.path.join(folder, f"t{threads}-s{seed}"), overwrite_output_dir=True)  # fmt: skip
 
     side_by_side_way = f"{args.cores} runs at a time, 1 thread each"
+    threaded_way = f"1 run at a time, {args.cores} threads"
     default_allocator_way = f"{side_by_side_way}, malloc's defaults (--no_reuse_freed_memory)"
-    ways = {side_by_side_way: (args.cores, 1, True), f"1 run at a time, {args.cores} threads": (1, args.cores, True),
+    ways = {side_by_side_way: (args.cores, 1, True), threaded_way: (1, args.cores, True),
             **({default_allocator_way: (args.cores, 1, False)} if args.default_allocator else {})}  # fmt: skip
     times: dict[str, list[float]] = {way: [] for way in ways}
     with tempfile.TemporaryDirectory() as folder:
@@ -80,7 +81,7 @@ def main() -> None:
     medians = {way: statistics.median(t) for way, t in times.items()}
     for way, seconds in medians.items():
         print(f"| {way} | {seconds:.1f} | {60 * args.runs / seconds:.2f} |")
-    side_by_side, threaded = medians[side_by_side_way], medians[f"1 run at a time, {args.cores} threads"]
+    side_by_side, threaded = medians[side_by_side_way], medians[threaded_way]
     print(f"\nside by side / one at a time, runs per minute: {threaded / side_by_side:.2f}x")
     if args.default_allocator:
         print(f"side by side, freed memory kept / malloc's defaults, runs per minute: "

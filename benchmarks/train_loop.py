@@ -31,8 +31,9 @@ with other jobs disturbs all of them alike. Every measurement runs in a fresh pr
 user's training script or an experiment's run starts: malloc's state is per process, so ours keeping its freed
 memory cannot reach the plain loop or the default-allocator arm, and no arm inherits what an earlier one did to
 glibc's adaptive threshold (a process that has freed large blocks serves later ones from its heap: measured, a warm
-process's plain loop faulted 0 pages per step where a fresh one faulted thousands). Samples/s count training samples (forward, backward, optimizer step); page faults per step are the process's minor
-page faults over the timed steps.
+process's plain loop faulted 0 pages per step where a fresh one faulted thousands). Samples/s count training
+samples (forward, backward, optimizer step); page faults per step are the process's minor page faults over the
+timed steps.
 Goal (issue 14): ours at least 1.5x the plain loop with the defaults, one torch thread.
 """
 
@@ -269,10 +270,10 @@ def main() -> None:
                 for arm in arms:
                     runs[c, arm].append(processes.submit(measure, arm, name, trainable == "frozen", resolution,
                                                          args).result())  # fmt: skip
+                latest = {arm: runs[c, arm][-1] for arm in arms}
                 print(f"  repeat {repeat + 1}/{args.repeats}: {name} {resolution} px {trainable}: "
-                      + ", ".join(f"{arm} {runs[c, arm][-1]['samples_per_s']:.1f} ({runs[c, arm][-1]['faults_per_step']:.0f} "
-                                  f"page faults/step, peak {runs[c, arm][-1]['peak_mb']:.0f} MB)" for arm in arms),
-                      flush=True)  # fmt: skip
+                      + ", ".join(f"{arm} {m['samples_per_s']:.1f} ({m['faults_per_step']:.0f} page faults/step, "
+                                  f"peak {m['peak_mb']:.0f} MB)" for arm, m in latest.items()), flush=True)  # fmt: skip
 
     def median(c, arm, key="samples_per_s"):
         return statistics.median(run[key] for run in runs[c, arm])

@@ -9,7 +9,8 @@ its heap and keeps what is freed there (``mallopt``: ``M_MMAP_MAX`` 0, ``M_TRIM_
 the first steps a step faults next to nothing in. ``benchmarks/train_loop.py --default_allocator`` measured steps
 1.00x to 1.32x faster (median 1.10x) at 32-64 px, 1.5x and 2.1x for ``tf_efficientnet_lite0`` at 128 and 224 px,
 for 3% to 18% more peak memory. On leaving it the kept memory goes back to the OS (``malloc_trim``) and malloc
-serves blocks as glibc's adaptive defaults do once adapted (fresh pages from 32 MiB, trimming beyond 64 MiB). The numbers a run computes do not change: only where its memory comes from.
+serves blocks as glibc's adaptive defaults do once adapted (fresh pages from 32 MiB, trimming beyond 64 MiB). The
+numbers a run computes do not change: only where its memory comes from.
 
 Only glibc (Linux) has ``mallopt``; elsewhere, and on a GPU, where training memory is the device's, it does nothing.
 """

@@ -226,8 +226,8 @@ class TrainingConfig:
         "on CPU with glibc (Linux), keep the memory a training step frees in the process for the next step instead "
         "of returning it to the OS and faulting it in again page by page: steps about 1.1x faster at 32-64 px, 1.5x "
         "and 2.1x for tf_efficientnet_lite0 at 128 and 224 px (benchmarks/train_loop.py --default_allocator), the "
-        "same numbers, up to a fifth more peak memory; the memory is returned when training ends; --no_reuse_freed_memory "
-        "keeps malloc's defaults",
+        "same numbers, up to a fifth more peak memory; the memory is returned when training ends; "
+        "--no_reuse_freed_memory keeps malloc's defaults",
         group=_OPTIM,
     )  # fmt: skip
     torch_compile: bool = option(
