@@ -8,7 +8,7 @@ import torch
 import masterkey
 from masterkey._families import FAMILIES, smallest_variant
 from masterkey.extract import prepare_model
-from masterkey.mapping import match_by_depth, match_exact
+from masterkey.mapping import match_by_depth, match_by_stage, match_exact
 
 # The families the project promises (issue: "Any timm DS-CNN"); FAMILIES may hold more.
 REQUIRED = {
@@ -33,11 +33,11 @@ def test_family_extracts_and_injects(family):
     model = masterkey.from_pretrained_filters(name, bank, reparameterize=family.reparameterize, num_classes=10)
     report = model.masterkey_report
     assert len(report.injected) == len(report.entries) == len(bank) and not report.unused
-    convs = masterkey.find_depthwise_convs(model)
+    convs = masterkey.find_depthwise_convs(model, feature_strides=True)
     for conv in convs:
         assert torch.equal(conv.module.weight, bank[conv.name]) and not conv.module.weight.requires_grad
-    # between two copies of one architecture the depth mapping is the identity
-    assert match_by_depth(bank, convs) == match_exact(bank, convs)
+    # between two copies of one architecture the depth mapping is the identity, and so is the name-based one
+    assert match_by_depth(bank, convs) == match_exact(bank, convs) == match_by_stage(bank, convs)
 
     model.eval()
     with torch.no_grad():

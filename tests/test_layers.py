@@ -37,6 +37,7 @@ LAYERS: list[set[str]] = [
     {"training.loop"},
     {"training.run"},
     {"training"},
+    {"plans"},  # analysis plans and their corrections: read by the experiments
     {"experiments"},
     {"publishing"},
     {"cli"},

@@ -7,7 +7,11 @@ from torch import nn
 
 import masterkey
 from masterkey.errors import IncompatibleBankError, InvalidFiltersError, MappingError, UnsupportedModelError
-from masterkey.mapping import fit_kernel, match_by_depth, resize_kernel, select_channels
+import math
+
+import torchvision
+
+from masterkey.mapping import fit_kernel, match_by_depth, match_by_stage, resize_kernel, select_channels
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +81,89 @@ def test_fit_kernel_lists_its_transforms():
 
 
 # -- layers ----------------------------------------------------------------------------------------------------------
-def test_depth_mapping_follows_depth_and_uses_every_stage(convnext_bank, mobilenet_bank):
+def _targets(model):
+    return masterkey.find_depthwise_convs(model, feature_strides=True)
+
+
+def test_banks_record_the_feature_scale_each_filter_reads(convnext_bank, mobilenet_bank):
+    # ConvNeXt's 4x4 stem and 2x2 downsampling convs set its scales; MobileNetV3's strided depthwise convs set its own
+    assert [s.feature_stride for s in convnext_bank.specs] == [4, 4, 8, 8, 16, 16, 16, 16, 16, 16, 32, 32]
+    assert [s.feature_stride for s in mobilenet_bank.specs] == [2, 4, 8, 8, 16, 16, 16, 16, 16, 32, 32]
+    assert masterkey.FilterBank.from_tensors(dict(convnext_bank.items())).specs[0].feature_stride is None
+
+
+def test_feature_strides_are_derived_where_the_forward_cannot_run():
+    class NeedsTwoInputs(nn.Module):  # a forward masterkey cannot call with one blank image
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 8, 3, stride=2)
+            self.shortcut = nn.Conv2d(8, 8, 1, stride=2)  # a strided 1x1 shortcut does not move the main path
+            self.dw = nn.Conv2d(8, 8, 3, groups=8, stride=2)
+            self.pool = nn.MaxPool2d(2)
+            self.dw2 = nn.Conv2d(8, 8, 5, groups=8)
+
+        def forward(self, x, mask):
+            return self.dw2(self.pool(self.dw(self.stem(x)))) * mask
+
+    strides = [c.spec.feature_stride for c in _targets(NeedsTwoInputs())]
+    assert strides == [2, 8]
+
+
+def test_depth_mapping_is_the_identity_between_libraries_both_ways():
+    # torchvision's flat features.N and timm's blocks.S.B name the same MobileNetV2 differently
+    torchvision_model, timm_model = torchvision.models.mobilenet_v2(), timm.create_model("mobilenetv2_100")
+    for source, target in ((torchvision_model, timm_model), (timm_model, torchvision_model)):
+        bank = masterkey.extract_filters(source)
+        masterkey.from_pretrained_filters(target, bank, mapping="depth")
+        report = target.masterkey_report
+        assert [e.source for e in report.entries] == bank.names and not report.unused
+        assert all(e.injected and e.transforms == ["copied"] for e in report.entries)  # every target as it is
+        for entry, conv in zip(report.entries, masterkey.find_depthwise_convs(target)):
+            assert torch.equal(conv.module.weight, bank[entry.source])
+    # the name-based rule misaligns them: the reason the depth rule aligns by structure
+    stage_plan = match_by_stage(masterkey.extract_filters(torchvision_model), _targets(timm_model))
+    assert list(stage_plan.values()) != masterkey.extract_filters(torchvision_model).names
+
+
+def test_depth_mapping_takes_the_same_size_then_the_nearest_scale_then_position(convnext_bank):
+    lite0 = masterkey.load_master_filters("imagenet-lite0")  # 3x3 and 5x5 at scales 2 to 32
+    for model in ("mobilenetv3_large_100", "convnext_atto"):
+        targets = _targets(timm.create_model(model))
+        plan = match_by_depth(lite0, targets)
+        for t in targets:
+            chosen = lite0.spec(plan[t.name])
+            same_size = [s for s in lite0.specs if s.kernel_size == t.spec.kernel_size]
+            pool = same_size or lite0.specs  # resized only where the bank has none of the target's size
+            if same_size:
+                assert chosen.kernel_size == t.spec.kernel_size
+            gap = abs(math.log2(chosen.feature_stride) - math.log2(t.spec.feature_stride))
+            assert gap == min(abs(math.log2(s.feature_stride) - math.log2(t.spec.feature_stride)) for s in pool)
+    # 7x7 ConvNeXt targets from a bank without 7x7: ordered by scale, and every scale ConvNeXt has is met exactly
+    targets = _targets(timm.create_model("convnext_atto"))
+    plan = match_by_depth(lite0, targets)
+    sources = [lite0.spec(plan[t.name]) for t in targets]
+    assert [s.index for s in sources] == sorted(s.index for s in sources)
+    assert [s.feature_stride for s in sources] == [t.spec.feature_stride for t in targets]
+
+
+def test_depth_mapping_falls_back_to_stages_for_banks_without_feature_strides(convnext_bank, caplog):
+    old = masterkey.FilterBank.from_tensors(dict(convnext_bank.items()))  # no feature strides, as banks of 0.1 had
+    targets = _targets(timm.create_model("mobilenetv3_small_050"))
+    assert match_by_depth(old, targets) == match_by_stage(old, targets)
+    assert "records no feature strides" in caplog.text
+    with pytest.raises(MappingError, match="feature_strides=True"):
+        match_by_depth(convnext_bank, masterkey.find_depthwise_convs(timm.create_model("mobilenetv3_small_050")))
+
+
+def test_stage_mapping_follows_depth_and_uses_every_stage(convnext_bank, mobilenet_bank):
     targets = masterkey.find_depthwise_convs(timm.create_model("mobilenetv3_small_050"))
-    plan = match_by_depth(convnext_bank, targets)
+    plan = match_by_stage(convnext_bank, targets)
     sources = [convnext_bank.spec(plan[t.name]).index for t in targets]
     assert sources == sorted(sources), "deeper targets must take deeper (or equal) sources"
     assert sources[0] == 0 and sources[-1] == len(convnext_bank) - 1
     assert {convnext_bank.spec(s).stage for s in plan.values()} == {0, 1, 2, 3}
     # and back: every mobilenet entry depth-matched into convnext keeps the order too
-    back = match_by_depth(mobilenet_bank, masterkey.find_depthwise_convs(timm.create_model("convnext_atto")))
+    back = match_by_stage(mobilenet_bank, masterkey.find_depthwise_convs(timm.create_model("convnext_atto")))
     back_indices = [mobilenet_bank.spec(s).index for s in back.values()]
     assert back_indices == sorted(back_indices)
 
@@ -231,7 +309,7 @@ def test_the_size_mapping_prefers_the_targets_own_kernel_size_at_any_depth():
     bank = masterkey.load_master_filters("imagenet-lite0")  # 3x3 and 5x5 at various depths
     model = timm.create_model("mobilenetv3_large_100")
     targets = masterkey.find_depthwise_convs(model)
-    by_depth, by_size = match_by_depth(bank, targets), masterkey.mapping.match_by_size_then_depth(bank, targets)
+    by_depth, by_size = match_by_stage(bank, targets), masterkey.mapping.match_by_size_then_stage(bank, targets)
     sizes = {s.name: s.kernel_size for s in bank.specs}
     assert all(sizes[by_size[t.name]] == t.spec.kernel_size for t in targets)  # no resizing anywhere
     assert any(sizes[by_depth[t.name]] != t.spec.kernel_size for t in targets)  # the depth rule resizes some

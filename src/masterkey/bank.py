@@ -71,6 +71,7 @@ __all__ = [
     "bank_card",
     "layer_positions",
     "relative_depths",
+    "scale_positions",
     "stage_index",
     "stage_path",
     "MAX_CONFIG_BYTES",
@@ -84,6 +85,7 @@ __all__ = [
 SOURCE_FIELDS = (
     "source_model", "source_weights", "source_dataset", "source_license", "description",
     "source_hub_id", "source_revision", "source_tag", "timm_version",
+    "source_library", "source_class", "source_builder", "source_sha256", "torchvision_version", "transformers_version",
 )  # fmt: skip
 
 #: Largest ``config.json`` read, in bytes. A real manifest takes about 350 bytes per kernel (the largest timm
@@ -206,6 +208,7 @@ def _spec_fields(entry: Mapping[str, Any]) -> dict[str, Any]:
     ):
         raise _Invalid(f"'relative_depth' must be a number in [0, 1], found {_shown(depth)}")
     stage = entry.get("stage")
+    feature_stride = entry.get("feature_stride")  # absent in banks written before it was recorded
     return {
         "name": name,
         "in_channels": in_channels,
@@ -216,6 +219,7 @@ def _spec_fields(entry: Mapping[str, Any]) -> dict[str, Any]:
         "index": _int_value(entry.get("index", 0), "index", minimum=0),
         "relative_depth": float(depth),
         "stage": None if stage is None else _int_value(stage, "stage", minimum=0),
+        "feature_stride": None if feature_stride is None else _int_value(feature_stride, "feature_stride", minimum=1),
     }
 
 
@@ -231,7 +235,10 @@ class KernelSpec:
     ``index`` places the conv among the depthwise convs of its bank in forward order and ``relative_depth`` in
     ``(0, 1)`` is its depth counted in stages (:func:`layer_positions`, derived from the bank's module paths);
     ``stage`` is the first integer in its module path (``stages.2.blocks.0.conv_dw`` -> 2, :func:`stage_index`) or
-    ``None``. Every field is checked on construction (channels >= 1, ``out_channels`` a multiple of ``in_channels``,
+    ``None``. ``feature_stride`` is the scale of the feature map the conv reads: input pixels per feature-map pixel
+    (1, 2, 4, ... 32), measured by :func:`masterkey.extract.feature_strides`; ``None`` in banks written before it was
+    recorded. It is what the ``"depth"`` mapping aligns architectures by (:func:`scale_positions`). Every field is
+    checked on construction (channels >= 1, ``out_channels`` a multiple of ``in_channels``,
     sizes, strides and dilations >= 1, ``relative_depth`` in [0, 1]): a bad one raises ``BankFormatError``.
 
     Example:
@@ -248,6 +255,7 @@ class KernelSpec:
     index: int = 0
     relative_depth: float = 0.0
     stage: int | None = None
+    feature_stride: int | None = None
 
     def __post_init__(self) -> None:
         # one set of rules for specs built in Python and specs read from config.json, so that no bank holds a spec
@@ -359,6 +367,32 @@ def layer_positions(names: Sequence[str]) -> dict[str, tuple[float, float]]:
         for layer, within in zip(layers, _spread([stage_path(layer) for layer in layers]))
     }
     return {n: (depth[_layer(n)], split) for n, split in zip(names, _spread([_layer(n) for n in names]))}
+
+
+def scale_positions(specs: Sequence[KernelSpec]) -> dict[str, tuple[int, float, float]] | None:
+    """``(feature stride, position among the layers of that scale, position among its layer's splits)`` of each
+    spec, or ``None`` when any spec lacks its ``feature_stride``. This is the structure the ``"depth"`` mapping aligns
+    two architectures by, whatever their module names: the scale of the feature map a filter reads, then where its
+    layer sits among the layers reading that scale (in forward order, spread evenly in ``(0, 1)``), so two copies of
+    one architecture line up one to one. Splits of one ``MixedConv2d`` form one layer, as in :func:`layer_positions`.
+
+    Example:
+        >>> specs = [KernelSpec(n, in_channels=8, out_channels=8, kernel_size=(3, 3), feature_stride=s)
+        ...          for n, s in [("features.1.conv", 2), ("features.2.conv", 2), ("features.3.conv", 4)]]
+        >>> scale_positions(specs)["features.2.conv"]
+        (2, 0.75, 0.5)
+    """
+    if any(spec.feature_stride is None for spec in specs):
+        return None
+    names = [spec.name for spec in specs]
+    stride_of = {_layer(spec.name): spec.feature_stride for spec in specs}
+    layers = list(dict.fromkeys(_layer(n) for n in names))  # forward order
+    # layers are grouped by the scale they read; a key per scale makes _spread place them within it
+    within = dict(zip(layers, _spread([str(stride_of[layer]) for layer in layers])))
+    return {
+        n: (stride_of[_layer(n)], within[_layer(n)], split)
+        for n, split in zip(names, _spread([_layer(n) for n in names]))
+    }
 
 
 def relative_depths(names: Sequence[str]) -> list[float]:
@@ -1078,6 +1112,17 @@ print(model.masterkey_report.parameters)
 ```"""
 
 
+_TORCHVISION_USAGE = """```python
+import masterkey
+import torchvision
+
+bank = masterkey.load_master_filters("{repo_id}")
+# inject into a fresh torchvision {builder} and freeze the depthwise kernels; everything else stays trainable
+model = masterkey.from_pretrained_filters(torchvision.models.{builder}(num_classes=10), bank)
+print(model.masterkey_report.parameters)
+```"""
+
+
 def bank_card(
     bank: FilterBank,
     *,
@@ -1118,22 +1163,30 @@ def bank_card(
         eval_results=results or None,
     )
     hub_id = cfg.get("source_hub_id")
+    library = cfg.get("source_library")  # banks from before it was recorded came from timm
     source_rows = [
-        ("source architecture (timm)", f"`{source_model}`"),
+        (f"source architecture ({library or 'timm'})", f"`{source_model}`"),
+        *([("source class", f"`{cfg['source_class']}`")] if cfg.get("source_class") else []),
         ("source weights", cfg.get("source_weights") or "not recorded"),
+        *([("SHA-256 of the weights file", f"`{cfg['source_sha256']}`")] if cfg.get("source_sha256") else []),
         *([("checkpoint on the Hub", f"[`{hub_id}`](https://huggingface.co/{hub_id})")] if hub_id else []),
         *([("commit of the weights", f"`{cfg['source_revision']}`")] if cfg.get("source_revision") else []),
-        *([("pretrained tag (timm)", f"`{cfg['source_tag']}`")] if cfg.get("source_tag") else []),
+        *([(f"pretrained tag ({library or 'timm'})", f"`{cfg['source_tag']}`")] if cfg.get("source_tag") else []),
         ("training dataset", cfg.get("source_dataset") or "not recorded"),
         ("licence of the weights", cfg.get("source_license") or "not recorded"),
-        *([("timm version", cfg["timm_version"])] if cfg.get("timm_version") else []),
+        *[(f"{name} version", cfg[f"{name}_version"]) for name in ("timm", "torchvision", "transformers")
+          if cfg.get(f"{name}_version")],
         ("kernel sizes", ", ".join(f"{h}x{w}" for h, w in bank.kernel_sizes)),
         ("format version", str(cfg.get("format_version"))),
     ]
     source_table = "\n".join(["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in source_rows)])
-    same_shapes = example_model is None
-    example_model = example_model or (source_model if source_model != "unknown" else "convnext_atto")
-    usage = usage or _USAGE.format(
+    # the snippet injects into a fresh model of the source architecture where one can be named: a timm name or a
+    # torchvision builder; a bank of any other model goes into a timm model by depth
+    builder = cfg.get("source_builder") if library == "torchvision" and example_model is None else None
+    timm_source = library in (None, "timm") and source_model != "unknown"
+    same_shapes = example_model is None and timm_source
+    example_model = example_model or (source_model if timm_source else "convnext_atto")
+    usage = usage or (_TORCHVISION_USAGE.format(repo_id=repo_id, builder=builder) if builder else "") or _USAGE.format(
         repo_id=repo_id, example_model=example_model, extra_kwargs="" if same_shapes else ', mapping="depth"'
     )
     return render_card(

@@ -36,7 +36,9 @@ CITATION_SCALE_SPACE = (
 
 #: The paper's experiments (:data:`masterkey.experiments.EXPERIMENTS`) and their scales, named here so that the command
 #: line can offer them without importing the training stack.
-EXPERIMENT_NAMES = ("regime", "lr-sweep", "transfer-matrix", "layer-split", "source-size", "across-architectures")
+EXPERIMENT_NAMES = (
+    "regime", "lr-sweep", "transfer-matrix", "layer-split", "source-size", "across-architectures", "cross-family",
+)  # fmt: skip
 SCALE_NAMES = ("quick", "small", "full")
 
 

@@ -62,6 +62,7 @@ from .extract import DepthwiseConv, extract_filters, find_depthwise_convs
 from .hub import load_master_filters
 from .inject import inject_pointwise
 from .mapping import resolve_mapping
+from .plans import AnalysisPlan, confirmatory_contrasts, mark_exploratory, plan_record
 from .training import (
     BUILTIN_DATASETS,
     BuiltinDataset,
@@ -112,6 +113,14 @@ class Scale:
     #: the source's started from (same architecture, same initialisation), which favours layers frozen from it; a
     #: seed none of the runs uses (say 1000) removes that. 0 keeps the source networks trained so far.
     source_seed: int = 0
+    #: the seed of the tuning runs (regime, lr-sweep); ``None``: the first of ``seeds``. A planned experiment tunes
+    #: with a seed none of its confirmatory runs uses
+    tuning_seed: int | None = None
+
+    @property
+    def tuning_seeds(self) -> tuple[int, ...]:
+        """The seeds the tuning experiments (regime, lr-sweep) run: :attr:`tuning_seed`, else the first seed."""
+        return self.seeds[:1] if self.tuning_seed is None else (self.tuning_seed,)
 
     def epochs(self, dataset: str | None, *, source: bool = False) -> int:
         """The epochs a run (or, with ``source``, a source network) trains on ``dataset``: the dataset's own where
@@ -196,8 +205,25 @@ class ExperimentConfig:
     #: create_model arguments): from scratch and the bank again, the bank paired with the variant's own from-scratch
     #: cell (e.g. ConvNeXt with its layer scale starting at 1 instead of 1e-6)
     model_variants: tuple[Mapping[str, Any], ...] = ()
-    #: each arm's learning rate where the lr-sweep chose one: dataset -> cell label -> learning rate (the others take
-    #: the scale's)
+    #: cross-family: the target architectures, each trained from scratch, with frozen random kernels and with each of
+    #: ``family_banks`` (``mapping="depth"``) on the ``target`` dataset
+    family_targets: tuple[str, ...] = ("tf_efficientnet_lite0", "mobilenetv2_100", "mobilenetv3_large_100",
+                                       "convnext_atto")
+    family_banks: tuple[str, ...] = ("imagenet-lite0", "imagenet-mobilenetv2")
+    #: cross-family: target -> the bank of its own family (the within-family control for the other banks)
+    own_family: Mapping[str, str] = field(default_factory=lambda: {"tf_efficientnet_lite0": "imagenet-lite0",
+                                                                   "mobilenetv2_100": "imagenet-mobilenetv2"})
+    #: epochs per target architecture (the regime pilot's choice with ``tuning_models``); others take the dataset's
+    model_epochs: Mapping[str, int] = field(default_factory=dict)
+    #: regime and lr-sweep: tune each of these architectures on ``target`` (``()``: ``model`` on each dataset)
+    tuning_models: tuple[str, ...] = ()
+    #: lr-sweep: more banks swept, each an arm ``"<bank> (frozen)"`` (with ``tuning_models``: ``mapping="depth"``)
+    sweep_banks: tuple[str, ...] = ()
+    #: the analysis plan (a ``plan.json`` committed in this repository before any test-split run; see
+    #: :mod:`masterkey.plans`): results record the version in force and mark what it does not name exploratory
+    plan: str | None = None
+    #: each arm's learning rate where the lr-sweep chose one: dataset (or, for cross-family, target architecture) ->
+    #: cell label -> learning rate (the others take the scale's)
     learning_rates: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     #: regime: the resolutions and, per dataset, the epoch budgets the pilot trains from scratch
     pilot_resolutions: tuple[int, ...] = (32, 64)
@@ -225,7 +251,8 @@ class ExperimentConfig:
         if "scale" in values:
             values["scale"] = _scale_from(values["scale"])
         for key in ("datasets", "architectures", "mappings", "pilot_resolutions", "sweep_learning_rates",
-                    "sweep_arms", "extra_banks", "extra_banks_datasets", "model_variants", "split_arms", "long_seeds"):
+                    "sweep_arms", "extra_banks", "extra_banks_datasets", "model_variants", "split_arms", "long_seeds",
+                    "family_targets", "family_banks", "tuning_models", "sweep_banks"):
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key]) if isinstance(values[key], (list, tuple)) else (values[key],)
         unknown_arms = sorted(set(values.get("split_arms", ())) - {"AnB", "BnB"})
@@ -365,7 +392,9 @@ class _Runner:
         """Every seed (of the scale, or ``seeds``) of one cell of the grid. The learning rate is the config's for this
         dataset and ``label`` where it names one. ``pair`` names the from-scratch cell this one is compared with
         (default: the dataset's and model's)."""
-        chosen = self.config.learning_rate(options["dataset_name"], label)
+        chosen = self.config.learning_rate(group, label)
+        if chosen is None:
+            chosen = self.config.learning_rate(options["dataset_name"], label)
         if chosen is not None and "learning_rate" not in options:
             options["learning_rate"] = chosen
         rate = options.get("learning_rate", self.scale.learning_rate)
@@ -390,6 +419,7 @@ class _Runner:
                 "eval_split": result["dataset"].get("eval_split"), "train_time_s": result["train_time_s"],
                 "trainable_percent": result["parameters"]["trainable_percent"], "run": result["output_dir"],
                 "history": [h.get("accuracy") for h in result.get("epochs_history", [])],
+                "finished_at": _finished_at(result["output_dir"]),
                 **learning_check(result),
             })  # fmt: skip
         return records
@@ -444,6 +474,15 @@ class _Runner:
     def source_model(self, name: str, **options: Any) -> Path:
         """:meth:`source_models` of one network."""
         return self.source_models({name: options})[name]
+
+
+def _finished_at(output_dir: str | Path) -> float | None:
+    """When a run finished: the time its ``results.json`` was written (POSIX seconds), which the analysis plan's
+    commit must precede."""
+    try:
+        return (Path(output_dir) / "results.json").stat().st_mtime
+    except OSError:
+        return None
 
 
 def _wait(future: Future) -> dict[str, Any]:
@@ -566,7 +605,19 @@ def regime(run: _Runner) -> dict[str, Any]:
     """The pilot that chooses the regime: each dataset from scratch (every parameter trainable) at each of
     ``pilot_resolutions`` and each of its ``pilot_epochs`` budgets, the first seed, scored on a validation split held
     out of the training data (never the test split). The chosen epochs go into the scale's ``dataset_epochs``."""
-    seed = run.scale.seeds[:1]
+    seed = run.scale.tuning_seeds
+    if run.config.tuning_models:
+        dataset = run.config.target
+        for model in run.config.tuning_models[: run.scale.max_targets]:
+            for resolution in run.config.pilot_resolutions:
+                for epochs in run.config.pilot_epochs.get(dataset, (run.scale.num_train_epochs,)):
+                    run.cell(f"{model} {dataset} {resolution}px", f"{epochs} epochs", x=epochs, seeds=seed,
+                             model=model, filters="none", trainable="all", resolution=resolution,
+                             num_train_epochs=epochs, validation_from_train=True, dataset_name=dataset,
+                             pair=f"{model} {dataset} {resolution}px {epochs}")  # fmt: skip
+        return {"models": list(run.config.tuning_models), "dataset": dataset,
+                "resolutions": list(run.config.pilot_resolutions),
+                "epochs": {d: list(e) for d, e in run.config.pilot_epochs.items()}, "scored_on": "validation"}
     for dataset in run.config.datasets[: run.scale.max_targets]:
         for resolution in run.config.pilot_resolutions:
             for epochs in run.config.pilot_epochs.get(dataset, (run.scale.num_train_epochs,)):
@@ -581,8 +632,19 @@ def lr_sweep(run: _Runner) -> dict[str, Any]:
     """Each main arm (:func:`main_arms`) of each dataset at each of ``sweep_learning_rates``, in the scale's regime,
     the first seed, scored on a validation split held out of the training data (never the test split). The best
     rate per arm and dataset is in ``details["best"]``; the config's ``learning_rates`` takes it."""
-    seed = run.scale.seeds[:1]
-    arms = main_arms(run.config.bank, run.config.sweep_arms)
+    seed = run.scale.tuning_seeds
+    arms = {**main_arms(run.config.bank, run.config.sweep_arms),
+            **{f"{b} (frozen)": b for b in run.config.sweep_banks}}  # fmt: skip
+    if run.config.tuning_models:
+        dataset = run.config.target
+        for model in run.config.tuning_models[: run.scale.max_targets]:
+            for label, filters in arms.items():
+                for rate in run.config.sweep_learning_rates:
+                    run.cell(f"{model}: {label}", f"lr={rate:g}", x=rate, seeds=seed, model=model, filters=filters,
+                             mapping="depth", learning_rate=rate, num_train_epochs=_model_epochs(run, model, dataset),
+                             validation_from_train=True, dataset_name=dataset, pair=f"{model} lr={rate:g}")  # fmt: skip
+        return {"models": list(run.config.tuning_models), "dataset": dataset, "arms": list(arms),
+                "learning_rates": list(run.config.sweep_learning_rates), "scored_on": "validation"}
     for dataset in run.config.datasets[: run.scale.max_targets]:
         for label, filters in arms.items():
             for rate in run.config.sweep_learning_rates:
@@ -593,8 +655,9 @@ def lr_sweep(run: _Runner) -> dict[str, Any]:
 
 
 def best_learning_rates(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """The lr-sweep's choice: dataset -> arm -> the learning rate of the highest validation accuracy (mean over the
-    seeds run), in the form ``ExperimentConfig.learning_rates`` takes.
+    """The lr-sweep's choice: dataset (or, when the sweep tuned ``tuning_models``, architecture) -> arm -> the
+    learning rate of the highest validation accuracy (mean over the seeds run; ties to the smaller rate), in the form
+    ``ExperimentConfig.learning_rates`` takes.
 
     Example:
         >>> best_learning_rates(run_experiment("lr-sweep", scale="quick")["runs"])
@@ -602,10 +665,10 @@ def best_learning_rates(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[
     """
     scores: dict[tuple[str, str, float], list[float]] = {}
     for r in records:
-        arm = r["group"].split(": ", 1)[1]
-        scores.setdefault((r["dataset"], arm, r["learning_rate"]), []).append(r["accuracy"])
+        key, arm = r["group"].split(": ", 1)  # "<dataset or architecture>: <arm>"
+        scores.setdefault((key, arm, r["learning_rate"]), []).append(r["accuracy"])
     best: dict[str, dict[str, tuple[float, float]]] = {}
-    for (dataset, arm, rate), accuracies in scores.items():
+    for (dataset, arm, rate), accuracies in sorted(scores.items(), key=lambda item: item[0][2]):
         score = float(np.mean(accuracies))
         if arm not in best.setdefault(dataset, {}) or score > best[dataset][arm][0]:
             best[dataset][arm] = (score, rate)
@@ -732,7 +795,7 @@ def across_architectures(run: _Runner) -> dict[str, Any]:
     source = load_master_filters(bank)
     trained: dict[str, list[str]] = {}
     for model in targets[: run.scale.max_targets]:
-        convs = find_depthwise_convs(create_model(model))
+        convs = find_depthwise_convs(create_model(model), feature_strides=True)
         mappings = distinct_mappings(source, convs, run.config.mappings)
         cells = {"from scratch": ("none", "depth"),
                  **{f"{bank} (frozen, mapping={m})": (bank, m) for m in mappings},
@@ -759,6 +822,54 @@ def across_architectures(run: _Runner) -> dict[str, Any]:
                   for model, rules in trained.items() for m in rules[1:]]  # fmt: skip
     return {"targets": list(targets), "dataset": dataset, "mappings": list(run.config.mappings),
             "mappings_trained": trained, "model_variants": variants, "contrasts": contrasts}  # fmt: skip
+
+
+def cross_family(run: _Runner) -> dict[str, Any]:
+    """Real banks across families: each of ``family_targets`` on the ``target`` dataset from scratch, with frozen
+    random kernels, and with each of ``family_banks`` frozen (``mapping="depth"``: by structure, so a bank of the
+    target's own architecture lands one to one), each target for its own epochs (``model_epochs``, the pilot's
+    choice) at each arm's swept rate (``learning_rates`` by target). A bank of the target's own family
+    (``own_family``) is the within-family control for the others. The contrasts: each bank minus frozen random and
+    minus scratch, and the own-family bank minus each other bank."""
+    dataset, banks = run.config.target, run.config.family_banks
+    contrasts = []
+    for model in run.config.family_targets[: run.scale.max_targets]:
+        epochs = _model_epochs(run, model, dataset)
+        arms = {"from scratch": "none", "random (frozen)": "random", **{f"{b} (frozen)": b for b in banks}}
+        for label, filters in arms.items():
+            run.cell(model, label, model=model, filters=filters, mapping="depth", num_train_epochs=epochs,
+                     dataset_name=dataset, pair=model)  # fmt: skip
+        for bank in banks:
+            contrasts += [[[model, f"{bank} (frozen)"], [model, "random (frozen)"]],
+                          [[model, f"{bank} (frozen)"], [model, "from scratch"]]]  # fmt: skip
+        own = run.config.own_family.get(model)
+        if own in banks:
+            contrasts += [[[model, f"{own} (frozen)"], [model, f"{other} (frozen)"]] for other in banks if other != own]
+    return {"targets": list(run.config.family_targets), "banks": list(banks), "dataset": dataset,
+            "own_family": dict(run.config.own_family), "epochs": {m: _model_epochs(run, m, dataset)
+                                                                  for m in run.config.family_targets},
+            "contrasts": contrasts}  # fmt: skip
+
+
+def _model_epochs(run: _Runner, model: str, dataset: str) -> int:
+    """A target architecture's epochs: the config's ``model_epochs`` where it names the model, else the dataset's."""
+    return run.config.model_epochs.get(model, run.scale.epochs(dataset))
+
+
+def chosen_budgets(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """The regime pilot's choice per architecture (a pilot with ``tuning_models``): the smallest budget at which
+    from scratch converged (:func:`learning_check`: its accuracy rose by less than ``CONVERGED_RISE`` over its last
+    two epochs), else the largest budget tried, in the form ``ExperimentConfig.model_epochs`` takes.
+
+    Example:
+        >>> chosen_budgets(run_experiment("regime", {"tuning_models": ["convnext_atto"]})["runs"])
+        {'convnext_atto': 12}
+    """
+    budgets: dict[str, list[tuple[int, bool]]] = {}
+    for r in records:
+        budgets.setdefault(r["model"], []).append((int(r["x"]), bool(r.get("converged"))))
+    return {model: min((e for e, converged in tried if converged), default=max(e for e, _ in tried))
+            for model, tried in budgets.items()}  # fmt: skip
 
 
 def distinct_mappings(bank: FilterBank, targets: list[DepthwiseConv], mappings: Sequence[str]) -> tuple[str, ...]:
@@ -794,7 +905,8 @@ def variant_of(entry: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 TUNING_EXPERIMENTS = ("regime", "lr-sweep")
 #: The experiments, in the order of :data:`masterkey.constants.EXPERIMENT_NAMES` (the command line's choices).
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = dict(
-    zip(EXPERIMENT_NAMES, (regime, lr_sweep, transfer_matrix, layer_split, source_size, across_architectures),
+    zip(EXPERIMENT_NAMES,
+        (regime, lr_sweep, transfer_matrix, layer_split, source_size, across_architectures, cross_family),
         strict=True)
 )
 
@@ -878,6 +990,8 @@ def summarize(
             "learned": sum(bool(r.get("learned")) for r in rows) if "learned" in rows[0] else None,
             "converged": sum(bool(r.get("converged")) for r in rows) if rows[0].get("converged") is not None else None,
         }  # fmt: skip
+        if "exploratory" in rows[0]:  # under an analysis plan: runs of seeds or cells it does not name
+            row["exploratory"] = any(r["exploratory"] for r in rows)
         base = scratch.get(pair(rows[0]), {})
         pairs = [(r["accuracy"] - base[r["seed"]]) for r in rows if r["seed"] in base]
         if rows[0]["filters"] != "none" and pairs:
@@ -916,7 +1030,8 @@ def contrast_table(contrasts: Sequence[Mapping[str, Any]]) -> str:
         return ""
     lines = ["| cell A | minus cell B | Δ (A − B), 95% CI | seeds |", "|---|---|---|---|"]
     for c in contrasts:
-        lines.append(f"| {c['a']} | {c['b']} | {format_difference(c)} | {c['pairs']} |")
+        b = f"{c['b']} (exploratory)" if c.get("exploratory") else c["b"]
+        lines.append(f"| {c['a']} | {b} | {format_difference(c)} | {c['pairs']} |")
     return "\n".join(lines)
 
 
@@ -931,7 +1046,8 @@ def markdown_table(summary: Sequence[dict[str, Any]]) -> str:
         learned = "n/a" if row.get("learned") is None else f"{row['learned']}/{row['n']}"
         if row.get("learned") is not None and row["learned"] < row["n"]:
             learned += " ⚠"
-        lines.append(f"| {row['group']} | {row['label']} | {row['mean']:.3f} ± {row['std']:.3f} | {delta} | {chance} | "
+        label = f"{row['label']} (exploratory)" if row.get("exploratory") else row["label"]
+        lines.append(f"| {row['group']} | {label} | {row['mean']:.3f} ± {row['std']:.3f} | {delta} | {chance} | "
                      f"{learned} | {row['n']} |")  # fmt: skip
     return "\n".join(lines)
 
@@ -955,9 +1071,44 @@ _X_LABELS = {
     "lr-sweep": "AdamW learning rate (validation split held out of the training data)",
     "transfer-matrix": "target dataset",
     "across-architectures": "target architecture (timm)",
+    "cross-family": "target architecture (timm)",
     "layer-split": "first n depthwise (or pointwise) layers copied from the network trained on A or B, frozen",
     "source-size": "share of the source dataset's training images the bank was trained on",
 }
+
+
+def _apply_plan(
+    config: ExperimentConfig, records: list[dict[str, Any]]
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The analysis plan's record (:func:`masterkey.plans.plan_record`) and ``records`` marked exploratory where the
+    plan in force does not name their cell or seed; ``(None, records)`` for an experiment without a plan."""
+    if config.plan is None:
+        return None, records
+    tested = [r["finished_at"] for r in records if r.get("eval_split") != "validation" and r.get("finished_at")]
+    record = plan_record(config.plan, first_result_at=min(tested, default=None))
+    if record["edited_after"]:
+        _logger.warning("The analysis plan %s was edited after its version in force (%s): the edits are reported in "
+                        "results.json and not used.", config.plan, "; ".join(record["edited_after"]))  # fmt: skip
+    return record, mark_exploratory(records, record["plan"])
+
+
+def confirmatory_table(rows: Sequence[Mapping[str, Any]], plan: AnalysisPlan | None) -> str:
+    """The plan's primary contrasts (:func:`masterkey.plans.confirmatory_contrasts`) as a Markdown table: the mean
+    difference, its 95% interval, the Bonferroni interval at the family's level, the Holm-adjusted p-value and
+    whether it holds; empty without a plan in force."""
+    if plan is None or not rows:
+        return ""
+    family = f"{1 - plan.alpha / len(rows):.2%}".rstrip("0").rstrip(".")
+    lines = [f"| primary contrast | Δ (A − B) | 95% CI | {family} CI (Bonferroni) | p (Holm, {len(rows)} contrasts) | "
+             "holds | seeds |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        if r["mean"] is None:
+            lines.append(f"| {r['name']} | | | | | no (no runs) | 0 |")
+            continue
+        lines.append(f"| {r['name']} | {r['mean']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}] | "
+                     f"[{r['family_low']:+.3f}, {r['family_high']:+.3f}] | {r['p_holm']:.3g} | "
+                     f"{'**yes**' if r['holds'] else 'no'} | {r['pairs']} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _plot(experiment: str, model: str, summary: Sequence[dict[str, Any]], path: Path, *,
@@ -1012,7 +1163,8 @@ def _plot(experiment: str, model: str, summary: Sequence[dict[str, Any]], path: 
         ax.set_xscale("log")
     ax.set_xlabel(_X_LABELS.get(experiment, "cell"))
     ax.set_ylabel(f"{'validation' if tuning else 'test'} accuracy of the trained model (mean ± std over seeds)")
-    ax.set_title(f"{experiment}: {model if experiment != 'across-architectures' else 'target families'}")
+    families = experiment in ("across-architectures", "cross-family")
+    ax.set_title(f"{experiment}: {model if not families else 'target families'}")
     ax.grid(alpha=0.3)
     # below the axes: long labels (Hub ids) never squeeze the plot
     fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8)
@@ -1131,8 +1283,13 @@ def run_experiment(
     if name == "lr-sweep":
         details["best"] = best_learning_rates(records)
     chance = _chance_levels(records, {**BUILTIN_DATASETS, **run.datasets})
+    plan, records = _apply_plan(config, records)
     summary = summarize(records, chance=chance)
     contrasts = paired_contrasts(records, details.get("contrasts", ()))
+    if plan is not None:  # the contrasts of the plan in force are primary; any other is exploratory
+        primary = {(", ".join(a), ", ".join(b)) for a, b in (plan["plan"].primary_pairs() if plan["plan"] else [])}
+        contrasts = [{**c, "exploratory": (c["a"], c["b"]) not in primary} for c in contrasts]
+        confirmatory = confirmatory_contrasts(records, plan["plan"]) if plan["plan"] else []
     results = {
         "experiment": name, "model": config.model, "scale": asdict(config.scale), "config": config.to_dict(),
         "cpu_threads": cpu_threads, "jobs": jobs, "details": details,
@@ -1141,6 +1298,10 @@ def run_experiment(
         "summary": summary, "table": markdown_table(summary).splitlines(), "runs": records,
         "contrasts": contrasts, "contrast_table": contrast_table(contrasts).splitlines(),
     }  # fmt: skip
+    if plan is not None:
+        results["plan"] = {**plan, "plan": asdict(plan["plan"]) if plan["plan"] else None}
+        results["confirmatory"] = confirmatory
+        results["confirmatory_table"] = confirmatory_table(confirmatory, plan["plan"]).splitlines()
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (folder / "command.txt").write_text(results["command"] + "\n")
     (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import timm.data
 import torch
 from timm.layers import CondConv2d
 from torch import nn
@@ -15,7 +17,9 @@ from . import _timm
 from .bank import FilterBank, KernelSpec, make_config, relative_depths, stage_index
 from .errors import ArgumentError, UnsupportedModelError
 
-__all__ = ["DepthwiseConv", "find_depthwise_convs", "extract_filters", "is_depthwise"]
+__all__ = ["DepthwiseConv", "find_depthwise_convs", "extract_filters", "is_depthwise", "measure_feature_strides"]
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,12 @@ def is_depthwise(module: nn.Module) -> bool:
     )
 
 
-def find_depthwise_convs(model: nn.Module) -> list[DepthwiseConv]:
+def find_depthwise_convs(model: nn.Module, *, feature_strides: bool = False) -> list[DepthwiseConv]:
     """Every depthwise conv of ``model`` in module registration order (timm registers modules in forward order).
+
+    With ``feature_strides`` each spec also carries the scale of the feature map its conv reads
+    (:func:`measure_feature_strides`), which costs one forward pass; banks record it, and the ``"depth"`` mapping
+    aligns architectures by it.
 
     Raises:
         UnsupportedModelError: the model has no depthwise convs, only ``CondConv2d`` experts, or depthwise convs
@@ -78,6 +86,7 @@ def find_depthwise_convs(model: nn.Module) -> list[DepthwiseConv]:
             "reparameterize=True."
         )
     depths = relative_depths([name for name, _ in found])
+    strides = measure_feature_strides(model, [name for name, _ in found]) if feature_strides else {}
     return [
         DepthwiseConv(
             name=name,
@@ -92,10 +101,76 @@ def find_depthwise_convs(model: nn.Module) -> list[DepthwiseConv]:
                 index=i,
                 relative_depth=depths[i],
                 stage=stage_index(name),
+                feature_stride=strides.get(name),
             ),
         )
         for i, (name, m) in enumerate(found)
     ]
+
+
+def measure_feature_strides(model: nn.Module, names: list[str]) -> dict[str, int]:
+    """The scale of the feature map each named conv reads, in input pixels per feature-map pixel (1, 2, 4, ...).
+
+    Measured with one forward pass of a blank image at the model's input size (timm's data config, else 224 px),
+    in eval mode and without gradients; the model's training flags are restored and no random number is drawn. A
+    model whose forward cannot run on such an image (one that needs other inputs), or a conv that the pass does not
+    reach, gets the scale derived from the convs and pooling layers registered before it, in forward order: the
+    product of their strides, 1x1 strided convs left out as the parallel shortcuts they are in residual blocks.
+
+    Example:
+        >>> import timm
+        >>> strides = measure_feature_strides(timm.create_model("mobilenetv2_100"), ["blocks.1.0.conv_dw"])
+        >>> strides["blocks.1.0.conv_dw"]
+        2
+    """
+    modules = dict(model.named_modules())
+    derived = _derived_feature_strides(model)
+    measured: dict[str, int] = {}
+    height = _input_height(model)
+    handles = []
+    for name in names:
+        def record(_module: nn.Module, inputs: tuple, *, name: str = name) -> None:
+            if name not in measured and inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() == 4:
+                measured[name] = max(1, round(height / inputs[0].shape[-2]))
+
+        handles.append(modules[name].register_forward_pre_hook(record))
+    modes = {m: m.training for m in model.modules()}
+    parameter = next(model.parameters(), None)
+    try:
+        model.eval()
+        blank = torch.zeros(1, 3, height, height, device=parameter.device if parameter is not None else None,
+                            dtype=parameter.dtype if parameter is not None else None)  # fmt: skip
+        with torch.no_grad():
+            model(blank)
+    except Exception as e:  # noqa: BLE001 - any model that cannot run a blank image falls back to derivation
+        _logger.info("Feature strides of %s derived from its convs: its forward on a blank %dx%d image failed (%s)",
+                     type(model).__name__, height, height, e)  # fmt: skip
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.training = training
+    return {name: measured.get(name, derived.get(name, 1)) for name in names}
+
+
+def _input_height(model: nn.Module) -> int:
+    try:
+        return int(timm.data.resolve_model_data_config(model)["input_size"][-2])
+    except Exception:  # noqa: BLE001 - a model timm knows nothing of: the common ImageNet size
+        return 224
+
+
+def _derived_feature_strides(model: nn.Module) -> dict[str, int]:
+    scale, strides = 1, {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            strides[name] = scale
+            if module.kernel_size != (1, 1):  # a strided 1x1 conv is a shortcut beside the main path
+                scale *= module.stride[0]
+        elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+            stride = module.stride if isinstance(module.stride, int) else module.stride[0]
+            scale *= stride
+    return strides
 
 
 def prepare_model(
@@ -196,7 +271,7 @@ def extract_filters(
         info.update({k: v for k, v in _timm.pretrained_provenance(model).items() if v is not None})
     elif weights is not None:  # read (and so checked) by prepare_model just above
         info["source_weights"] = f"{Path(weights).name} (sha256 {_sha256(Path(weights))[:16]})"
-    convs = find_depthwise_convs(model)
+    convs = find_depthwise_convs(model, feature_strides=True)
     info.setdefault("source_model", _timm.model_name(model) or type(model).__name__)
     filters = {conv.name: conv.module.weight.detach().to(torch.float32).clone() for conv in convs}
     return FilterBank(filters, make_config([conv.spec for conv in convs], **{**info, **source_info}))

@@ -36,6 +36,7 @@ from .extract import DepthwiseConv, find_depthwise_convs, prepare_model
 from .hub import load_master_filters
 from .mapping import (
     MAPPINGS,
+    STRUCTURAL_MAPPINGS,
     MappingFn,
     check_resize,
     fit_kernel,
@@ -308,7 +309,8 @@ def from_pretrained_filters(
         freeze: set ``requires_grad=False`` on the injected kernels.
         trainable: what else trains, one of :data:`TRAINABLE_POLICIES`.
         mapping: how target convs find their bank entry: ``"exact"`` (same module path, same shape), ``"depth"``
-            (any architecture: nearest relative depth, see :func:`masterkey.match_by_depth`) or a callable
+            (any architecture, aligned by feature-map scale and position, see :func:`masterkey.match_by_depth`;
+            ``"stage"`` and ``"size"`` are the earlier name-based rules) or a callable
             ``(bank, targets) -> {target: source or None}``. Except under ``"exact"``, kernels whose channel count or
             size differ are fitted with :func:`masterkey.fit_kernel`, and the report lists each transform.
         resize: how a kernel of another size is fitted (:data:`masterkey.mapping.RESIZE_METHODS`): ``"geometric"``
@@ -342,7 +344,9 @@ def from_pretrained_filters(
     bank = filters if isinstance(filters, FilterBank) else load_master_filters(filters)
 
     def plan(model: nn.Module) -> InjectionPlan:
-        targets = find_depthwise_convs(model)
+        # a callable may align by structure too, so it gets the feature strides as "depth" does
+        structural = not isinstance(mapping, str) or mapping in STRUCTURAL_MAPPINGS
+        targets = find_depthwise_convs(model, feature_strides=structural)
         chosen = resolve_mapping(bank, targets, mapping)
         result = InjectionPlan(entries=[])
         for target in targets:

@@ -2,15 +2,17 @@
 
 Three rules, each deterministic (the same bank and model always give the same injection):
 
-- **Layers** (``mapping="depth"``, :func:`match_by_depth`): each target conv takes the bank entry at the nearest
-  relative depth (:func:`masterkey.bank.layer_positions`, masterkey's one definition: depth counted in stages, the
-  *stage* of a conv being its module path up to the first integer, ``stages.2`` or ``blocks.4``; stage ``k`` of ``S``
-  covers ``[k/S, (k+1)/S)`` and its layers spread evenly inside it, so the last stage of a ConvNeXt meets the last
-  stage of an EfficientNet whatever their lengths). Convs whose paths differ only in a final index (the splits of a
-  ``MixedConv2d``, EdgeNeXt's chained convs) form one layer; within the chosen layer the kernel size closest to the target's wins, then the split at
-  the same relative position. Kernels only map onto kernels of the same orientation: square onto square,
-  horizontal bands (``1x11``) onto horizontal bands, vertical onto vertical. A band with no band in the bank is left
-  untouched, and the report says so.
+- **Layers** (``mapping="depth"``, :func:`match_by_depth`): architectures are aligned by what a spatial filter
+  sees, not by module names. Each conv is placed by the scale of the feature map it reads (its ``feature_stride``,
+  input pixels per feature-map pixel, measured with one forward pass: :func:`masterkey.extract.measure_feature_strides`)
+  and by its layer's position among the layers reading that scale (:func:`masterkey.bank.scale_positions`). A target
+  takes a bank entry of its own kernel size where the bank has one, then the nearest scale, then the nearest
+  position, so two copies of one architecture map one to one whatever their libraries call the modules, and
+  kernels are resized only where the bank has none of the target's size. Kernels only map onto kernels of the same
+  orientation: square onto square, horizontal bands (``1x11``) onto horizontal bands, vertical onto vertical. A
+  band with no band in the bank is left untouched, and the report says so. ``"stage"`` and ``"size"`` are the
+  earlier name-based rules (relative depth counted in module-path stages, :func:`masterkey.bank.layer_positions`),
+  kept so earlier results reproduce.
 - **Channels** (:func:`select_channels`): target channel ``i`` of ``m`` takes source filter ``floor(i * n / m)`` of
   ``n``: evenly spaced when the target is narrower, each filter repeated in order when it is wider. Channels are
   output channels, so a channel multiplier (``out = k * in``) is covered by the same rule.
@@ -25,16 +27,20 @@ Three rules, each deterministic (the same bank and model always give the same in
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 
-from .bank import FilterBank, KernelSpec, layer_positions
+from .bank import FilterBank, KernelSpec, layer_positions, scale_positions
 from .errors import ArgumentError, MappingError
 from .extract import DepthwiseConv
 from .fitting import fit_universal
 from .keys import idealized_keys
+
+_logger = logging.getLogger(__name__)
 
 __all__ = [
     "MAPPINGS",
@@ -43,6 +49,9 @@ __all__ = [
     "MappingFn",
     "match_exact",
     "match_by_depth",
+    "match_by_stage",
+    "match_by_size_then_stage",
+    "STRUCTURAL_MAPPINGS",
     "resolve_mapping",
     "select_channels",
     "resize_kernel",
@@ -66,20 +75,76 @@ def kernel_orientation(kernel_size: tuple[int, int]) -> str:
     return "square" if h == w else "horizontal" if h < w else "vertical"
 
 
-def match_by_depth(
+def match_by_depth(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, str | None]:
+    """The ``"depth"`` mapping: architectures aligned by structure, not by module names.
+
+    Each target conv takes, among the bank entries of its kernel orientation: an entry of its own kernel size when
+    the bank has one (at any scale; kernels are resized only where no entry has the target's size), then the entry
+    reading the nearest feature-map scale (``feature_stride``, compared on a log scale), then the nearest position
+    among the layers of that scale (:func:`masterkey.bank.scale_positions`), then the closest kernel size, the same
+    split of a ``MixedConv2d`` and the earlier entry. Two copies of one architecture map one to one whatever their
+    module names (torchvision's ``features.2.conv.1.0`` onto timm's ``blocks.1.0.conv_dw``).
+
+    Banks written before feature strides were recorded (no ``feature_stride`` in their manifest) are mapped by the
+    name-based ``"stage"`` rule instead, with a warning; extract them again to align them by structure.
+
+    Example:
+        >>> import masterkey, timm, torchvision
+        >>> bank = masterkey.extract_filters(torchvision.models.mobilenet_v2())
+        >>> targets = masterkey.find_depthwise_convs(timm.create_model("mobilenetv2_100"), feature_strides=True)
+        >>> match_by_depth(bank, targets)["blocks.1.0.conv_dw"]
+        'features.2.conv.1.0'
+    """
+    source_positions = scale_positions(bank.specs)
+    if source_positions is None:
+        _logger.warning(
+            "The bank records no feature strides (written before masterkey aligned architectures by structure): "
+            "mapping it by module-path stages instead. Extract it again to align it by structure."
+        )
+        return match_by_stage(bank, targets)
+    if any(t.spec.feature_stride is None for t in targets):
+        raise MappingError(
+            "The target convs carry no feature strides; find them with find_depthwise_convs(model, "
+            "feature_strides=True) for the 'depth' mapping."
+        )
+    target_positions = scale_positions([t.spec for t in targets])
+    plan: dict[str, str | None] = {}
+    for target in targets:
+        size = target.spec.kernel_size
+        candidates = [s for s in bank.specs if kernel_orientation(s.kernel_size) == kernel_orientation(size)]
+        if not candidates:
+            plan[target.name] = None
+            continue
+        stride, position, split = target_positions[target.name]
+
+        def distance(spec: KernelSpec) -> tuple:
+            source_stride, source_position, source_split = source_positions[spec.name]
+            size_gap = abs(spec.kernel_size[0] - size[0]) + abs(spec.kernel_size[1] - size[1])
+            # rounding keeps float noise from breaking ties between layers equally far away
+            scale_gap = abs(math.log2(source_stride) - math.log2(stride))
+            return (size_gap > 0, round(scale_gap, 9), round(abs(source_position - position), 9), size_gap,
+                    round(abs(source_split - split), 9), spec.index)  # fmt: skip
+
+        plan[target.name] = min(candidates, key=distance).name
+    return plan
+
+
+def match_by_stage(
     bank: FilterBank, targets: list[DepthwiseConv], *, same_size_first: bool = False
 ) -> dict[str, str | None]:
-    """The ``"depth"`` mapping: each target conv takes the bank entry of the same kernel orientation at the nearest
-    relative depth (measured in stages), then among a layer's splits (``MixedConv2d``) the closest kernel size and
-    the same relative position, then the earlier entry. Between two copies of one architecture it is the identity.
+    """The ``"stage"`` mapping, masterkey's first cross-architecture rule (kept so earlier results reproduce): each
+    target conv takes the bank entry of the same kernel orientation at the nearest relative depth counted in
+    module-path stages (:func:`masterkey.bank.layer_positions`), then among a layer's splits (``MixedConv2d``) the
+    closest kernel size and the same relative position, then the earlier entry. It aligns two models only when
+    their module paths have the same stages: torchvision's flat ``features.N`` is one stage where timm has seven.
     With ``same_size_first`` (the ``"size"`` mapping) a bank entry of the target's own kernel size is preferred at
-    any depth, so kernels are resized only where the bank has none of that size.
+    any depth.
 
     Example:
         >>> import masterkey, timm
         >>> bank = masterkey.extract_filters("convnext_atto", pretrained=False)
         >>> targets = masterkey.find_depthwise_convs(timm.create_model("mobilenetv3_small_050"))
-        >>> match_by_depth(bank, targets)["blocks.4.2.conv_dw"]
+        >>> match_by_stage(bank, targets)["blocks.4.2.conv_dw"]
         'stages.3.blocks.1.conv_dw'
     """
     source_positions = layer_positions(bank.names)
@@ -95,7 +160,6 @@ def match_by_depth(
 
         def distance(spec: KernelSpec) -> tuple:
             source_depth, source_split = source_positions[spec.name]
-            # rounding keeps float noise from breaking ties between layers equally far away
             gap = round(abs(source_depth - depth), 9)
             size_gap = abs(spec.kernel_size[0] - size[0]) + abs(spec.kernel_size[1] - size[1])
             rank = (gap, size_gap) if not same_size_first else (size_gap > 0, gap, size_gap)
@@ -105,14 +169,22 @@ def match_by_depth(
     return plan
 
 
-def match_by_size_then_depth(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, str | None]:
-    """The ``"size"`` mapping: :func:`match_by_depth` preferring the target's own kernel size at any depth (no
-    resizing where the bank has that size)."""
-    return match_by_depth(bank, targets, same_size_first=True)
+def match_by_size_then_stage(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, str | None]:
+    """The ``"size"`` mapping: :func:`match_by_stage` preferring the target's own kernel size at any depth (kept so
+    earlier results reproduce; ``"depth"`` now prefers the target's size too, and aligns by structure)."""
+    return match_by_stage(bank, targets, same_size_first=True)
 
 
 #: The named mappings ``from_pretrained_filters(mapping=...)`` accepts.
-MAPPINGS: dict[str, MappingFn] = {"exact": match_exact, "depth": match_by_depth, "size": match_by_size_then_depth}
+MAPPINGS: dict[str, MappingFn] = {
+    "exact": match_exact,
+    "depth": match_by_depth,
+    "stage": match_by_stage,
+    "size": match_by_size_then_stage,
+}
+
+#: The mappings that need the target convs' feature strides (one forward pass of the target model).
+STRUCTURAL_MAPPINGS = frozenset({"depth"})
 
 
 def resolve_mapping(
