@@ -41,7 +41,7 @@ cards: $(STAMP)
 # two runs at a time in worker processes with one torch thread each (2 CPU cores): `make experiments`, one experiment after the other; `--resume` continues an interrupted
 # grid. results.json, config.json, command.txt, the plots and the banks the cards are built from are kept in
 # docs/experiments; the trained runs stay in outputs/
-EXPERIMENTS := regime lr-sweep transfer-matrix layer-split source-size across-architectures
+EXPERIMENTS := regime lr-sweep transfer-matrix layer-split source-size across-architectures cross-family
 EXPERIMENT_CONFIG := benchmarks/configs/evidence-64px.json
 EXPERIMENT_JOBS ?= 2
 
@@ -51,6 +51,22 @@ experiment-regime: EXPERIMENT_CONFIG := benchmarks/configs/regime-pilot.json
 experiment-layer-split: EXPERIMENT_CONFIG := benchmarks/configs/layer-split-with-bnb-64px.json
 experiment-across-architectures: EXPERIMENT_CONFIG := benchmarks/configs/across-architectures-64px.json
 experiment-source-size: EXPERIMENT_CONFIG := benchmarks/configs/source-size-64px.json
+
+# cross-family tunes every target first (the pilot's budgets, then each arm's rate, on a validation split), then runs
+# the grid its committed plan (docs/experiments/cross-family/plan.json) names; tuning and grid live in one folder
+CROSS_FAMILY := benchmarks/configs/cross-family-64px.json
+CROSS_FAMILY_OUT := outputs/cross-family
+CROSS_FAMILY_RUN = $(VENV)/bin/masterkey experiment $(1) --config $(CROSS_FAMILY) --out $(CROSS_FAMILY_OUT) \
+	--cpu-threads 1 --jobs $(EXPERIMENT_JOBS) --resume
+experiment-cross-family: $(STAMP)
+	$(call CROSS_FAMILY_RUN,regime)
+	$(PY) benchmarks/apply_lr_sweep.py --regime $(CROSS_FAMILY_OUT)/regime/results.json $(CROSS_FAMILY)
+	$(call CROSS_FAMILY_RUN,lr-sweep)
+	$(PY) benchmarks/apply_lr_sweep.py $(CROSS_FAMILY_OUT)/lr-sweep/results.json $(CROSS_FAMILY)
+	$(call CROSS_FAMILY_RUN,cross-family)
+	for part in regime lr-sweep cross-family; do mkdir -p docs/experiments/cross-family/$$part; \
+		cp $(CROSS_FAMILY_OUT)/$$part/results.json $(CROSS_FAMILY_OUT)/$$part/config.json \
+		$(CROSS_FAMILY_OUT)/$$part/command.txt $(CROSS_FAMILY_OUT)/$$part/*.png docs/experiments/cross-family/$$part/; done
 
 experiment-%: $(STAMP)
 	$(VENV)/bin/masterkey experiment $* --config $(EXPERIMENT_CONFIG) --out outputs/experiments --cpu-threads 1 \
