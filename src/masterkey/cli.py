@@ -52,12 +52,18 @@ def _out_dir(text: str) -> Path:
 
 
 def _add_extract(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="timm model name with a pretrained tag (convnext_tiny.fb_in1k), a Hub id "
-                   "(hf-hub:org/model), or an architecture with --weights, --pretrained or --random")
+    p.add_argument("model", help="timm model name with a pretrained tag (convnext_tiny.fb_in1k), a timm Hub id "
+                   "(hf-hub:org/model), or an architecture with --weights, --pretrained or --random; a torchvision "
+                   "builder (torchvision:mobilenet_v2, with --weights, --pretrained or --random; "
+                   "torchvision:mobilenet_v2.IMAGENET1K_V1 for torchvision's own weights); a transformers image model "
+                   "(transformers:facebook/convnext-tiny-224[@revision], or transformers:FOLDER written by "
+                   "save_pretrained)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--weights", help="local checkpoint to load first (safetensors or torch file)")
+    g.add_argument("--weights", help="local checkpoint to load first (safetensors or torch file, read weights-only; "
+                   "for a torchvision builder every key and shape must fit)")
     g.add_argument("--pretrained", action="store_true", default=None,
-                   help="timm's default pretrained weights of the architecture (through the Hugging Face cache)")
+                   help="the library's default pretrained weights of the architecture (timm: through the Hugging "
+                   "Face cache; torchvision: through torch's hub cache)")
     g.add_argument("--random", dest="pretrained", action="store_false",
                    help="randomly initialised kernels, recorded as such: for baselines only")
     p.add_argument("--out", required=True, type=_out_dir, help="folder to write the bank to")
@@ -252,7 +258,8 @@ def _run_experiment(args: argparse.Namespace) -> int:
 
 #: name -> (help, add_arguments, run)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
-    "extract": ("extract the depthwise filter bank of a timm model", _add_extract, _run_extract),
+    "extract": ("extract the depthwise filter bank of a timm, torchvision or transformers model", _add_extract,
+                _run_extract),
     "inspect": ("summarize a bank, optionally injecting it into a model", _add_inspect, _run_inspect),
     "publish": ("build a bank's Hub repo folder (card included) and push it", _add_publish, _run_publish),
     "cards": ("build the Hub folders of every bank masterkey publishes, results included", _add_cards, _run_cards),

@@ -13,7 +13,7 @@ import torch
 from timm.layers import CondConv2d
 from torch import nn
 
-from . import _timm
+from . import _libraries, _timm
 from .bank import FilterBank, KernelSpec, make_config, relative_depths, stage_index
 from .errors import ArgumentError, UnsupportedModelError
 
@@ -216,29 +216,54 @@ def extract_filters(
     ``pretrained=False`` (randomly initialised kernels, recorded as such: for baselines only): random filters are
     never extracted by accident.
 
+    Models of other libraries are built and loaded by their own code: ``"torchvision:<builder>"`` is
+    ``torchvision.models.get_model_builder(builder)()`` with ``weights=PATH`` (loaded weights-only; every key and shape
+    must fit, the first mismatch is named), torchvision's own weights (``"torchvision:mobilenet_v2.IMAGENET1K_V1"``,
+    or ``pretrained=True`` for its default ones, from torch's hub cache) or ``pretrained=False``;
+    ``"transformers:<org>/<name>[@revision]"`` or ``"transformers:<folder>"`` is
+    ``transformers.AutoModelForImageClassification.from_pretrained`` (ConvNeXt, ConvNeXt-V2, MobileNetV1/V2,
+    EfficientNet, ...; the Hugging Face cache, ``HF_HUB_OFFLINE``), the commit it resolved recorded. Every bank records
+    the library (``source_library``: timm, torchvision, transformers, the top-level package of your own module, or
+    ``user`` for a class defined in a script) and class (``source_class``) of its model, and the SHA-256 of the
+    checkpoint it was read from (``source_sha256``).
+
     Args:
-        model: an ``nn.Module`` (left unchanged, extracted with the weights it holds) or a timm model name.
+        model: an ``nn.Module`` (left unchanged, extracted with the weights it holds), a timm model name, or a
+            ``torchvision:`` / ``transformers:`` name.
         pretrained: load the name's pretrained weights (default: when the name has a tag or is a Hub id).
         weights: local checkpoint to load (safetensors or a torch file, read with ``weights_only=True``).
         reparameterize: fuse multi-branch blocks (FastViT, RepViT, MobileOne) on a copy before extracting, so each
             depthwise conv contributes the kernel it computes with. With ``False`` such models are refused.
-        model_kwargs: passed to ``timm.create_model`` when ``model`` is a name.
+        model_kwargs: passed to ``timm.create_model`` when ``model`` is a name (to the torchvision builder or
+            ``from_pretrained`` for the other libraries).
         source_info: written to the bank's ``config.json``, over what masterkey recorded: ``source_model``,
             ``source_weights``, ``source_dataset``, ``source_license``, ``description``, or any other key.
 
     Raises:
         ArgumentError: a bare name without ``pretrained`` or ``weights``, or ``pretrained`` with a module or with
             ``weights``.
-        CheckpointError: weights that cannot be had (offline and not cached, a damaged or pickled file).
+        CheckpointError: weights that cannot be had (offline and not cached, a damaged or pickled file), or a
+            checkpoint that does not fit a torchvision builder (the first missing / unexpected key or shape named).
+        UnsupportedModelError: an unknown name or builder, or a model without depthwise convs.
 
     Example:
         >>> import masterkey
         >>> bank = masterkey.extract_filters("convnext_tiny.fb_in1k")  # ImageNet weights from the Hub (or its cache)
         >>> bank.config["source_revision"]  # the commit the weights were downloaded at
         >>> random = masterkey.extract_filters("convnext_tiny", pretrained=False)  # a baseline, recorded as random
+        >>> tv = masterkey.extract_filters("torchvision:mobilenet_v2", weights="mobilenet_v2-b0353104.pth")
+        >>> tv.config["source_library"], tv.config["source_sha256"][:8]
+        ('torchvision', 'b0353104')
+        >>> hf = masterkey.extract_filters("transformers:facebook/convnext-tiny-224")
+        >>> hf.config["source_revision"]  # the commit transformers downloaded the model at
     """
     info: dict[str, Any] = {}
     requested = model
+    if isinstance(model, str) and _libraries.is_library_name(model):
+        # built and loaded by the model's own library; weights loaded into it draw nothing from the random stream
+        with torch.random.fork_rng(devices=[], enabled=weights is not None or pretrained is not False):
+            loaded = _libraries.load(model, weights=weights, pretrained=pretrained, **(model_kwargs or {}))
+        model, info, weights, pretrained = loaded.model, dict(loaded.provenance), None, None
     if isinstance(model, str):
         # an unknown name or tag first: the likelier mistake
         _timm.check_name(model, pretrained=bool(pretrained) or model.startswith((_timm.HUB_PREFIX, _timm.LOCAL_PREFIX)))
@@ -265,12 +290,16 @@ def extract_filters(
     if isinstance(source := requested, str) and source.startswith(_timm.LOCAL_PREFIX):
         # a local folder's config describes the architecture, not these weights' tag, data or licence
         weights_file = next(Path(source.removeprefix(_timm.LOCAL_PREFIX)).glob("*.safetensors"), None)
-        digest = f" (sha256 {_sha256(weights_file)[:16]})" if weights_file else ""
-        info["source_weights"] = f"{source}{digest}"
+        digest = _sha256(weights_file) if weights_file else None
+        info["source_weights"] = f"{source}{f' (sha256 {digest[:16]})' if digest else ''}"
+        info["source_sha256"] = digest
     elif pretrained:
         info.update({k: v for k, v in _timm.pretrained_provenance(model).items() if v is not None})
     elif weights is not None:  # read (and so checked) by prepare_model just above
-        info["source_weights"] = f"{Path(weights).name} (sha256 {_sha256(Path(weights))[:16]})"
+        digest = _sha256(Path(weights))
+        info.update(source_weights=f"{Path(weights).name} (sha256 {digest[:16]})", source_sha256=digest)
+    for key, value in _libraries.module_provenance(model).items():  # the library and class of any module
+        info.setdefault(key, value)
     convs = find_depthwise_convs(model, feature_strides=True)
     info.setdefault("source_model", _timm.model_name(model) or type(model).__name__)
     filters = {conv.name: conv.module.weight.detach().to(torch.float32).clone() for conv in convs}

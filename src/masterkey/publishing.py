@@ -167,9 +167,19 @@ def publish_bank(
     return files
 
 
+#: The Results section of a bank's card before any experiment measured it: ``masterkey cards --experiments DIR`` puts
+#: the results of every experiment that trained with ``--filters <spec>`` in its place.
+_NOT_MEASURED = (
+    "**Not measured yet.** No experiment in the results this card was built from trained with this bank "
+    "(`{spec}`). Run one with it (e.g. `masterkey experiment transfer-matrix --config CONFIG` whose `extra_banks` "
+    "name `{spec}`), then `masterkey cards --experiments DIR` puts its results here."
+)
+
+
 def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None = None) -> list[Path]:
     """Build the Hub folder (filters, config, card) of every bank masterkey publishes, with the experiments' results
-    on the cards when ``experiments_dir`` holds them: the ImageNet ``tf_efficientnet_lite0/1/2`` banks, the learned and
+    on the cards when ``experiments_dir`` holds them (a card without any says so in its Results section): the ImageNet
+    ``tf_efficientnet_lite0/1/2`` and torchvision ``mobilenet_v2`` banks, the learned and
     idealized universal keys, and the banks the transfer-matrix experiment trained on the built-in datasets.
 
     Example:
@@ -179,17 +189,19 @@ def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None =
 
     def publish(bank: FilterBank, name: str, spec: str, sections: list[tuple[str, str]]) -> Path:
         found = experiment_card_results(experiments_dir, spec) if experiments_dir else CardResults([], "", [])
+        results_text = found.table or _NOT_MEASURED.format(spec=spec)  # the place the experiments' results go
         publish_bank(bank, folder=out_dir / name, results=found.results,
-                     card_kwargs={"sections": [*sections, *found.sections], "results_text": found.table},
+                     card_kwargs={"sections": [*sections, *found.sections], "results_text": results_text},
                      dry_run=True)  # fmt: skip
         return out_dir / name
 
     written, lite0_explained = [], None
-    for source in IMAGENET_SOURCES.values():  # the packaged ImageNet banks: lite0, lite1, lite2
+    for source in IMAGENET_SOURCES.values():  # the packaged ImageNet banks: lite0, lite1, lite2, mobilenetv2
         bank = load_master_filters(source.bank_name)
         table = explained_table(bank)  # slow-ish (a fit and a chance baseline): lite0's is computed once for two cards
         lite0_explained = table if source.variant == "lite0" else lite0_explained
-        written.append(publish(bank, source.folder_name, source.bank_name, [("What the 8 universal keys explain", table)]))
+        sections = [*source.card_sections(), ("What the 8 universal keys explain", table)]
+        written.append(publish(bank, source.folder_name, source.bank_name, sections))
     written += write_universal_cards(out_dir, experiments_dir=experiments_dir, lite0_explained=lite0_explained)
     matrix = Path(experiments_dir or "") / "transfer-matrix" / "results.json"
     if experiments_dir and matrix.is_file():
