@@ -526,3 +526,84 @@ def test_compare_results_lines_up_two_runs_of_a_grid_by_cell_and_seed(tmp_path):
     rows = [line for line in out.splitlines() if line.startswith("| AnB")]
     assert rows == ["| AnB pointwise, n=8 | 0, 1, 2 | 0.900 0.600 0.700 | 0.700 0.600 0.800 | 0.733 | 0.700 | -0.033 |"]
     assert "only after" not in out
+
+
+def _git(repo, *args):
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "GIT_AUTHOR_DATE": "@1000000000 +0000",
+           "GIT_COMMITTER_DATE": "@1000000000 +0000"}  # fmt: skip
+    subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+
+
+def test_cross_family_runs_its_committed_plan_and_marks_what_came_after_exploratory(tmp_path):
+    """The cross-family grid: every target with scratch, frozen random and each bank by structure; its plan, committed
+    before the runs, is in force; the own-family bank lands one to one; a seed added later is exploratory; a plan
+    edited after the results is reported and not used."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "docs" / "experiments" / "cross-family" /
+                          "plan.json").read_text())  # fmt: skip
+    keep = {"tf_efficientnet_lite0", "mobilenetv2_100"}
+    plan = {**shipped, "seeds": [5101, 5102],
+            "primary": [c for c in shipped["primary"] if c["a"][0] in keep],
+            "cells": [c for c in shipped["cells"] if c[0] in keep]}  # fmt: skip
+    (repo / "plan.json").write_text(json.dumps(plan))
+    _git(repo, "add", "plan.json")
+    _git(repo, "commit", "-q", "-m", "plan")  # dated 2001: before any run
+    config = {"target": "animal-mnist", "plan": str(repo / "plan.json"),
+              "family_targets": ["tf_efficientnet_lite0", "mobilenetv2_100"],
+              "scale": {"name": "quick", "seeds": [5101, 5102], "max_targets": None}}  # fmt: skip
+    results = run_experiment("cross-family", config, out_dir=tmp_path / "out")
+    cells = {(r["group"], r["label"]) for r in results["runs"]}
+    assert cells == {tuple(c) for c in plan["cells"]}
+    assert results["plan"]["status"] == "committed before the first test result" and not results["plan"]["edited_after"]
+    assert not any(r["exploratory"] for r in results["runs"])
+    confirmatory = results["confirmatory"]
+    assert [c["name"] for c in confirmatory] == [c["name"] for c in plan["primary"]]
+    assert all(c["pairs"] == 2 and c["p_holm"] >= c["p"] for c in confirmatory)
+    assert "mobilenetv2_100: own family (imagenet-mobilenetv2) - imagenet-lite0" in "\n".join(
+        results["confirmatory_table"])
+    own = json.loads((Path(next(r["run"] for r in results["runs"] if r["group"] == "mobilenetv2_100" and
+                                r["label"] == "imagenet-mobilenetv2 (frozen)")) / "results.json").read_text())  # fmt: skip
+    injected = own["filters"]["injected"]
+    assert len(injected) == 17 and not own["filters"]["untouched"]
+    assert all(e["transforms"] == ["copied"] for e in injected)  # torchvision's MobileNetV2 into timm's, one to one
+    # a third seed and a later edit of the plan: the seed's runs are exploratory, the edit is reported and unused
+    (repo / "plan.json").write_text(json.dumps({**plan, "seeds": [5101, 5102, 5103]}))
+    again = run_experiment("cross-family", {**config, "scale": {**config["scale"], "seeds": [5101, 5102, 5103]}},
+                           out_dir=tmp_path / "out", resume=True)  # fmt: skip
+    assert {r["seed"] for r in again["runs"] if r["exploratory"]} == {5103}
+    assert any("not committed" in e for e in again["plan"]["edited_after"])
+    assert all(c["pairs"] == 2 for c in again["confirmatory"])
+    assert any("(exploratory)" in line for line in again["table"])
+
+
+def test_tuning_per_architecture_chooses_budgets_and_rates_the_config_takes(tmp_path):
+    from masterkey.experiments import chosen_budgets
+
+    config = {"target": "animal-mnist", "tuning_models": ["mobilenetv2_100"], "sweep_arms": ["none"],
+              "sweep_banks": ["imagenet-mobilenetv2"], "sweep_learning_rates": [1e-3, 2e-3],
+              "pilot_resolutions": [32], "pilot_epochs": {"animal-mnist": [1, 2]},
+              "scale": {"name": "quick", "seeds": [5101], "tuning_seed": 5100, "max_train_steps": None,
+                        "max_train_samples": 16, "max_eval_samples": 16}}  # fmt: skip
+    pilot = run_experiment("regime", config, out_dir=tmp_path)
+    assert [(r["group"], r["x"], r["seed"]) for r in pilot["runs"]] == [
+        ("mobilenetv2_100 animal-mnist 32px", 1, 5100), ("mobilenetv2_100 animal-mnist 32px", 2, 5100)]
+    assert all(r["eval_split"] == "train (held out)" for r in pilot["runs"]) and "plan" not in pilot
+    budgets = chosen_budgets(pilot["runs"])
+    converged = [r["x"] for r in pilot["runs"] if r["converged"]]
+    assert budgets == {"mobilenetv2_100": min(converged, default=2)}
+    sweep = run_experiment("lr-sweep", {**config, "model_epochs": budgets}, out_dir=tmp_path)
+    assert {r["group"] for r in sweep["runs"]} == {"mobilenetv2_100: from scratch",
+                                                   "mobilenetv2_100: imagenet-mobilenetv2 (frozen)"}  # fmt: skip
+    assert all(len(r["history"]) == budgets["mobilenetv2_100"] for r in sweep["runs"])
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "apply_lr_sweep.py"
+    subprocess.run([sys.executable, str(script), "--regime", str(tmp_path / "regime" / "results.json"),
+                    str(tmp_path / "lr-sweep" / "results.json"), str(path)], check=True, capture_output=True)  # fmt: skip
+    written = json.loads(path.read_text())
+    assert written["model_epochs"] == budgets
+    assert written["learning_rates"] == sweep["details"]["best"]
+    assert set(written["learning_rates"]["mobilenetv2_100"]) == {"from scratch", "imagenet-mobilenetv2 (frozen)"}

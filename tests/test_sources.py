@@ -48,6 +48,15 @@ def test_bank_is_cached_and_a_damaged_cache_is_rebuilt(tmp_path):
     again = imagenet_lite0_bank(cache_dir=tmp_path)
     assert all(torch.equal(first[n], again[n]) for n in first.names)
     assert masterkey.load_master_filters(folder).names == first.names
+    # a bank cached before banks recorded feature strides is rebuilt with them
+    config = json.loads((folder / "config.json").read_text())
+    for entry in config["filters"]:
+        entry.pop("feature_stride")
+    masterkey.FilterBank(dict(again.items()), config).save_pretrained(folder)
+    assert masterkey.load_master_filters(folder).specs[0].feature_stride is None
+    rebuilt = imagenet_lite0_bank(cache_dir=tmp_path)
+    assert [s.feature_stride for s in rebuilt.specs] == [s.feature_stride for s in first.specs]
+    assert first.specs[0].feature_stride == 2
 
 
 def test_cli_extract_and_inspect(tmp_path, capsys):

@@ -1078,18 +1078,28 @@ _X_LABELS = {
 
 
 def _apply_plan(
-    config: ExperimentConfig, records: list[dict[str, Any]]
+    experiment: str, config: ExperimentConfig, records: list[dict[str, Any]]
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """The analysis plan's record (:func:`masterkey.plans.plan_record`) and ``records`` marked exploratory where the
-    plan in force does not name their cell or seed; ``(None, records)`` for an experiment without a plan."""
-    if config.plan is None:
-        return None, records
-    tested = [r["finished_at"] for r in records if r.get("eval_split") != "validation" and r.get("finished_at")]
+    plan in force does not name their cell or seed; ``(None, records)`` for an experiment without a plan, or whose
+    config's plan is another experiment's (the regime pilot and lr-sweep that tune a planned experiment)."""
+    if config.plan is None or _plan_experiment(config.plan) != experiment:
+        return None, records  # a plan names its experiment: the tuning runs before it are not its subject
+    # a tuning run scores on images held out of the training split; every other run is a result
+    tested = [r["finished_at"] for r in records if "held out" not in str(r.get("eval_split")) and r.get("finished_at")]
     record = plan_record(config.plan, first_result_at=min(tested, default=None))
     if record["edited_after"]:
         _logger.warning("The analysis plan %s was edited after its version in force (%s): the edits are reported in "
                         "results.json and not used.", config.plan, "; ".join(record["edited_after"]))  # fmt: skip
     return record, mark_exploratory(records, record["plan"])
+
+
+def _plan_experiment(path: str | Path) -> str | None:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise TrainingConfigError(f"Cannot read the analysis plan {str(path)!r}: {e}") from None
+    return data.get("experiment") if isinstance(data, Mapping) else None
 
 
 def confirmatory_table(rows: Sequence[Mapping[str, Any]], plan: AnalysisPlan | None) -> str:
@@ -1283,7 +1293,7 @@ def run_experiment(
     if name == "lr-sweep":
         details["best"] = best_learning_rates(records)
     chance = _chance_levels(records, {**BUILTIN_DATASETS, **run.datasets})
-    plan, records = _apply_plan(config, records)
+    plan, records = _apply_plan(name, config, records)
     summary = summarize(records, chance=chance)
     contrasts = paired_contrasts(records, details.get("contrasts", ()))
     if plan is not None:  # the contrasts of the plan in force are primary; any other is exploratory

@@ -269,9 +269,14 @@ def imagenet_bank(variant: str = "lite0", *, cache_dir: str | Path | None = None
     folder = Path(cache_dir or constants.MASTERKEY_HOME / "banks") / source.folder_name
     if not rebuild and (folder / constants.FILTERS_NAME).is_file():
         try:
-            return FilterBank.from_pretrained(folder)
+            cached = FilterBank.from_pretrained(folder)
         except MasterKeyError as e:  # a damaged cache entry is rebuilt below, never trusted
             _logger.warning("The cached %s bank in %s is damaged (%s); rebuilding it.", source.bank_name, folder, e)
+        else:
+            if all(spec.feature_stride is not None for spec in cached.specs):
+                return cached
+            # cached before banks recorded feature strides: rebuilt, so that mapping="depth" aligns it by structure
+            _logger.info("The cached %s bank in %s has no feature strides; rebuilding it.", source.bank_name, folder)
     _logger.info("Building the %s bank from the packaged weights into %s", source.bank_name, folder)
     weights = imagenet_weights(variant)
     bank = extract_filters(source.name, weights=weights, **source.provenance(weights))
