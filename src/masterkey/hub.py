@@ -50,7 +50,8 @@ def load_master_filters(
     Hub downloads go through ``huggingface_hub`` (``hf_hub_download``, its cache and ``HF_HUB_OFFLINE``), so a bank
     downloaded once loads offline afterwards. Only ``filters.safetensors`` and ``config.json`` are read. The built-in
     names of :data:`BUILTIN_BANKS` (``"imagenet-lite0"``, ``"imagenet-lite1"``, ``"imagenet-lite2"``,
-    ``"universal-learned-8"``, ``"universal-idealized-8"``) are built locally; an existing local folder of the same
+    ``"imagenet-mobilenetv2"``, ``"universal-learned-8"``, ``"universal-idealized-8"``) are built locally from
+    packaged weights (checked against their SHA-256); an existing local folder of the same
     name wins.
 
     Raises:
