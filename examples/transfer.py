@@ -1,11 +1,14 @@
 """Transfer training with frozen master-key filters, on any `datasets` image-classification dataset.
 
     accelerate launch examples/transfer.py            # the offline demo: ImageNet lite0 filters vs from scratch
-    python examples/transfer.py --help                # every option (they follow transformers' no_trainer script)
+    python examples/transfer.py --help                # every option, in groups: model, data, training (they follow
+                                                      # transformers' no_trainer script)
     accelerate launch examples/transfer.py --model convnext_atto --filters org/bank --mapping depth \
         --dataset_name beans
 
-The work happens in masterkey.training; this script hands it the command line and prints what it logs.
+The work happens in masterkey.training; this script hands it the command line and prints what it logs. The options
+come from three dataclasses, ModelArguments, DataArguments and TrainingArguments (masterkey.training.config), turned
+into one parser; parse_args gives the flat TrainingConfig that train_transfer takes, parse_args_into_groups the three.
 """
 
 import logging

@@ -1,6 +1,7 @@
-"""The training configuration: :class:`TrainingConfig` fields, the command line generated from them, the key lists
-derived from their metadata, the one comparison of run identities, and objects given to one run
-(``extra_datasets`` / ``extra_filters``) that leave the shared registries alone.
+"""The training configuration: the argument groups (model, data, training) and the flat :class:`TrainingConfig` they
+compose, the one command line generated from them, the key lists derived from their metadata, the one comparison of
+run identities, and objects given to one run (``extra_datasets`` / ``extra_filters``) that leave the shared
+registries alone.
 """
 
 from __future__ import annotations
@@ -28,16 +29,27 @@ from masterkey.training import (
     run_identity,
     train_transfer,
 )
-from masterkey.training.config import CARD_KEYS, RUN_IDENTITY_KEYS
+from masterkey.training.config import (
+    ARGUMENT_GROUPS,
+    CARD_KEYS,
+    RUN_IDENTITY_KEYS,
+    DataArguments,
+    ModelArguments,
+    TrainingArguments,
+    option,
+    parse_args_into_groups,
+)
 
 #: The command line as it was written by hand before it was generated, and the options added since: names, in order.
 OPTIONS = (
     "model", "pretrained", "filters", "trainable", "no_freeze", "no_strict", "mapping", "model_kwargs",
-    "compare_with_scratch", "dataset_name", "dataset_config_name", "train_dir", "validation_dir", "image_column_name", "label_column_name",
-    "train_val_split", "validation_from_train", "max_train_samples", "max_eval_samples", "resolution", "crop_scale", "dataloader_num_workers",
+    "compare_with_scratch", "dataset_name", "dataset_config_name", "train_dir", "validation_dir", "image_column_name",
+    "label_column_name", "train_val_split", "validation_from_train", "max_train_samples", "max_eval_samples",
+    "resolution", "crop_scale", "dataloader_num_workers",
     "per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate", "weight_decay", "num_train_epochs",
     "max_train_steps", "gradient_accumulation_steps", "lr_scheduler_type", "num_warmup_steps", "seed", "cpu_threads",
-    "channels_last", "transposed_depthwise_backward", "reuse_freed_memory", "torch_compile", "output_dir", "overwrite_output_dir", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint",
+    "channels_last", "transposed_depthwise_backward", "reuse_freed_memory", "torch_compile", "output_dir",
+    "overwrite_output_dir", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint",
     "with_tracking", "report_to", "push_to_hub", "hub_model_id", "hub_token", "log_sample_ids",
     "disable_tqdm",
 )  # fmt: skip
@@ -62,12 +74,14 @@ def test_the_parser_is_generated_from_the_fields():
     actions = {a.dest: a for a in parser._actions if a.dest != "help"}
     assert tuple(actions) == OPTIONS == tuple(f.name for f in dataclasses.fields(TrainingConfig))
     groups = {a.dest: g.title for g in parser._action_groups for a in g._group_actions}
-    for f in dataclasses.fields(TrainingConfig):
-        action = actions[f.name]
-        assert action.option_strings == [f"--no_{f.name}" if f.default is True else f"--{f.name}"]
-        assert action.default == f.default and action.help == f.metadata["help"] and action.help
-        assert groups[f.name] == f.metadata["group"]
-    assert [g.title for g in parser._action_groups[2:]] == ["model and filters", "data", "optimisation", "output"]
+    for title, group in ARGUMENT_GROUPS.items():
+        for f in dataclasses.fields(group):
+            action = actions[f.name]
+            assert action.option_strings == [f"--no_{f.name}" if f.default is True else f"--{f.name}",
+                                             *f.metadata["aliases"]]  # fmt: skip
+            assert action.default == f.default and action.help == f.metadata["help"] and action.help
+            assert groups[f.name] == title
+    assert [g.title for g in parser._action_groups[2:]] == ["model", "data", "training"]
     assert isinstance(actions["no_freeze"], argparse._StoreTrueAction)
     assert actions["crop_scale"].nargs == 2 and actions["crop_scale"].metavar == ("MIN", "MAX")
     assert actions["lr_scheduler_type"].choices and actions["trainable"].choices and actions["mapping"].choices
@@ -78,6 +92,104 @@ def test_the_parser_is_generated_from_the_fields():
     with pytest.raises(SystemExit):
         parser.parse_args(["--resolution", "0"])  # a positive-integer field, checked by the parser too
 
+
+
+# -- the argument groups ---------------------------------------------------------------------------------------------
+#: A command line with options from every group, and the flat configuration it gave before the groups existed (the
+#: JSON of TrainingConfig.to_dict(), as results.json holds it), key for key and in this order.
+EVERY_GROUP_ARGV = (
+    "--model", "convnext_atto", "--pretrained", "--filters", "own", "--trainable", "pointwise+head", "--no_freeze",
+    "--mapping", "depth", "--model_kwargs", '{"drop_path_rate": 0.1}', "--compare_with_scratch",
+    "--dataset_name", "digits", "--image_column_name", "img", "--train_val_split", "0.2", "--validation_from_train",
+    "--max_train_samples", "100", "--resolution", "48", "--crop_scale", "0.25", "1", "--dataloader_num_workers", "0",
+    "--per_device_train_batch_size", "16", "--learning_rate", "0.01", "--num_train_epochs", "2",
+    "--lr_scheduler_type", "linear", "--seed", "7", "--no_channels_last", "--torch_compile",
+    "--output_dir", "out", "--checkpointing_steps", "epoch", "--checkpoints_total_limit", "2",
+    "--resume_from_checkpoint", "latest", "--with_tracking", "--log_sample_ids",
+)  # fmt: skip
+EVERY_GROUP_JSON = (
+    '{"model": "convnext_atto", "pretrained": true, "filters": "own", "trainable": "pointwise+head", '
+    '"no_freeze": true, "no_strict": false, "mapping": "depth", "model_kwargs": {"drop_path_rate": 0.1}, '
+    '"compare_with_scratch": true, "dataset_name": "digits", "dataset_config_name": null, "train_dir": null, '
+    '"validation_dir": null, "image_column_name": "img", "label_column_name": null, "train_val_split": 0.2, '
+    '"validation_from_train": true, "max_train_samples": 100, "max_eval_samples": null, "resolution": 48, '
+    '"crop_scale": [0.25, 1.0], "dataloader_num_workers": 0, "per_device_train_batch_size": 16, '
+    '"per_device_eval_batch_size": 128, "learning_rate": 0.01, "weight_decay": 0.01, "num_train_epochs": 2, '
+    '"max_train_steps": null, "gradient_accumulation_steps": 1, "lr_scheduler_type": "linear", '
+    '"num_warmup_steps": 50, "seed": 7, "cpu_threads": null, "channels_last": false, '
+    '"transposed_depthwise_backward": true, "reuse_freed_memory": true, "torch_compile": true, "output_dir": "out", '
+    '"overwrite_output_dir": false, "checkpointing_steps": "epoch", "checkpoints_total_limit": 2, '
+    '"resume_from_checkpoint": "latest", "with_tracking": true, "report_to": "tensorboard", "push_to_hub": false, '
+    '"hub_model_id": null, "hub_token": null, "log_sample_ids": true, "disable_tqdm": false}'
+)
+
+
+def test_the_groups_partition_the_fields_in_the_flat_order():
+    assert list(ARGUMENT_GROUPS) == ["model", "data", "training"]
+    assert tuple(ARGUMENT_GROUPS.values()) == (ModelArguments, DataArguments, TrainingArguments)
+    names = [f.name for group in ARGUMENT_GROUPS.values() for f in dataclasses.fields(group)]
+    assert len(names) == len(set(names))  # no field in two groups
+    assert tuple(names) == OPTIONS == tuple(f.name for f in dataclasses.fields(TrainingConfig))  # none lost, same order
+    flat = {f.name: f for f in dataclasses.fields(TrainingConfig)}
+    for group in ARGUMENT_GROUPS.values():
+        assert issubclass(TrainingConfig, group)
+        for f in dataclasses.fields(group):  # the flat field is the group's, metadata and all
+            assert (flat[f.name].default, flat[f.name].metadata) == (f.default, f.metadata)
+    def names(group):
+        return {f.name for f in dataclasses.fields(group)}
+
+    assert {"model", "pretrained", "filters", "mapping", "trainable", "model_kwargs"} <= names(ModelArguments)
+    assert {"dataset_name", "train_dir", "validation_dir", "resolution", "max_train_samples"} <= names(DataArguments)
+    assert {"learning_rate", "num_train_epochs", "seed", "output_dir", "push_to_hub"} <= names(TrainingArguments)
+
+
+def test_the_help_lists_the_options_by_group(capsys):
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args(["--help"])
+    assert caught.value.code == 0
+    text = capsys.readouterr().out
+    headings = [text.index(f"\n{title}:\n") for title in ARGUMENT_GROUPS]
+    assert headings == sorted(headings)  # model, data, training, in that order
+    sections = dict(zip(ARGUMENT_GROUPS, [text[a:b] for a, b in zip(headings, [*headings[1:], len(text)])]))
+    for title, group in ARGUMENT_GROUPS.items():
+        assert group.__name__ in sections[title]  # the description names the dataclass
+        for f in dataclasses.fields(group):
+            flag = f"--no_{f.name}" if f.default is True else f"--{f.name}"
+            others = [s for t, s in sections.items() if t != title]
+            assert f"  {flag} " in sections[title] or f"  {flag}\n" in sections[title], flag
+            assert not any(f"  {flag} " in s or f"  {flag}\n" in s for s in others), flag
+
+
+def test_a_command_line_from_every_group_gives_the_flat_config_it_gave_before():
+    config = parse_args(list(EVERY_GROUP_ARGV))
+    assert json.dumps(config.to_dict()) == EVERY_GROUP_JSON  # the shape of results.json, byte for byte
+    assert tuple(run_identity(config)) == RUN_IDENTITY_KEYS
+    model_args, data_args, training_args = groups = parse_args_into_groups(list(EVERY_GROUP_ARGV))
+    assert tuple(map(type, groups)) == (ModelArguments, DataArguments, TrainingArguments)
+    assert (model_args.model_kwargs, data_args.crop_scale, training_args.checkpointing_steps) == (
+        {"drop_path_rate": 0.1}, [0.25, 1.0], "epoch")  # fmt: skip
+    assert {**dataclasses.asdict(model_args), **dataclasses.asdict(data_args), **dataclasses.asdict(training_args)} == (
+        config.to_dict())  # fmt: skip
+    assert TrainingConfig.from_groups(*groups) == config == TrainingConfig.from_groups(*reversed(groups))
+    assert make_config(**json.loads(EVERY_GROUP_JSON)) == config  # train_transfer(**options)'s flat keywords
+    data_args.crop_scale.append(9.0)  # the groups are copies
+    assert config.crop_scale == [0.25, 1.0]
+    with pytest.raises(TrainingConfigError, match="one each of ModelArguments, DataArguments, TrainingArguments"):
+        TrainingConfig.from_groups(model_args, data_args)
+    with pytest.raises(TrainingConfigError, match="got TrainingConfig"):
+        TrainingConfig.from_groups(config)
+    with pytest.raises(TrainingConfigError, match="not both"):  # checked as a whole run
+        TrainingConfig.from_groups(ModelArguments(), DataArguments(dataset_name="digits", train_dir="x"),
+                                   TrainingArguments())  # fmt: skip
+
+
+def test_aliases_answer_for_their_option():
+    parser = build_parser()
+    assert parser.parse_args(["--model_name_or_path", "convnext_atto"]).model == "convnext_atto"  # transformers' name
+    assert parse_args(["--model_name_or_path", "convnext_atto"]) == parse_args(["--model", "convnext_atto"])
+    assert "model_name_or_path" not in vars(parser.parse_args([]))  # an alias, not a field
+    with pytest.warns(DeprecationWarning, match="group"):
+        option(1, "old style", group="optimisation")
 
 def test_key_lists_come_from_the_fields_and_match_the_runs_already_on_disk():
     from masterkey.training.outputs import same_run
@@ -114,7 +226,8 @@ def test_key_lists_come_from_the_fields_and_match_the_runs_already_on_disk():
 
 def test_model_kwargs_are_a_checked_json_object_for_create_model():
     config = parse_args(["--model", "convnext_atto", "--model_kwargs", '{"ls_init_value": 1.0}'])
-    assert config.model_kwargs == {"ls_init_value": 1.0} and run_identity(config)["model_kwargs"] == {"ls_init_value": 1.0}
+    assert config.model_kwargs == {"ls_init_value": 1.0}
+    assert run_identity(config)["model_kwargs"] == {"ls_init_value": 1.0}
     for bad in ('{"ls_init_value": 1.0', '[1, 2]'):  # not JSON; JSON but not an object
         with pytest.raises(SystemExit):
             build_parser().parse_args(["--model_kwargs", bad])
@@ -124,7 +237,8 @@ def test_model_kwargs_are_a_checked_json_object_for_create_model():
         make_config(model_kwargs={"act_layer": object()})
     with pytest.raises(TrainingConfigError, match="argument names"):
         make_config(model_kwargs={"not a name": 1})
-    assert make_config(model_kwargs={"depths": (1, 1, 1, 1)}).model_kwargs == {"depths": [1, 1, 1, 1]}  # as JSON reads back
+    # as JSON reads it back
+    assert make_config(model_kwargs={"depths": (1, 1, 1, 1)}).model_kwargs == {"depths": [1, 1, 1, 1]}
 
 
 def test_configs_are_typed_validated_and_plain_json():
