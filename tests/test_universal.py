@@ -245,6 +245,30 @@ def test_universal_bank_round_trips_with_provenance(tmp_path):
         masterkey.universal_bank("learned", size=5)
 
 
+def test_universal_cards_and_the_data_file_carry_the_attribution_cc_by_asks(tmp_path):
+    import json
+    from importlib import resources
+
+    from masterkey.publishing import write_universal_cards
+
+    title = ("Modelling and analysis of the 8 filters from the 'master key filters hypothesis' for depthwise-separable "
+             "deep networks in relation to idealized receptive fields based on scale-space theory")
+    data = resources.files("masterkey").joinpath("data", "master_key_8_filters.txt").read_text()
+    texts = [" ".join(line.lstrip("# ").strip() for line in data.splitlines() if line.startswith("#"))]
+    for folder in write_universal_cards(tmp_path, lite0_explained="| kernel |\n|---|"):
+        texts.append((folder / "README.md").read_text())
+        config = json.loads((folder / "config.json").read_text())
+        assert "Copyright (2026) Tony Lindeberg" in config["extra"]["attribution"]
+        assert "Changes made" in config["extra"]["attribution"]
+    for text in texts:  # licensor, title, source, licence link, changes made
+        assert "Copyright (2026) Tony Lindeberg" in text
+        assert title in text and "Journal of Mathematical Imaging and Vision, 2026" in text
+        assert "github.com/tonylindeberg/masterfiltmodel" in text and "8Filters.txt" in text
+        assert "https://creativecommons.org/licenses/by/4.0/" in text
+        assert "Changes made" in text
+    assert "0.5256" in texts[2] and "delta - a Lap T" in texts[2]  # the idealized card names key 7's model
+
+
 # -- fitting -------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("keys, size", [("learned", 7), ("idealized", 7), ("learned", 5), ("idealized", 3)])
 def test_affine_image_plus_noise_is_fitted_back(keys, size):

@@ -344,7 +344,7 @@ def plot_keys(path: str | Path) -> Path:
                 ax.set_title(f"{k + 1}: {KEY_NAMES[k]}", fontsize=10)
             else:
                 sx, sy = IDEALIZED_SIGMAS[k]
-                ax.set_title(f"r = {float(corr[k]):+.2f}\nσ = ({sx}, {sy})", fontsize=9)
+                ax.set_title(f"r = {float(corr[k]):+.2f}\nσ = ({sx:.3f}, {sy:.3f})", fontsize=9)
             if k == 0:
                 ax.set_ylabel(label, fontsize=11)
     fig.suptitle(

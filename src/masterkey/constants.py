@@ -29,9 +29,14 @@ CITATION_UNIVERSAL = (
     "arXiv:2509.11711"
 )
 CITATION_SCALE_SPACE = (
-    "Lindeberg, Babaiee, Kiasari. Idealized discrete scale-space models of the master key filters "
-    "(Journal of Mathematical Imaging and Vision, 2026). arXiv:2509.12746"
+    "Lindeberg, Babaiee, Kiasari. Modelling and analysis of the 8 filters from the 'master key filters hypothesis' "
+    "for depthwise-separable deep networks in relation to idealized receptive fields based on scale-space theory. "
+    "Journal of Mathematical Imaging and Vision, 2026. arXiv:2509.12746"
 )
+#: The public repository of the 8 learned keys and of the idealized models' code, its licensor and its licence.
+REFERENCE_REPOSITORY = "https://github.com/tonylindeberg/masterfiltmodel"
+REFERENCE_LICENSOR = "Copyright (2026) Tony Lindeberg"
+REFERENCE_LICENSE_URL = "https://creativecommons.org/licenses/by/4.0/"
 
 
 #: The paper's experiments (:data:`masterkey.experiments.EXPERIMENTS`) and their scales, named here so that the command

@@ -37,6 +37,7 @@ import torch
 from scipy.special import ive
 
 from .bank import FilterBank
+from .constants import REFERENCE_LICENSE_URL, REFERENCE_LICENSOR, REFERENCE_REPOSITORY
 from .errors import FitError
 
 __all__ = [
@@ -69,7 +70,7 @@ KEY_MODELS = (
     "forward difference in x of a Gaussian",
     "centred first derivative in x of a Gaussian",
     "centred first derivative in y of a Gaussian",
-    "unit impulse minus 0.526 times the 5-point Laplacian of a Gaussian (identity minus Laplacian of Gaussian)",
+    "unit impulse minus 0.526 times the 5-point Laplacian of a Gaussian",
     "Gaussian",
 )
 #: ``(sigma_x, sigma_y)`` of each idealized key: the "method B" estimates of arXiv 2509.12746 at full precision, as
@@ -106,6 +107,8 @@ _LEARNED_INFO = {
     "source_license": "CC-BY-4.0",
     "description": "The 8 universal master key filters (7x7) found in the depthwise convolutions of ConvNeXt-V2 "
     "Tiny by Babaiee, Kiasari, Rus and Grosu (arXiv:2509.11711), mean 0 and L2 norm 1.",
+    "attribution": f"{REFERENCE_REPOSITORY} (model-fitting/8Filters.txt), {REFERENCE_LICENSOR}, CC BY 4.0 "
+    f"({REFERENCE_LICENSE_URL}). Changes made: none to the values, stored as float32.",
 }
 _IDEALIZED_INFO = {
     "source_model": "idealized-scale-space",
@@ -114,6 +117,9 @@ _IDEALIZED_INFO = {
     "source_license": "CC-BY-4.0",
     "description": "The 8 universal master key filters as idealized discrete scale-space filters (Lindeberg, Babaiee, "
     "Kiasari, JMIV 2026, arXiv:2509.12746, method B), rendered at {size}x{size}, mean 0 and L2 norm 1.",
+    "attribution": f"sigma and alpha from {REFERENCE_REPOSITORY} (model-fitting/filteranal.py), {REFERENCE_LICENSOR}, "
+    f"CC BY 4.0 ({REFERENCE_LICENSE_URL}). Changes made: the models are rendered by masterkey from the paper's "
+    "formulas at this size, then centred to mean 0 and normalized to L2 norm 1.",
 }
 
 

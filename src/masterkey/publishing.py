@@ -24,7 +24,17 @@ from huggingface_hub import EvalResult
 from . import _timm
 from .analysis import explained_table
 from .bank import FilterBank
-from .constants import CARD_NAME, CONFIG_NAME, FILTERS_NAME, HUB_ORG
+from .constants import (
+    CARD_NAME,
+    CITATION_SCALE_SPACE,
+    CITATION_UNIVERSAL,
+    CONFIG_NAME,
+    FILTERS_NAME,
+    HUB_ORG,
+    REFERENCE_LICENSE_URL,
+    REFERENCE_LICENSOR,
+    REFERENCE_REPOSITORY,
+)
 from .errors import BankFormatError, ResultsFormatError
 from .experiments import (
     LEARNED_LOSS_SHARE,
@@ -41,6 +51,7 @@ from .extract import extract_filters
 from .hub import check_upload, load_master_filters, push_folder
 from .keys import (
     IDEALIZED_SIGMAS,
+    KEY7_ALPHA,
     KEY_KINDS,
     KEY_MODELS,
     KEY_NAMES,
@@ -423,16 +434,26 @@ def _keys_table() -> str:
     ]
     for k in range(NUM_KEYS):
         sx, sy = IDEALIZED_SIGMAS[k]
-        lines.append(f"| {k + 1} | `{KEY_NAMES[k]}` | {KEY_MODELS[k]} | {sx:.3f} | {sy:.3f} | {corr[k]:+.3f} |")
-    return "\n".join(lines)
+        lines.append(f"| {k + 1} | `{KEY_NAMES[k]}` | {KEY_MODELS[k]} | {sx:.4f} | {sy:.4f} | {corr[k]:+.3f} |")
+    return "\n".join(lines) + (
+        f"\n\nThe idealized models are the paper's method B (arXiv:2509.12746): `T` is the discrete analogue of the "
+        f"Gaussian, `exp(-s) I_n(s)` with `s = sigma^2`; key 7 is the unit impulse minus alpha = {KEY7_ALPHA:.4f} "
+        "times the 5-point Laplacian of `T`. As in the paper's code, the differences are taken inside the window (the "
+        "edge sample repeated) and key 7's Laplacian takes `T` as 0 outside it. Keys 2 and 3 follow the sign "
+        "convention of Gaussian derivatives, opposite to the learned ones; an affine fit absorbs the sign."
+    )
 
 
 _LICENCE_TEXT = (
-    "The learned values are those published by Babaiee, Kiasari, Rus and Grosu with *The Quest for Universal Master "
-    "Key Filters in DS-CNNs* (arXiv:2509.11711) in the repository `tonylindeberg/masterfiltmodel`, under "
-    "[CC BY 4.0](https://creativecommons.org/licenses/by/4.0/); the idealized models and their sigma values are "
-    "those of Lindeberg, Babaiee and Kiasari, *Idealized discrete scale-space models of the master key filters* "
-    "(arXiv:2509.12746). Credit both papers wherever these filters are used or shown."
+    "The learned key values (`model-fitting/8Filters.txt`) and the sigma and alpha values of the idealized models "
+    "(`model-fitting/filteranal.py`) come from the repository "
+    f"[tonylindeberg/masterfiltmodel]({REFERENCE_REPOSITORY}), {REFERENCE_LICENSOR}, licensed under "
+    f"[CC BY 4.0]({REFERENCE_LICENSE_URL}) and provided as is, without warranty. The learned keys are those found by "
+    f"{CITATION_UNIVERSAL}; the idealized models are those of {CITATION_SCALE_SPACE}.\n\n"
+    "Changes made: the learned values are unchanged, stored as float32 in `filters.safetensors` (shape "
+    "(8, 1, 7, 7)); the idealized keys are rendered by masterkey from the paper's formulas with those sigma and "
+    "alpha values (no code of the repository is copied), at the card's kernel size, then centred to mean 0 and "
+    "normalized to L2 norm 1. Credit both papers and the repository wherever these filters are used or shown."
 )
 
 
@@ -492,7 +513,11 @@ def write_universal_cards(
                 ("What they explain in an ImageNet bank", lite0),
                 ("Licence", _LICENCE_TEXT),
             ],
-            "credits": ["Learned values: CC BY 4.0, from tonylindeberg/masterfiltmodel (model-fitting/8Filters.txt)."],
+            "credits": [
+                f"Learned values and the idealized models' sigma and alpha: {REFERENCE_REPOSITORY} "
+                f"(model-fitting/8Filters.txt, model-fitting/filteranal.py), {REFERENCE_LICENSOR}, CC BY 4.0 "
+                f"({REFERENCE_LICENSE_URL}); changes made: see Licence."
+            ],
         }
         results = []
         if experiments_dir is not None:
