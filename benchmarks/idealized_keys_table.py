@@ -19,7 +19,14 @@ Prints the Markdown table quoted in the README (section "The 8 universal keys").
 
 import numpy as np
 
-from masterkey.keys import IDEALIZED_SIGMAS, KEY7_ALPHA, KEY_NAMES, idealized_keys, key_correlation, learned_keys
+from masterkey.keys import (
+    IDEALIZED_SIGMAS,
+    KEY7_ALPHA,
+    KEY_NAMES,
+    idealized_keys,
+    key_correlation,
+    learned_keys,
+)
 
 #: The paper's DC level of the learned keys 7 and 8 (``Chat`` in ``model-fitting/filteranal.py`` of
 #: tonylindeberg/masterfiltmodel, CC BY 4.0): the level whose removal minimises the spread sqrt(det Var(|f - C|)),

@@ -191,7 +191,8 @@ def test_idealized_keys_in_their_own_units():
     assert raw[6, 3, 3].item() > 1.5  # the impulse is 1 and the Laplacian of T is negative at its centre
     # normalizing the raw models gives the keys
     centred = raw - raw.mean((1, 2), keepdim=True)
-    assert torch.allclose(centred / centred.flatten(1).norm(dim=1)[:, None, None], idealized_keys(7).double(), atol=1e-6)
+    normalized = centred / centred.flatten(1).norm(dim=1)[:, None, None]
+    assert torch.allclose(normalized, idealized_keys(7).double(), atol=1e-6)
 
 
 def test_idealized_keys_at_3x3_show_the_edge_convention():

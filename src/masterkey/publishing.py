@@ -514,9 +514,11 @@ def write_universal_cards(
                 ("Licence", _LICENCE_TEXT),
             ],
             "credits": [
-                f"Learned values and the idealized models' sigma and alpha: {REFERENCE_REPOSITORY} "
-                f"(model-fitting/8Filters.txt, model-fitting/filteranal.py), {REFERENCE_LICENSOR}, CC BY 4.0 "
-                f"({REFERENCE_LICENSE_URL}); changes made: see Licence."
+                (
+                    f"Learned values and the idealized models' sigma and alpha: {REFERENCE_REPOSITORY} "
+                    f"(model-fitting/8Filters.txt, model-fitting/filteranal.py), {REFERENCE_LICENSOR}, CC BY 4.0 "
+                    f"({REFERENCE_LICENSE_URL}); changes made: see Licence."
+                )
             ],
         }
         results = []
