@@ -26,6 +26,7 @@ LAYERS: list[set[str]] = [
     {"fitting"},
     {"sources"},
     {"hub"},
+    {"names"},  # the grammar of every name a user types: banks, --filters specs, datasets
     {"mapping"},
     {"inject"},
     {"universal_injection"},
@@ -40,6 +41,7 @@ LAYERS: list[set[str]] = [
     {"plans"},  # analysis plans and their corrections: read by the experiments
     {"experiments"},
     {"publishing"},
+    {"catalog"},  # lists every registry of names (the zoo of publishing included)
     {"cli"},
     {"", "__main__"},  # the package facade, masterkey/__init__.py, and python -m masterkey
 ]

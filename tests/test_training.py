@@ -265,7 +265,7 @@ def test_a_bank_that_does_not_fit_the_model(tmp_path):
 
 
 def test_a_missing_filter_bank(tmp_path):
-    with pytest.raises(MasterKeyError, match="Named filters: imagenet-lite0"):
+    with pytest.raises(MasterKeyError, match="a built-in: imagenet-lite0"):
         train_transfer(**{**FAST, "filters": str(tmp_path / "no-bank")}, max_train_samples=8,
                        output_dir=str(tmp_path / "out"))  # fmt: skip
 

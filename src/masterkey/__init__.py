@@ -44,6 +44,10 @@ _LAZY_ATTRS = {
     "train_transfer": "training",
     "load_image_dataset": "training",
     "BUILTIN_DATASETS": "training",
+    "parse_bank": "names",
+    "parse_filters": "names",
+    "parse_dataset": "names",
+    "list_names": "catalog",
     "errors": None,
 }
 
@@ -85,3 +89,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .universal_injection import export_universal, inject_universal
     from .keys import universal_bank
     from .models import push_model, save_model
+    from .names import parse_bank, parse_dataset, parse_filters
+    from .catalog import list_names

@@ -256,6 +256,36 @@ def _run_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What ``masterkey list`` lists (``masterkey.catalog.NAME_KINDS``, which a test keeps equal to this).
+LIST_KINDS = ("banks", "filters", "datasets", "zoo")
+
+
+def _add_list(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", choices=LIST_KINDS, help="banks: built-in banks (load_master_filters, --filters); filters: "
+                   "what --filters takes; datasets: built-in datasets (--dataset_name); zoo: the checkpoints "
+                   "`masterkey publish --zoo` publishes")
+    p.add_argument("pattern", nargs="?", help="only the names matching this shell-style pattern ('imagenet-*')")
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    from .catalog import NAME_FORMS, list_names
+
+    names = list_names(args.kind, pattern=args.pattern)
+    width = max([len("name"), *map(len, names)])
+    print(f"{'name':<{width}}  description")
+    for name, description in names.items():
+        print(f"{name:<{width}}  {description}")
+    if not names:
+        print(f"(no {args.kind} match {args.pattern!r})")
+    forms = NAME_FORMS.get(args.kind, ())
+    if forms:
+        print("\nalso:")
+        width = max(len(form) for form, _ in forms)
+        for form, meaning in forms:
+            print(f"  {form:<{width}}  {meaning}")
+    return 0
+
+
 #: name -> (help, add_arguments, run)
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "extract": ("extract the depthwise filter bank of a timm, torchvision or transformers model", _add_extract,
@@ -265,6 +295,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "cards": ("build the Hub folders of every bank masterkey publishes, results included", _add_cards, _run_cards),
     "experiment": ("run the paper's experiments (results.json, plots)", _add_experiment, _run_experiment),
     "analyze": ("fit a bank to the 8 universal keys: report.json and PNG plots", _add_analyze, _run_analyze),
+    "list": ("list the names masterkey knows: built-in banks, --filters specs, built-in datasets, the zoo", _add_list,
+             _run_list),
 }
 
 

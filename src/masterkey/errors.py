@@ -11,6 +11,7 @@ __all__ = [
     "ArgumentError",
     "BankFormatError",
     "BankNotFoundError",
+    "UnknownNameError",
     "InvalidFiltersError",
     "IncompatibleBankError",
     "UnsupportedModelError",
@@ -41,6 +42,24 @@ class BankFormatError(MasterKeyError, ValueError):
 
 class BankNotFoundError(MasterKeyError, FileNotFoundError):
     """A filter bank could not be found: not a local folder, not on the Hub, or not cached while offline."""
+
+
+class UnknownNameError(BankNotFoundError):
+    """A name that fits none of the forms masterkey accepts where it was given (a bank, a ``--filters`` spec): the
+    message says what is accepted and, where some are close, which names were probably meant
+    (``masterkey list banks|filters`` lists them). A :class:`BankNotFoundError`, as unknown names always were.
+
+    Attributes:
+        name: the name as given.
+        kind: what was asked for (``"bank"`` or ``"filters"``).
+        suggestions: the known names closest to it, best first (may be empty).
+    """
+
+    def __init__(self, message: str, *, name: str = "", kind: str = "", suggestions=()):
+        super().__init__(message)
+        self.name = name
+        self.kind = kind
+        self.suggestions = list(suggestions)
 
 
 class InvalidFiltersError(MasterKeyError, ValueError):

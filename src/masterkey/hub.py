@@ -6,8 +6,10 @@ every upload through :func:`push_folder` (``HfApi`` with ``library_name="masterk
 
 from __future__ import annotations
 
+import difflib
 import functools
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from .bank import FilterBank
 from .constants import LIBRARY_NAME, LIBRARY_VERSION
-from .errors import HubError
+from .errors import BankNotFoundError, HubError, UnknownNameError
 from .keys import universal_bank
 from .sources import IMAGENET_SOURCES, imagenet_bank
 
@@ -55,7 +57,8 @@ def load_master_filters(
     name wins.
 
     Raises:
-        BankNotFoundError: not a folder, not on the Hub, or not cached while offline.
+        BankNotFoundError: not a folder, not on the Hub, or not cached while offline (an
+            :class:`~masterkey.errors.UnknownNameError` with the closest built-in names for a bare word).
         BankFormatError: the files are there but malformed (truncated safetensors, bad config, unknown version).
         InvalidFiltersError: a kernel holds NaN or Inf.
 
@@ -67,14 +70,24 @@ def load_master_filters(
     name = str(repo_id_or_path)
     if name in BUILTIN_BANKS and not Path(name).exists():
         return BUILTIN_BANKS[name]()
-    return FilterBank.from_pretrained(
-        repo_id_or_path,
-        revision=revision,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-        token=token,
-        force_download=force_download,
-    )
+    try:
+        return FilterBank.from_pretrained(
+            repo_id_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+            force_download=force_download,
+        )
+    except BankNotFoundError as e:
+        if "/" in name or os.sep in name or isinstance(e, UnknownNameError):
+            raise
+        # a bare word: no bank on the Hub has no org, so it was most likely a built-in name mistyped
+        close = difflib.get_close_matches(name, list(BUILTIN_BANKS), n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownNameError(f"{e}{hint} Built-in banks: {', '.join(BUILTIN_BANKS)} (`masterkey list banks`); "
+                               "otherwise a local folder or a Hub repo id 'org/name'.", name=name, kind="bank",
+                               suggestions=close) from None  # fmt: skip
 
 
 def push_folder(

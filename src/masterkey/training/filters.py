@@ -1,8 +1,10 @@
 """What ``--filters`` names: the single place where a filter spec becomes filters injected into the model.
 
-A spec is ``none`` (train from scratch), one of :data:`NAMED_FILTERS`, ``universal-<bank>`` (the 8 learned keys
-fitted to any bank, e.g. ``universal-imagenet-lite0``), or anything :func:`masterkey.load_master_filters` accepts (a
-Hub repo id, a local folder, a built-in bank name). A named entry is
+The spec is parsed by :func:`masterkey.names.parse_filters` (the grammar, in one place): ``none`` (train from
+scratch), one of :data:`NAMED_FILTERS` (``own``, ``random``, ``universal-learned``, ``universal-idealized``),
+``fitted:<bank>`` (the 8 learned keys fitted to any bank, e.g. ``fitted:imagenet-lite0``; the deprecated
+``universal-<bank>`` still works), or a bank: anything :func:`masterkey.load_master_filters` accepts (a built-in
+name such as ``imagenet-lite0`` or ``universal-learned-8``, a local folder, a Hub repo id). A named entry is
 a function of the target model returning :class:`ResolvedFilters`, so filters that adapt to the model (rendered at
 its kernel sizes, fitted per channel) fit here too, with their own ``inject`` function: adding one is one line in
 :data:`NAMED_FILTERS`, or, for one run only, an entry of ``train_transfer(..., extra_filters={name: resolver})``
@@ -14,17 +16,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from ..bank import FilterBank
-from ..errors import BankNotFoundError
+from ..errors import BankNotFoundError, UnknownNameError
 from ..extract import extract_filters
-from ..hub import load_master_filters
+from ..hub import BUILTIN_BANKS, load_master_filters
 from ..inject import from_pretrained_filters
 from ..keys import universal_bank
+from ..names import FITTED_PREFIX as _FITTED_PREFIX
+from ..names import LEGACY_FITTED_PREFIX, parse_filters
 from ..universal_injection import inject_universal
 from .config import is_scratch
 
@@ -60,13 +63,6 @@ class ResolvedFilters:
         return {"filters": self.spec, "bank": repr(self.bank), **{k: cfg[k] for k in keys if cfg.get(k)}}
 
 
-def _builtin(name: str) -> Callable[[nn.Module], ResolvedFilters]:
-    def resolve(model: nn.Module) -> ResolvedFilters:
-        return ResolvedFilters(name, load_master_filters(name))
-
-    return resolve
-
-
 def _random(model: nn.Module) -> ResolvedFilters:
     """The model's own random initial depthwise kernels, frozen: the control for any transferred bank."""
     return ResolvedFilters("random", extract_filters(model, description="random initialization of the target"))
@@ -78,10 +74,13 @@ def _own(model: nn.Module) -> ResolvedFilters:
     return ResolvedFilters("own", extract_filters(model, description="the target model's own depthwise kernels"))
 
 
-def _universal(keys: str, *, source: str | None = None) -> Callable[[nn.Module], ResolvedFilters]:
+def _universal(
+    keys: str, *, source: str | None = None, spec: str | None = None
+) -> Callable[[nn.Module], ResolvedFilters]:
     """The 8 universal keys through :func:`masterkey.inject_universal`: each channel's key, ``a`` and ``b`` from
-    fitting the ``source`` bank, or without a source key = channel mod 8 (a = 1, b = 0)."""
-    spec = f"universal-{source or keys}"
+    fitting the ``source`` bank, or without a source key = channel mod 8 (a = 1, b = 0). ``spec`` is the spec as
+    given (recorded with the run)."""
+    spec = spec or f"universal-{source or keys}"
 
     def resolve(model: nn.Module) -> ResolvedFilters:
         bank = load_master_filters(source) if source else universal_bank(keys)
@@ -96,15 +95,18 @@ def _universal(keys: str, *, source: str | None = None) -> Callable[[nn.Module],
 
 
 #: Named filters: ``name -> (target model) -> ResolvedFilters``. Filters with their own injection (the universal
-#: keys, for example) pass ``inject=``.
+#: keys, for example) pass ``inject=``. Banks are not named here: every bank, built-in or not, is a filters spec of its
+#: own (:func:`masterkey.names.parse_filters`).
 NAMED_FILTERS: dict[str, FilterResolver] = {
-    "imagenet-lite0": _builtin("imagenet-lite0"),
     "random": _random,
     "own": _own,
     "universal-learned": _universal("learned"),
     "universal-idealized": _universal("idealized"),
 }
-FITTED_PREFIX = "universal-"  # ``universal-<bank>``: the learned keys fitted to that bank
+#: Deprecated: the legacy prefix ``universal-`` (:data:`masterkey.names.LEGACY_FITTED_PREFIX`), kept under this name
+#: because the experiments name their fitted arm with it, so that their recorded runs keep their identity (``--resume``)
+#: and their results still reach the cards. New code writes ``masterkey.names.FITTED_PREFIX + bank`` (``fitted:``).
+FITTED_PREFIX = LEGACY_FITTED_PREFIX
 
 
 def resolve_filters(
@@ -113,14 +115,19 @@ def resolve_filters(
     """The filters ``spec`` names for ``model``, or ``None`` for ``none``.
 
     ``extra_filters`` are named filters for this call only, looked up before :data:`NAMED_FILTERS`: a caller with
-    filters of its own passes them here instead of adding them to the shared registry.
+    filters of its own passes them here instead of adding them to the shared registry. Any other spec is parsed by
+    :func:`masterkey.names.parse_filters`: ``fitted:<bank>`` or a bank (an exact built-in bank name such as
+    ``universal-learned-8`` is always the bank).
 
     Raises:
+        UnknownNameError: a spec of no accepted form (a :class:`BankNotFoundError`), with the closest names.
         BankNotFoundError, BankFormatError, InvalidFiltersError: as :func:`masterkey.load_master_filters`.
 
     Example:
         >>> resolve_filters("imagenet-lite0", timm.create_model("tf_efficientnet_lite0")).spec
         'imagenet-lite0'
+        >>> resolve_filters("universal-learned-8", timm.create_model("convnext_atto")).bank.names
+        ['universal_keys']
         >>> resolve_filters("mine", model, extra_filters={"mine": lambda m: ResolvedFilters("mine", my_bank)})
     """
     if is_scratch(spec):
@@ -130,11 +137,24 @@ def resolve_filters(
         return extra[spec](model)
     if spec in NAMED_FILTERS:
         return NAMED_FILTERS[spec](model)
+    named = [*extra, *(k for k in NAMED_FILTERS if k not in extra)]
+    parsed = parse_filters(spec, named=named)  # UnknownNameError for no accepted form; warns for universal-<bank>
+    if parsed.kind not in ("fitted", "bank") or parsed.bank is None:  # a keyword taken out of NAMED_FILTERS
+        raise UnknownNameError(f"The filters {spec!r} are not registered in NAMED_FILTERS; registered: "
+                               f"{', '.join(named)}.", name=spec, kind="filters")  # fmt: skip
     try:
-        if spec.startswith(FITTED_PREFIX) and not Path(spec).exists():  # a local folder of that name is a bank
-            return _universal("learned", source=spec[len(FITTED_PREFIX) :])(model)
-        return ResolvedFilters(spec, load_master_filters(spec))
+        if parsed.kind == "fitted":
+            return _universal("learned", source=parsed.bank.name, spec=spec)(model)
+        return ResolvedFilters(spec, load_master_filters(parsed.bank.name))
     except BankNotFoundError as e:
-        named = ", ".join([*NAMED_FILTERS, *(k for k in extra if k not in NAMED_FILTERS)])
-        raise BankNotFoundError(f"{e} Named filters: {named}; '{FITTED_PREFIX}<bank>' fits the 8 keys to a bank; "
-                                "'none' trains from scratch.") from None
+        what = f"'{_FITTED_PREFIX}<bank>' fits the 8 keys to a bank (formerly '{LEGACY_FITTED_PREFIX}<bank>')"
+        hint = (f"--filters takes none, {', '.join(named)}, a bank (a built-in: {', '.join(BUILTIN_BANKS)}; a "
+                f"folder; a Hub id 'org/name'), or {what}: `masterkey list filters` lists them.")  # fmt: skip
+        raise _with_hint(e, hint) from None
+
+
+def _with_hint(error: BankNotFoundError, hint: str) -> BankNotFoundError:
+    """``error`` again (same class, same attributes) with ``hint`` added to its message."""
+    again = type(error)(f"{error} {hint}")
+    again.__dict__.update(error.__dict__)
+    return again
