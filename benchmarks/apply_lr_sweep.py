@@ -21,7 +21,7 @@ import argparse
 import json
 from pathlib import Path
 
-from masterkey.experiments import (
+from masterkey.research.experiments import (
     ExperimentConfig,
     best_learning_rates,
     chosen_budgets,

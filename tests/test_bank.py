@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import masterkey
-from masterkey import bank as bank_module
+from masterkey import _atomic as bank_module  # the module that saves bank folders atomically
 from masterkey import cli
 from masterkey.bank import MAX_CONFIG_BYTES, MAX_FILTERS_BYTES, FilterBank, KernelSpec
 from masterkey.constants import CONFIG_NAME, FILTERS_NAME, FORMAT_VERSION

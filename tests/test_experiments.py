@@ -15,8 +15,8 @@ from huggingface_hub import ModelCard
 
 from masterkey import cli
 from masterkey.errors import TrainingConfigError
-from masterkey.experiments import EXPERIMENTS, SCALES, ExperimentConfig, run_experiment
-from masterkey.publishing import write_hub_cards
+from masterkey.research.experiments import EXPERIMENTS, SCALES, ExperimentConfig, run_experiment
+from masterkey.research.cards import write_hub_cards
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,8 @@ def test_published_plots_redraw_from_their_results_with_chance_for_every_dataset
 
     from matplotlib.image import imread
 
-    from masterkey.experiments import _chance_levels, replot, split_classes
+    from masterkey.research.experiments import replot, split_classes
+    from masterkey.research.experiments.statistics import _chance_levels
     from masterkey.training import BUILTIN_DATASETS
 
     folder = tmp_path / name
@@ -234,7 +235,7 @@ def _result(train_loss, accuracies, classes=10, n_eval=500):
 
 
 def test_the_learning_check_judges_loss_against_chance_and_accuracy_against_noise():
-    from masterkey.experiments import learning_check
+    from masterkey.research.experiments import learning_check
 
     # the digits run: train loss 3.81 above ln 10 = 2.30, accuracy 0.158 barely above chance
     stuck = learning_check(_result(3.81, [0.12, 0.14, 0.158]))
@@ -247,7 +248,7 @@ def test_the_learning_check_judges_loss_against_chance_and_accuracy_against_nois
 
 
 def test_summaries_pair_each_arm_with_scratch_by_seed():
-    from masterkey.experiments import markdown_table, summarize
+    from masterkey.research.experiments import markdown_table, summarize
 
     def record(label, seed, acc):
         return {"group": "g", "label": label, "x": None, "seed": seed, "dataset": "d", "model": "m", "accuracy": acc,
@@ -266,7 +267,7 @@ def test_summaries_pair_each_arm_with_scratch_by_seed():
 
 
 def test_paired_contrasts_subtract_one_cell_from_another_by_seed():
-    from masterkey.experiments import contrast_table, paired_contrasts
+    from masterkey.research.experiments import contrast_table, paired_contrasts
 
     def record(group, seed, acc):
         return {"group": group, "label": "n=16", "seed": seed, "accuracy": acc}
@@ -293,7 +294,7 @@ def test_quick_experiments_record_each_runs_history_and_draw_learning_curves(exp
 def test_learning_curves_show_every_arm_of_every_group(tmp_path):
     from matplotlib.image import imread
 
-    from masterkey.experiments import plot_learning_curves
+    from masterkey.research.experiments import plot_learning_curves
 
     runs = [{"group": g, "label": label, "history": [0.2, 0.4 + d, 0.5 + d], "chance": 0.1, "seed": s}
             for g in ("a", "b") for label, d in (("from scratch", 0.0), ("bank", 0.1)) for s in range(3)]  # fmt: skip
@@ -321,7 +322,7 @@ def test_regime_pilot_and_lr_sweep_cover_their_grid(experiments_dir):
 
 
 def test_best_learning_rates_pick_the_highest_validation_accuracy_per_arm():
-    from masterkey.experiments import best_learning_rates
+    from masterkey.research.experiments import best_learning_rates
 
     def record(dataset, arm, rate, acc):
         return {"group": f"{dataset}: {arm}", "dataset": dataset, "learning_rate": rate, "accuracy": acc}
@@ -344,7 +345,7 @@ def test_parallel_jobs_and_per_dataset_regime_give_the_runs_one_process_gives(tm
                         "dataset_epochs": {"digits": 2, "animal-mnist": 3},
                         "dataset_train_samples": {"digits": 12}, "source_seed": 7}}  # fmt: skip
     one = run_experiment("source-size", config, out_dir=tmp_path / "one", cpu_threads=1)
-    caplog.set_level(logging.INFO, logger="masterkey.experiments")
+    caplog.set_level(logging.INFO, logger="masterkey.research.experiments")
     capfd.readouterr()
     two = run_experiment("source-size", config, out_dir=tmp_path / "two", jobs=2, cpu_threads=1)
     assert two["jobs"] == 2
@@ -407,7 +408,7 @@ def _die_in_worker():
 
 def test_a_worker_that_dies_is_a_typed_error_that_says_to_resume(tmp_path):
     from masterkey.errors import WorkerError
-    from masterkey.experiments import _Runner
+    from masterkey.research.experiments.runner import _Runner
     from masterkey.training import BuiltinDataset
 
     run = _Runner("t", ExperimentConfig(), tmp_path, cpu_threads=1, resume=False, jobs=2)
@@ -580,7 +581,7 @@ def test_cross_family_runs_its_committed_plan_and_marks_what_came_after_explorat
 
 
 def test_tuning_per_architecture_chooses_budgets_and_rates_the_config_takes(tmp_path):
-    from masterkey.experiments import chosen_budgets
+    from masterkey.research.experiments import chosen_budgets
 
     config = {"target": "animal-mnist", "tuning_models": ["mobilenetv2_100"], "sweep_arms": ["none"],
               "sweep_banks": ["imagenet-mobilenetv2"], "sweep_learning_rates": [1e-3, 2e-3],

@@ -20,6 +20,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "masterkey"
 LAYERS: list[set[str]] = [
     {"constants", "errors"},
     {"cards"},  # the card template: the bank's own card is rendered with it
+    {"manifest", "_atomic"},  # the bank's manifest and its schema checks; atomic saves of a bank folder
+    {"positions", "bank_card"},  # where each conv sits; the bank's card
     {"bank"},
     {"_timm", "_families", "_libraries"},
     {"extract", "keys"},
@@ -38,10 +40,20 @@ LAYERS: list[set[str]] = [
     {"training.loop"},
     {"training.run"},
     {"training"},
-    {"plans"},  # analysis plans and their corrections: read by the experiments
-    {"experiments"},
     {"publishing"},
     {"catalog"},  # lists every registry of names (the zoo of publishing included)
+    # the research wing: above the whole core, which never imports it
+    {"research.plans"},
+    {"research.experiments.config"},
+    {"research.experiments.statistics"},
+    {"research.experiments.tables", "research.experiments.runner"},
+    {"research.experiments.transfer_matrix", "research.experiments.layer_split", "research.experiments.source_size",
+     "research.experiments.across_architectures", "research.experiments.cross_family"},
+    {"research.experiments.tuning", "research.experiments.plots"},
+    {"research.experiments.run"},
+    {"research.experiments", "research"},
+    {"research.cards"},  # the result cards: built from the experiments' results
+    {"experiments"},  # deprecated alias of research.experiments
     {"cli"},
     {"", "__main__"},  # the package facade, masterkey/__init__.py, and python -m masterkey
 ]
@@ -137,6 +149,27 @@ def test_every_module_imports_only_from_its_layer_or_below_at_the_top():
     assert layering_violations(PACKAGE) == []
 
 
+#: Modules above the core that may import the research wing: the command line, the facade, the deprecated alias.
+WING_USERS = {"cli", "", "__main__", "experiments"}
+
+
+def test_the_core_never_imports_the_research_wing():
+    wing = {m for layer in LAYERS for m in layer if m.startswith("research")}
+    top = max(_rank(m) for m in wing)
+    assert all(_rank(m) > top for m in WING_USERS - {"experiments"})  # the wing's users sit above it
+    core = [m for layer in LAYERS for m in layer if not m.startswith("research") and m not in WING_USERS]
+    assert all(_rank(m) < min(_rank(w) for w in wing) for m in core), "a core module is placed inside the wing"
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path, PACKAGE)
+        if module.startswith("research") or module in WING_USERS or module in SKIPPED:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                targets = _resolve(node, module, path.name == "__init__.py")
+                assert not any(t.startswith("research") for t in targets), f"{module}:{node.lineno} imports the wing"
+
+
 @pytest.mark.parametrize(
     ("module", "line", "expected"),
     [
@@ -170,6 +203,6 @@ def test_masterkey_help_imports_neither_torch_nor_timm():
 
 def test_the_command_line_offers_exactly_the_experiments_and_scales_that_exist():
     from masterkey.constants import EXPERIMENT_NAMES, SCALE_NAMES
-    from masterkey.experiments import EXPERIMENTS, SCALES
+    from masterkey.research.experiments import EXPERIMENTS, SCALES
 
     assert tuple(EXPERIMENTS) == EXPERIMENT_NAMES and tuple(SCALES) == SCALE_NAMES

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from masterkey.errors import TrainingConfigError
-from masterkey.plans import AnalysisPlan, confirmatory_contrasts, holm_adjust, mark_exploratory, plan_record
+from masterkey.research.plans import AnalysisPlan, confirmatory_contrasts, holm_adjust, mark_exploratory, plan_record
 
 PLAN = {
     "experiment": "cross-family",

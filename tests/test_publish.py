@@ -68,7 +68,7 @@ def test_cards_build_on_a_fresh_clone_into_a_new_folder_and_state_a_licence(tmp_
 
     from huggingface_hub import ModelCard
 
-    from masterkey.publishing import write_hub_cards
+    from masterkey.research.cards import write_hub_cards
 
     experiments = tmp_path / "experiments"
     shutil.copytree(Path(__file__).resolve().parents[1] / "docs" / "experiments", experiments)
@@ -89,7 +89,7 @@ def test_cards_build_on_a_fresh_clone_into_a_new_folder_and_state_a_licence(tmp_
 def test_card_metadata_carries_a_result_only_beside_a_baseline_that_learned(tmp_path):
     import json
 
-    from masterkey.publishing import _card_rows, experiment_card_results
+    from masterkey.research.cards import _card_rows, experiment_card_results
 
     def run(filters, label, seed, accuracy, learned):
         return {"group": "animal-mnist", "label": label, "x": None, "seed": seed, "dataset": "animal-mnist",
@@ -126,8 +126,8 @@ def test_cards_say_how_to_reproduce_results_whose_named_scale_has_changed_since(
     from dataclasses import asdict
     from pathlib import Path
 
-    from masterkey.experiments import SCALES
-    from masterkey.publishing import _reproduce
+    from masterkey.research.experiments import SCALES
+    from masterkey.research.cards import _reproduce
 
     data = {"experiment": "source-size", "command": "masterkey experiment source-size --scale full",
             "scale": json.loads(json.dumps(asdict(SCALES["full"])))}  # fmt: skip
@@ -149,7 +149,7 @@ def test_cards_say_how_to_reproduce_results_whose_named_scale_has_changed_since(
 def test_cards_compare_a_longer_budget_with_scratch_at_that_budget():
     """A transfer matrix with a longer budget has two from-scratch cells on one dataset: each arm's card row names its
     own baseline, and its metadata entry says which budget it is."""
-    from masterkey.publishing import _card_rows
+    from masterkey.research.cards import _card_rows
 
     def run(group, filters, seed, acc, pair=None):
         row = {"group": group, "label": filters, "x": None, "seed": seed, "dataset": "digits", "model": "m",
@@ -174,7 +174,7 @@ def test_cards_compare_a_longer_budget_with_scratch_at_that_budget():
 def test_card_metadata_names_other_architectures_variants_and_mapping_rules_apart():
     """across-architectures puts one bank in several models, by two mapping rules and in a model variant: each
     model-index entry names what tells it from the others, so no two entries share a name."""
-    from masterkey.publishing import _card_rows
+    from masterkey.research.cards import _card_rows
 
     def run(model, label, filters, seed, acc, pair=None):
         row = {"group": f"{model} ({pair})" if pair else model, "label": label, "x": None, "seed": seed,
@@ -207,7 +207,7 @@ def test_card_metadata_keeps_one_result_per_dataset_the_plainest(tmp_path):
     budget; its table keeps every row."""
     import json
 
-    from masterkey.publishing import experiment_card_results
+    from masterkey.research.cards import experiment_card_results
 
     def run(group, model, label, filters, seed, acc, pair=None):
         row = {"group": group, "label": label, "x": None, "seed": seed, "dataset": "animal-mnist", "model": model,
@@ -237,7 +237,7 @@ def test_card_metadata_keeps_one_result_per_dataset_the_plainest(tmp_path):
     # two plain results on one dataset (a universal card's two arms): the first, the card's own arm, is kept
     from huggingface_hub import EvalResult
 
-    from masterkey.publishing import one_per_dataset
+    from masterkey.research.cards import one_per_dataset
 
     def result(name, dataset, value):
         return EvalResult(task_type="image-classification", dataset_type=dataset, dataset_name=name,

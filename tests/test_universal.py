@@ -250,7 +250,7 @@ def test_universal_cards_and_the_data_file_carry_the_attribution_cc_by_asks(tmp_
     import json
     from importlib import resources
 
-    from masterkey.publishing import write_universal_cards
+    from masterkey.research.cards import write_universal_cards
 
     title = ("Modelling and analysis of the 8 filters from the 'master key filters hypothesis' for depthwise-separable "
              "deep networks in relation to idealized receptive fields based on scale-space theory")

@@ -213,7 +213,7 @@ def _add_cards(p: argparse.ArgumentParser) -> None:
 
 
 def _run_cards(args: argparse.Namespace) -> int:
-    from .publishing import write_hub_cards
+    from .research.cards import write_hub_cards
 
     for folder in write_hub_cards(args.out, experiments_dir=args.experiments):
         print(f"wrote {folder}")
@@ -236,7 +236,7 @@ def _add_experiment(p: argparse.ArgumentParser) -> None:
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
-    from .experiments import run_experiment
+    from .research.experiments import run_experiment
 
     scale = args.scale or (None if args.config else "quick")  # a config brings its own scale
     for name in EXPERIMENT_NAMES if args.name == "all" else [args.name]:

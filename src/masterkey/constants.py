@@ -39,7 +39,7 @@ REFERENCE_LICENSOR = "Copyright (2026) Tony Lindeberg"
 REFERENCE_LICENSE_URL = "https://creativecommons.org/licenses/by/4.0/"
 
 
-#: The paper's experiments (:data:`masterkey.experiments.EXPERIMENTS`) and their scales, named here so that the command
+#: The paper's experiments (:data:`masterkey.research.experiments.EXPERIMENTS`) and their scales, named here so that the command
 #: line can offer them without importing the training stack.
 EXPERIMENT_NAMES = (
     "regime", "lr-sweep", "transfer-matrix", "layer-split", "source-size", "across-architectures", "cross-family",

@@ -1,85 +1,46 @@
-"""Publishing: every card writer and Hub folder masterkey builds from what it measured.
+"""Publishing banks on the Hub: the exact folder of a bank's Hub repo and its upload.
 
-- :func:`publish_bank`: the exact folder of a bank's Hub repo (filters, config, card with results), and the upload;
-- :func:`experiment_card_results` / :func:`load_card_results`: the experiments' ``results.json`` (or a card results
-  file) as ``EvalResult`` rows and Markdown sections for a card;
-- :func:`write_universal_cards`: the folders of the learned and idealized universal keys;
-- :func:`write_hub_cards` (``masterkey cards``): every bank masterkey publishes, results included.
+- :func:`publish_bank`: the folder of a bank's Hub repo (filters, config, card with results) and the upload;
+- :func:`publish_checkpoint` / :data:`ZOO`: the bank of a pretrained checkpoint, and the zoo of every supported family;
+- :func:`load_card_results`: a card results file (``EvalResult`` rows and Markdown sections) for a card.
+
+The cards that carry the experiments' results (``masterkey cards``: :func:`masterkey.research.cards.write_hub_cards`,
+the universal keys' cards) belong to the research wing, :mod:`masterkey.research.cards`; their old names here are
+deprecated aliases.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
-import math
-import re
-import shlex
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from huggingface_hub import EvalResult
 
 from . import _timm
-from .analysis import explained_table
 from .bank import FilterBank
 from .constants import (
     CARD_NAME,
-    CITATION_SCALE_SPACE,
-    CITATION_UNIVERSAL,
     CONFIG_NAME,
     FILTERS_NAME,
     HUB_ORG,
-    REFERENCE_LICENSE_URL,
-    REFERENCE_LICENSOR,
-    REFERENCE_REPOSITORY,
 )
-from .errors import BankFormatError, ResultsFormatError
-from .experiments import (
-    LEARNED_LOSS_SHARE,
-    SCALES,
-    TUNING_EXPERIMENTS,
-    contrast_table,
-    format_difference,
-    markdown_table,
-    paired_contrasts,
-    results_chance,
-    summarize,
-)
+from .errors import BankFormatError
 from .extract import extract_filters
-from .hub import check_upload, load_master_filters, push_folder
-from .keys import (
-    IDEALIZED_SIGMAS,
-    KEY7_ALPHA,
-    KEY_KINDS,
-    KEY_MODELS,
-    KEY_NAMES,
-    LEARNED_SIZE,
-    NUM_KEYS,
-    key_correlation,
-    universal_bank,
-)
-from .sources import IMAGENET_SOURCES
-from .training import BUILTIN_DATASETS
+from .hub import check_upload, push_folder
 
-__all__ = [
-    "ZOO",
-    "zoo_repo_name",
-    "publish_checkpoint",
-    "publish_bank",
-    "load_card_results",
-    "experiment_card_results",
-    "write_universal_cards",
-    "write_hub_cards",
-]
+__all__ = ["ZOO", "BANK_FILES", "zoo_repo_name", "publish_checkpoint", "publish_bank", "load_card_results"]
 
 _logger = logging.getLogger(__name__)
 
 #: A folder name made from names read from results files: one plain path component.
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: The files of a bank's Hub repo.
 BANK_FILES = (CARD_NAME, CONFIG_NAME, FILTERS_NAME)
+
 
 #: An ImageNet checkpoint of every supported DS-CNN family (one per family, small ones first): what
 #: ``masterkey publish --zoo ORG`` publishes, each as ``ORG/<architecture>-<dataset>-dw`` (:func:`zoo_repo_name`).
@@ -93,6 +54,8 @@ ZOO = (
     "mambaout_femto.in1k", "efficientvit_b0.r224_in1k", "mobilevit_s.cvnets_in1k", "tiny_vit_5m_224.in1k",
     "fbnetc_100.rmsp_in1k", "hardcorenas_a.miil_green_in1k", "hgnetv2_b0.ssld_stage2_ft_in1k",
 )  # fmt: skip
+
+
 _DATASET_SLUGS = {"imagenet-1k": "imagenet", "imagenet-22k": "imagenet22k", "imagenet-12k": "imagenet12k",
                   "imagenet-21k": "imagenet21k"}  # fmt: skip
 
@@ -178,70 +141,6 @@ def publish_bank(
     return files
 
 
-#: The Results section of a bank's card before any experiment measured it: ``masterkey cards --experiments DIR`` puts
-#: the results of every experiment that trained with ``--filters <spec>`` in its place.
-_NOT_MEASURED = (
-    "**Not measured yet.** No experiment in the results this card was built from trained with this bank "
-    "(`{spec}`). Run one with it (e.g. `masterkey experiment transfer-matrix --config CONFIG` whose `extra_banks` "
-    "name `{spec}`), then `masterkey cards --experiments DIR` puts its results here."
-)
-
-
-def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None = None) -> list[Path]:
-    """Build the Hub folder (filters, config, card) of every bank masterkey publishes, with the experiments' results
-    on the cards when ``experiments_dir`` holds them (a card without any says so in its Results section): the ImageNet
-    ``tf_efficientnet_lite0/1/2`` and torchvision ``mobilenet_v2`` banks, the learned and
-    idealized universal keys, and the banks the transfer-matrix experiment trained on the built-in datasets.
-
-    Example:
-        >>> write_hub_cards("hub_cards", experiments_dir="outputs/experiments")  # or: masterkey cards --out hub_cards
-    """
-    out_dir = Path(out_dir)
-
-    def publish(bank: FilterBank, name: str, spec: str, sections: list[tuple[str, str]]) -> Path:
-        found = experiment_card_results(experiments_dir, spec) if experiments_dir else CardResults([], "", [])
-        results_text = found.table or _NOT_MEASURED.format(spec=spec)  # the place the experiments' results go
-        publish_bank(bank, folder=out_dir / name, results=found.results,
-                     card_kwargs={"sections": [*sections, *found.sections], "results_text": results_text},
-                     dry_run=True)  # fmt: skip
-        return out_dir / name
-
-    written, lite0_explained = [], None
-    for source in IMAGENET_SOURCES.values():  # the packaged ImageNet banks: lite0, lite1, lite2, mobilenetv2
-        bank = load_master_filters(source.bank_name)
-        table = explained_table(bank)  # slow-ish (a fit and a chance baseline): lite0's is computed once for two cards
-        lite0_explained = table if source.variant == "lite0" else lite0_explained
-        sections = [*source.card_sections(), ("What the 8 universal keys explain", table)]
-        written.append(publish(bank, source.folder_name, source.bank_name, sections))
-    written += write_universal_cards(out_dir, experiments_dir=experiments_dir, lite0_explained=lite0_explained)
-    matrix = Path(experiments_dir or "") / "transfer-matrix" / "results.json"
-    if experiments_dir and matrix.is_file():
-        data = json.loads(matrix.read_text())
-        try:
-            own_banks = dict(data["details"]["own_banks"])
-        except (KeyError, TypeError, ValueError):
-            raise ResultsFormatError(f"{matrix} has no details.own_banks mapping; run transfer-matrix again.") from None
-        for dataset, folder in own_banks.items():
-            name = f"{data['model']}-{dataset}-dw"
-            if not _SAFE_NAME.fullmatch(name) or ".." in name:  # a name read from a file never leaves out_dir
-                raise ResultsFormatError(
-                    f"{matrix} names a bank {name!r} that is not a plain folder name; the transfer-matrix results "
-                    "name their model and datasets with letters, digits, '.', '_' and '-' only."
-                )
-            # the trained bank itself, or (on a clone without the training outputs) its copy beside the results
-            kept = matrix.parent / "banks" / dataset
-            if not Path(folder).is_dir() and not kept.is_dir():
-                raise ResultsFormatError(
-                    f"The bank transfer-matrix trained on {dataset!r} is neither at {folder} nor kept at {kept}; run "
-                    "`masterkey experiment transfer-matrix` again (it keeps its banks beside its results)."
-                )
-            bank = load_master_filters(folder if Path(folder).is_dir() else kept)
-            if not bank.config.get("source_license") and dataset in BUILTIN_DATASETS:  # banks from before licences
-                bank = FilterBank(dict(bank.items()), {**bank.config, "source_license": BUILTIN_DATASETS[dataset].license})
-            written.append(publish(bank, name, folder, [("What the 8 universal keys explain", explained_table(bank))]))
-    return written
-
-
 def load_card_results(path: str | Path) -> tuple[list[EvalResult], list[tuple[str, str]]]:
     """Read a card results file: ``{"results": [EvalResult fields...], "sections": [{"title", "body"}...]}``.
 
@@ -264,275 +163,16 @@ def load_card_results(path: str | Path) -> tuple[list[EvalResult], list[tuple[st
     return results, sections
 
 
-class CardResults(NamedTuple):
-    """What the experiments give one bank's card: ``model-index`` rows, a results table for the card's text (each
-    number beside its from-scratch baseline, the paired difference and chance), and one section per experiment."""
-
-    results: list[EvalResult]
-    table: str
-    sections: list[tuple[str, str]]
+#: Names that moved to :mod:`masterkey.research.cards`, still reachable here (deprecated).
+_MOVED_TO_RESEARCH = ("write_hub_cards", "write_universal_cards", "experiment_card_results", "CardResults",
+                      "one_per_dataset")  # fmt: skip
 
 
-_RESULTS_HEADER = (
-    "Accuracy of downstream models trained with this bank frozen in their depthwise convolutions (test split, mean "
-    "± std over seeds), beside the same model trained from scratch with the same seeds, the paired difference with "
-    "its 95% interval (bold where it excludes 0) and chance (1 / classes). Measured by `masterkey experiment`; "
-    "the sections below hold each experiment's whole table and the command that reproduces it.\n\n"
-    "| experiment | target | model | arm | accuracy | from scratch | Δ vs scratch, 95% CI | chance | seeds |\n"
-    "|---|---|---|---|---|---|---|---|---|"
-)
-
-
-def experiment_card_results(experiments_dir: str | Path, filters: str) -> CardResults:
-    """The card rows of one bank from the experiments' ``results.json`` files under ``experiments_dir``.
-
-    ``filters`` is the ``--filters`` spec the experiments trained with (``"imagenet-lite0"``, a bank folder, ...).
-    Every experiment cell that used it becomes an ``EvalResult`` (accuracy, mean over seeds, rounded as the tables)
-    and a row of the results table; every experiment that used it adds a section with its whole table (so the bank
-    is seen beside every other arm), the scale and the command that reproduces it. The statistics are recomputed from
-    the runs (:func:`masterkey.experiments.summarize`), so results written before they existed get them too.
-
-    Example:
-        >>> results, table, sections = experiment_card_results("outputs/experiments", "imagenet-lite0")
-    """
-    results, rows, sections = [], [], []
-    for path in sorted(Path(experiments_dir).glob("*/results.json")):
-        try:
-            found = _card_rows(json.loads(path.read_text(encoding="utf-8")), filters)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError) as e:
-            raise ResultsFormatError(
-                f"{path} is not the results.json of a masterkey experiment ({type(e).__name__}: {e}); run the "
-                "experiment again, or point --experiments at the folder that `masterkey experiment` wrote."
-            ) from None
-        results += found.results
-        rows += found.table.splitlines()
-        sections += found.sections
-    return CardResults(one_per_dataset(results), "\n".join([_RESULTS_HEADER, *rows]) if rows else "", sections)
-
-
-def one_per_dataset(results: Sequence[EvalResult]) -> list[EvalResult]:
-    """One eval result per task, dataset and split, the plainest (named by its dataset alone: the bank in the
-    experiments' own model at their main budget) where there is one, else the first; in their order. The Hub's
-    model-index groups results by task, dataset and split, not by name, so two results on one dataset would become
-    one entry with two unnamed accuracies; the card's table keeps every row.
-
-    Example:
-        >>> one_per_dataset(experiment_card_results("docs/experiments", "imagenet-lite0").results)
-    """
-    chosen: dict[tuple, EvalResult] = {}
-    for r in sorted(results, key=lambda r: r.dataset_name != r.dataset_type):  # stable: plain ones first
-        chosen.setdefault((r.task_type, r.dataset_type, r.dataset_split), r)
-    kept = {id(r) for r in chosen.values()}
-    return [r for r in results if id(r) in kept]
-
-
-def _baselines_that_learned(runs: Sequence[dict[str, Any]], chance: Mapping[str, float]) -> dict[tuple, bool]:
-    """Per (dataset, model, pair: the from-scratch cell an arm is compared with), whether every from-scratch run
-    learned: the recorded learning check, or for runs written before it, a final train loss below
-    :data:`~masterkey.experiments.LEARNED_LOSS_SHARE` of chance's ln K."""
-    verdicts: dict[tuple, bool] = {}
-    for r in (run for run in runs if run["filters"] == "none"):
-        if "learned" in r:
-            ok = bool(r["learned"])
-        else:
-            level = r.get("chance") or chance.get(r["dataset"])
-            ok = bool(level) and r["train_loss"] < LEARNED_LOSS_SHARE * math.log(1 / level)
-        key = (r["dataset"], r["model"], r.get("pair", ""))
-        verdicts[key] = verdicts.get(key, True) and ok
-    return verdicts
-
-
-def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
-    """What one experiment's results give the card of ``filters``."""
-    if data["experiment"] in TUNING_EXPERIMENTS:  # scored on a validation split held out of train: no test result
-        return CardResults([], "", [])
-    chance = results_chance(data)
-    summary = summarize(data["runs"], chance=chance)
-    scratch = {(row["dataset"], row["model"], row["pair"]): row for row in summary if row["filters"] == "none"}
-    learned = _baselines_that_learned(data["runs"], chance)
-    results, lines = [], []
-    rows = [row for row in summary if row["filters"] == filters]
-    for r in rows:
-        key = (r["dataset"], r["model"], r["pair"])
-        base_learned = learned.get(key, False)
-        if base_learned:  # no number goes into the metadata beside a from-scratch baseline that failed to learn
-            results.append(EvalResult(task_type="image-classification", dataset_type=r["dataset"],
-                                      dataset_name=_result_name(r, rows, data), dataset_split="test",
-                                      metric_type="accuracy",
-                                      metric_value=round(r["mean"], 3), metric_name="accuracy"))  # fmt: skip
-        base, diff = scratch.get(key), r.get("vs_scratch")
-        delta = format_difference(diff)
-        baseline = "" if base is None else f"{base['mean']:.3f} ± {base['std']:.3f}"
-        baseline += "" if base_learned else " ⚠ did not learn"
-        level = f"{chance[r['dataset']]:.2f}" if r["dataset"] in chance else ""
-        model = f"`{r['model']}`" + (f" ({r['pair']})" if r["pair"] else "")
-        lines.append(f"| {data['experiment']} | {r['dataset']} | {model} | {r['label']} | "
-                     f"{r['mean']:.3f} ± {r['std']:.3f} | {baseline} | {delta} | {level} | {r['n']} |")  # fmt: skip
-    sections = []
-    if lines:
-        scale = data["scale"]
-        contrasts = contrast_table(paired_contrasts(data["runs"], (data.get("details") or {}).get("contrasts", ())))
-        sections.append((
-            f"Experiment: {data['experiment']}",
-            markdown_table(summary) + (f"\n\nPaired by seed:\n\n{contrasts}" if contrasts else "")
-            + f"\n\nScale `{scale['name']}`: {len(scale['seeds'])} seeds, "
-            f"{scale['resolution']}px, {_wall_time(data)}. {_reproduce(data)}",
-        ))  # fmt: skip
-    return CardResults(results, "\n".join(lines), sections)
-
-
-def _result_name(row: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], data: Mapping[str, Any]) -> str:
-    """The name of a card's ``model-index`` entry: the dataset, and what else tells it from the bank's other results
-    on that dataset: another architecture than the experiment's, the cell's pairing (a longer budget, a model
-    variant), the arm's label where the same bank has several arms there (mapping rules)."""
-    model = data.get("model") or (data.get("config") or {}).get("model")
-    qualifiers = [row["model"]] if model and row["model"] != model else []
-    qualifiers += [row["pair"]] if row["pair"] else []
-    same = [r for r in rows if (r["dataset"], r["model"], r["pair"]) == (row["dataset"], row["model"], row["pair"])]
-    qualifiers += [row["label"]] if len(same) > 1 else []
-    return f"{row['dataset']} ({', '.join(qualifiers)})" if qualifiers else row["dataset"]
-
-
-def _wall_time(data: Mapping[str, Any]) -> str:
-    """The experiment's wall time, saying which runs it covers where ``--resume`` read some back from earlier runs."""
-    minutes, reused, total = data["wall_time_s"] / 60, data.get("reused_runs", 0), len(data["runs"])
-    if not reused:
-        return f"wall time {minutes:.1f} min"
-    train_minutes = sum(r.get("train_time_s", 0) for r in data["runs"]) / 60
-    training = f"the {total} runs' own training time adds up to {train_minutes:.0f} min"
-    if reused >= total:  # the last invocation trained nothing: its wall time says nothing about the experiment
-        return f"{training}; the last invocation only read them back (--resume)"
-    return (f"wall time {minutes:.1f} min for the last invocation, which read {reused} runs and source networks "
-            f"back from earlier ones (--resume); {training}")  # fmt: skip
-
-
-def _reproduce(data: Mapping[str, Any]) -> str:
-    """How to run an experiment's results again: its command, or, where the scale it named has changed since, its
-    ``config.json`` (which holds every setting). A command with ``--config`` took its scale from that file, not
-    from a named scale, so it is given as it is, with the ``config.json`` beside the results as the record."""
-    scale = data["scale"]
-    arguments = shlex.split(data["command"])
-    if "--config" in arguments:
-        return (f"Reproduce with `{data['command']}`; the config.json beside the results holds every setting as "
-                "run.")  # fmt: skip
-    current = SCALES.get(scale["name"])
-    now = None if current is None else json.loads(json.dumps(asdict(current)))  # as results.json holds it
-    if now is not None and "--seeds" in arguments:  # the command itself says which seeds
-        now["seeds"] = scale.get("seeds", now["seeds"])
-    if now is None or now == {**now, **scale}:
-        return f"Reproduce with `{data['command']}`."
-    return (f"Ran as `{data['command']}`, when the `{scale['name']}` scale meant {scale['resolution']} px; reproduce "
-            f"with `masterkey experiment {data['experiment']} --config config.json` (the config.json beside the "
-            "results).")  # fmt: skip
-
-
-def _keys_table() -> str:
-    corr = key_correlation()
-    lines = [
-        "| # | name | idealized model | sigma_x | sigma_y | correlation learned vs idealized (7x7) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for k in range(NUM_KEYS):
-        sx, sy = IDEALIZED_SIGMAS[k]
-        lines.append(f"| {k + 1} | `{KEY_NAMES[k]}` | {KEY_MODELS[k]} | {sx:.4f} | {sy:.4f} | {corr[k]:+.3f} |")
-    return "\n".join(lines) + (
-        f"\n\nThe idealized models are the paper's method B (arXiv:2509.12746): `T` is the discrete analogue of the "
-        f"Gaussian, `exp(-s) I_n(s)` with `s = sigma^2`; key 7 is the unit impulse minus alpha = {KEY7_ALPHA:.4f} "
-        "times the 5-point Laplacian of `T`. As in the paper's code, the differences are taken inside the window (the "
-        "edge sample repeated) and key 7's Laplacian takes `T` as 0 outside it. Keys 2 and 3 follow the sign "
-        "convention of Gaussian derivatives, opposite to the learned ones; an affine fit absorbs the sign."
-    )
-
-
-_LICENCE_TEXT = (
-    "The learned key values (`model-fitting/8Filters.txt`) and the sigma and alpha values of the idealized models "
-    "(`model-fitting/filteranal.py`) come from the repository "
-    f"[tonylindeberg/masterfiltmodel]({REFERENCE_REPOSITORY}), {REFERENCE_LICENSOR}, licensed under "
-    f"[CC BY 4.0]({REFERENCE_LICENSE_URL}) and provided as is, without warranty. The learned keys are those found by "
-    f"{CITATION_UNIVERSAL}; the idealized models are those of {CITATION_SCALE_SPACE}.\n\n"
-    "Changes made: the learned values are unchanged, stored as float32 in `filters.safetensors` (shape "
-    "(8, 1, 7, 7)); the idealized keys are rendered by masterkey from the paper's formulas with those sigma and "
-    "alpha values (no code of the repository is copied), at the card's kernel size, then centred to mean 0 and "
-    "normalized to L2 norm 1. Credit both papers and the repository wherever these filters are used or shown."
-)
-
-
-def write_universal_cards(
-    out_dir: str | Path,
-    *,
-    size: int = LEARNED_SIZE,
-    experiments_dir: str | Path | None = None,
-    lite0_explained: str | None = None,
-) -> list[Path]:
-    """Write the Hub folders ``universal-learned-8`` and ``universal-idealized-8`` (``filters.safetensors``,
-    ``config.json``, ``README.md``) under ``out_dir``; returns their paths. The cards' tables are computed here;
-    with ``experiments_dir`` the cards also carry the experiments' results for ``--filters universal-<kind>`` (and,
-    on the idealized card, ``universal-imagenet-lite0``, whose keys are rendered from the idealized definitions at
-    3x3 and 5x5). ``lite0_explained`` is :func:`masterkey.analysis.explained_table` of the ImageNet lite0 bank
-    (computed here when not given).
-
-    Example:
-        >>> write_cards("hub_cards")  # masterkey cards --out hub_cards writes these and every other bank's folder
-    """
-    usage = (
-        "```python\nimport masterkey\n\n"
-        "# fit any bank: best key, a, b and R^2 for every filter\n"
-        'fit = masterkey.fit_universal(masterkey.load_master_filters("imagenet-lite0"))\n'
-        'print(fit.summary()["share_r2_at_least"])\n\n'
-        "# a model whose depthwise kernels are frozen keys with a learnable per-channel shift\n"
-        'model = masterkey.inject_universal("convnext_atto", learn_affine="shift", num_classes=10)\n'
-        "model = masterkey.export_universal(model)  # fold back into a plain timm model\n```"
-    )
-    lite0 = (
-        "Share of the depthwise filters of `tf_efficientnet_lite0` trained on ImageNet-1k "
-        '(`masterkey.load_master_filters("imagenet-lite0")`) whose best affine fit `a * f_k + b` explains at least '
-        "the given share R² of their variance; in parentheses the same for i.i.d. Gaussian filters of that size "
-        "(chance level). Its kernels are 3x3 and 5x5, so the idealized keys are rendered at those sizes. Computed by "
-        "`masterkey.analysis.explained_table` when this card was written.\n\n"
-        + (lite0_explained or explained_table(load_master_filters("imagenet-lite0")))
-    )
-    written = []
-    for kind in KEY_KINDS:
-        folder = Path(out_dir) / f"universal-{kind}-8"
-        what = (
-            "the 7x7 values learned by ConvNeXt-V2 Tiny on ImageNet-1k"
-            if kind == "learned"
-            else f"the idealized discrete scale-space models rendered at {size}x{size} (any odd size is available "
-            f"with `masterkey.universal_bank('idealized', size=...)`)"
-        )
-        card = {
-            "title": f"The 8 universal master key filters ({kind})",
-            "summary": "The 8 universal depthwise filters of which nearly every trained depthwise filter is an affine "
-            f"image `a * f_k + b` (arXiv:2509.11711): {what}. The bank holds one entry, `universal_keys`, shaped "
-            "(8, 1, k, k), each filter with mean 0 and L2 norm 1. Use them with `masterkey.fit_universal` and "
-            "`masterkey.inject_universal` rather than as a per-layer bank.",
-            "example_model": "convnext_atto",
-            "usage": usage,  # fit and inject the keys: they are not a per-layer bank
-            "sections": [
-                ("The 8 keys", _keys_table()),
-                ("What they explain in an ImageNet bank", lite0),
-                ("Licence", _LICENCE_TEXT),
-            ],
-            "credits": [
-                (
-                    f"Learned values and the idealized models' sigma and alpha: {REFERENCE_REPOSITORY} "
-                    f"(model-fitting/8Filters.txt, model-fitting/filteranal.py), {REFERENCE_LICENSOR}, CC BY 4.0 "
-                    f"({REFERENCE_LICENSE_URL}); changes made: see Licence."
-                )
-            ],
-        }
-        results = []
-        if experiments_dir is not None:
-            specs = [f"universal-{kind}"] + (["universal-imagenet-lite0"] if kind == "idealized" else [])
-            tables = []
-            for spec in specs:
-                found = experiment_card_results(experiments_dir, spec)
-                results += found.results
-                tables += found.table.splitlines()[len(_RESULTS_HEADER.splitlines()):]
-                titles = {title for title, _ in card["sections"]}  # one experiment, one section, whatever the spec
-                card["sections"] += [(title, body) for title, body in found.sections if title not in titles]
-            card["results_text"] = "\n".join([_RESULTS_HEADER, *tables]) if tables else ""
-            results = one_per_dataset(results)  # the card's own arm first: the naive key assignment, then fitted
-        publish_bank(universal_bank(kind, size=size), folder=folder, results=results, card_kwargs=card, dry_run=True)
-        written.append(folder)
-    return written
+def __getattr__(name: str) -> Any:
+    # A deprecated alias: the core never imports the research wing at import time; only an old caller's attribute
+    # access reaches it, with a warning.
+    if name in _MOVED_TO_RESEARCH:
+        warnings.warn(f"masterkey.publishing.{name} moved to masterkey.research.cards.{name}; import it from there.",
+                      DeprecationWarning, stacklevel=2)  # fmt: skip
+        return getattr(importlib.import_module("masterkey.research.cards"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

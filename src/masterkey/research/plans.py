@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
-from .errors import TrainingConfigError
+from ..errors import TrainingConfigError
 
 __all__ = [
     "AnalysisPlan",

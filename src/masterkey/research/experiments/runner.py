@@ -1,0 +1,255 @@
+"""The grid runner: training runs of one experiment, in worker processes with ``jobs``, resumable, each recorded with its learning check."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ...bank import FilterBank
+from ...errors import WorkerError
+from ...extract import extract_filters
+from ...training import (
+    BUILTIN_DATASETS,
+    BuiltinDataset,
+    ResolvedFilters,
+    make_config,
+    slugify,
+    train_transfer,
+)
+from ...training.config import run_identity
+from ...training.outputs import finished_run
+from .config import ExperimentConfig, Scale
+from .statistics import learning_check
+
+_logger = logging.getLogger(__name__)
+
+
+class _Runner:
+    """Runs training jobs for one experiment and records one row per run. Datasets and filters the experiment makes
+    itself (class halves, pointwise controls) are objects it hands to each run, never entries of a global registry.
+
+    With ``jobs`` > 1 the runs of the cells go to that many worker processes (spawned, one run each), so ``jobs``
+    one-thread runs share a CPU's cores; :meth:`results` waits for them. Source networks are trained before the runs
+    that use their filters (:meth:`source_models` waits for them)."""
+
+    def __init__(self, experiment: str, config: ExperimentConfig, out_dir: Path, cpu_threads: int | None,
+                 resume: bool, jobs: int = 1):  # fmt: skip
+        self.experiment, self.config, self.out_dir, self.cpu_threads = experiment, config, out_dir, cpu_threads
+        self.resume, self.reused = resume, 0
+        self.sources: set[Path] = set()  # the source networks' folders
+        self.stale_sources: set[Path] = set()  # source networks trained anew: runs using their filters retrain
+        self.pending: list[tuple[dict[str, Any], Any]] = []  # (record without results, result or future)
+        self.datasets: dict[str, BuiltinDataset] = {}
+        self.filters: dict[str, Callable[[nn.Module], ResolvedFilters]] = {}
+        self.pool = None
+        self.submitted = self.finished = 0  # runs handed to the workers, and those that ended
+        if jobs > 1:
+            self.pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                            max_tasks_per_child=1)  # fmt: skip
+
+    @property
+    def scale(self) -> Scale:
+        return self.config.scale
+
+    def settings(self, output_dir: Path, **options: Any) -> dict[str, Any]:
+        """:func:`train_transfer`'s keyword arguments for one run into ``output_dir``: the scale's recipe (the
+        dataset's own epochs where the scale names them, the arm's own learning rate where the config does), then
+        ``options``."""
+        s = self.scale
+        dataset = options.get("dataset_name")
+        settings = dict(
+            model=self.config.model, resolution=s.resolution,
+            num_train_epochs=s.epochs(dataset),
+            max_train_steps=s.max_train_steps, max_train_samples=s.train_samples(dataset),
+            max_eval_samples=s.max_eval_samples, per_device_train_batch_size=s.batch_size,
+            per_device_eval_batch_size=128, learning_rate=s.learning_rate, lr_scheduler_type="cosine",
+            num_warmup_steps=s.num_warmup_steps,
+            crop_scale=(0.5, 1.0),  # timm's default (0.08, 1) crops small images beyond recognition
+            output_dir=str(output_dir), overwrite_output_dir=True, cpu_threads=self.cpu_threads,
+        )  # fmt: skip
+        settings.update(options)
+        return settings
+
+    def train(self, output_dir: Path, **options: Any) -> Any:
+        """One training run into ``output_dir``; ``options`` are :func:`train_transfer`'s keyword arguments. With
+        ``resume``, a run that already finished there with the same configuration is not trained again. Returns the
+        run's results, or with ``jobs`` a future of them."""
+        settings = self.settings(output_dir, **options)
+        if self.resume and not self._stale(settings.get("filters"), output_dir):
+            done = finished_run(output_dir, run_identity(make_config(**settings)))
+            if done is not None:
+                self.reused += 1
+                _logger.info("%s: finished before with the same configuration, read back", output_dir)
+                return done
+        _logger.info("%s: training %s", self.experiment, output_dir)
+        if self.pool is not None:
+            future = self.pool.submit(_train_in_worker, self.datasets, self.filters, settings)
+            self.submitted += 1
+            future.add_done_callback(self._log_finished)
+            return future
+        return train_transfer(extra_datasets=self.datasets, extra_filters=self.filters, **settings)
+
+    def _log_finished(self, future: Future) -> None:
+        """A worker's run ended: one line with its accuracy, time and the count (the workers show no progress bars,
+        which would interleave in one log)."""
+        self.finished += 1
+        if future.cancelled() or future.exception() is not None:
+            return  # :func:`_wait` raises it where the results are read
+        result = future.result()
+        _logger.info("%s: finished %s: accuracy %.4f, %.0f s of training (%d of %d submitted)", self.experiment,
+                     result["output_dir"], result["final"]["accuracy"], result["train_time_s"], self.finished,
+                     self.submitted)  # fmt: skip
+
+    def cell(self, group: str, label: str, *, x: float | None = None, seeds: Sequence[int] | None = None,
+             pair: str | None = None, **options: Any) -> None:  # fmt: skip
+        """Every seed (of the scale, or ``seeds``) of one cell of the grid. The learning rate is the config's for this
+        dataset and ``label`` where it names one. ``pair`` names the from-scratch cell this one is compared with
+        (default: the dataset's and model's)."""
+        chosen = self.config.learning_rate(group, label)
+        if chosen is None:
+            chosen = self.config.learning_rate(options["dataset_name"], label)
+        if chosen is not None and "learning_rate" not in options:
+            options["learning_rate"] = chosen
+        rate = options.get("learning_rate", self.scale.learning_rate)
+        for seed in self.scale.seeds if seeds is None else seeds:
+            folder = self.out_dir / "runs" / f"{slugify(group)}__{slugify(label)}__seed{seed}"
+            record = {"group": group, "label": label, "x": x, "seed": seed, "dataset": options["dataset_name"],
+                      "model": options.get("model", self.config.model), "filters": options.get("filters", "none"),
+                      "learning_rate": rate}  # fmt: skip
+            if pair is not None:
+                record["pair"] = pair
+            self.pending.append((record, self.train(folder, seed=seed, **options)))
+
+    def results(self) -> list[dict[str, Any]]:
+        """One record per run, in the order the cells were given (waiting for runs still training)."""
+        records = []
+        for record, result in self.pending:
+            result = _wait(result) if isinstance(result, Future) else result
+            records.append({
+                **record,
+                "accuracy": result["final"]["accuracy"], "eval_loss": result["final"]["eval_loss"],
+                "train_loss": result["final"]["train_loss"], "num_labels": result["dataset"]["num_labels"],
+                "eval_split": result["dataset"].get("eval_split"), "train_time_s": result["train_time_s"],
+                "trainable_percent": result["parameters"]["trainable_percent"], "run": result["output_dir"],
+                "history": [h.get("accuracy") for h in result.get("epochs_history", [])],
+                "finished_at": _finished_at(result["output_dir"]),
+                **learning_check(result),
+            })  # fmt: skip
+        return records
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def source_models(self, sources: Mapping[str, Mapping[str, Any]]) -> dict[str, Path]:
+        """Train source networks from scratch (name -> options), every parameter trainable, one seed (the scale's
+        ``source_seed``: their filters are the "given" filters of the transfer), side by side with ``jobs``; returns
+        their output folders once all have finished. A source trains for its dataset's epochs where the scale names
+        them, else ``source_epochs``, at the learning rate of the from-scratch arm on its dataset where the config
+        names one (it is trained as that arm is)."""
+        s = self.scale
+        folders, futures = {}, []
+        for name, options in sources.items():
+            folder = self.out_dir / "sources" / slugify(name)
+            dataset = options.get("dataset_name")
+            options = {"max_train_samples": s.source_train_samples,
+                       "num_train_epochs": s.epochs(dataset, source=True), **options}  # fmt: skip
+            rate = self.config.learning_rate(dataset, "from scratch")
+            if rate is not None:
+                options.setdefault("learning_rate", rate)
+            reused = self.reused
+            futures.append(self.train(folder, filters="none", trainable="all", seed=s.source_seed,
+                                      max_train_steps=s.source_max_steps, **options))  # fmt: skip
+            if self.reused == reused:  # trained anew: the runs that use its filters are stale, the others are not
+                self.stale_sources.add(folder)
+            self.sources.add(folder)
+            folders[name] = folder
+        for future in futures:
+            if isinstance(future, Future):
+                _wait(future)
+        return folders
+
+    def _stale(self, filters: Any, output_dir: Path) -> bool:
+        """Whether the run in ``output_dir`` must train again under ``resume`` because its ``filters`` come from a
+        source network (a bank folder inside its folder, or the pointwise control's ``pointwise:<folder>:<n>``)
+        trained anew in this invocation, or finished after the run did (in an earlier invocation that stopped
+        before retraining the run)."""
+        text = str(filters)
+        used = [folder for folder in self.sources
+                if text == str(folder) or text.startswith(f"{folder}{os.sep}") or f":{folder}:" in text]  # fmt: skip
+        if any(folder in self.stale_sources for folder in used):
+            return True
+        run = output_dir / "results.json"
+        return run.is_file() and any((folder / "results.json").is_file() and
+                                     (folder / "results.json").stat().st_mtime > run.stat().st_mtime
+                                     for folder in used)  # fmt: skip
+
+    def source_model(self, name: str, **options: Any) -> Path:
+        """:meth:`source_models` of one network."""
+        return self.source_models({name: options})[name]
+
+
+def _finished_at(output_dir: str | Path) -> float | None:
+    """When a run finished: the time its ``results.json`` was written (POSIX seconds), which the analysis plan's
+    commit must precede."""
+    try:
+        return (Path(output_dir) / "results.json").stat().st_mtime
+    except OSError:
+        return None
+
+
+def _wait(future: Future) -> dict[str, Any]:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise WorkerError(
+            "A worker process died while training a run (killed, or out of memory). The runs that finished are "
+            "kept: run the same command again with --resume, with fewer --jobs if memory ran out."
+        ) from None
+
+
+def _train_in_worker(datasets: Mapping[str, BuiltinDataset], filters: Mapping[str, Callable],
+                     settings: Mapping[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """One run in a worker process of :class:`_Runner` (its logging as the parent's: warnings and up; no progress
+    bar, since several workers share one log: the parent logs each run's end)."""
+    logging.basicConfig(level=logging.WARNING)
+    return train_transfer(extra_datasets=dict(datasets), extra_filters=dict(filters), disable_tqdm=True, **settings)
+
+
+def source_bank(folder: Path, *, name: str, dataset: str, model: str, license: str | None = None) -> Path:
+    """Extract the depthwise bank of a trained source network into ``folder/bank-all``; returns the bank folder. The
+    bank's licence is its training data's (``license``; the built-in datasets state theirs)."""
+    config = json.loads((folder / "config.json").read_text())
+    known = BUILTIN_DATASETS.get(dataset)
+    bank = extract_filters(model, weights=folder / "model.safetensors",
+                           model_kwargs={"num_classes": config["num_classes"]},
+                           source_dataset=dataset, source_license=license or (known.license if known else None),
+                           source_weights=f"trained from scratch by masterkey ({folder.name})",
+                           description=f"{model} trained from scratch on {dataset} ({name})")  # fmt: skip
+    out = folder / "bank-all"
+    bank.save_pretrained(out)
+    return out
+
+
+def first_layers(bank: FilterBank, n: int, folder: Path) -> Path:
+    """Save the first ``n`` kernels of ``bank`` (with its ``source*`` provenance) into ``folder/bank-<n>``; returns
+    the bank folder."""
+    first = FilterBank.from_tensors({name: bank[name] for name in bank.names[:n]}, specs=bank.specs[:n],
+                                    **{k: v for k, v in bank.config.items() if k.startswith("source")})  # fmt: skip
+    out = folder / f"bank-{n}"
+    first.save_pretrained(out)
+    return out
+
+
+def _model_epochs(run: _Runner, model: str, dataset: str) -> int:
+    """A target architecture's epochs: the config's ``model_epochs`` where it names the model, else the dataset's."""
+    return run.config.model_epochs.get(model, run.scale.epochs(dataset))

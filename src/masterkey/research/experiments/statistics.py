@@ -1,0 +1,136 @@
+"""The numbers of a grid: whether each run learned and converged, per-cell summaries, and paired differences with their intervals."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from ...training import BuiltinDataset
+
+_logger = logging.getLogger(__name__)
+
+
+#: A run learned when its final train loss is below this share of chance's loss ln K ...
+LEARNED_LOSS_SHARE = 0.8
+
+
+#: ... and its accuracy lies this many binomial standard errors above chance (1 / K).
+LEARNED_SIGMAS = 3.0
+
+
+#: A run converged when its accuracy rose by less than this over its last two epochs.
+CONVERGED_RISE = 0.01
+
+
+def learning_check(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether a training run (its ``results.json``) learned and converged, with the numbers it was judged on.
+
+    It **learned** when its final train loss is below ``LEARNED_LOSS_SHARE * ln K`` (chance's loss) and its accuracy
+    is ``LEARNED_SIGMAS`` binomial standard errors above chance ``1/K``; it **converged** when its accuracy rose by
+    less than ``CONVERGED_RISE`` over its last two epochs (``None`` with a single epoch: unknown).
+
+    Example:
+        >>> learning_check(train_transfer(...))
+        {'chance': 0.1, 'chance_loss': 2.302..., 'learned': True, 'converged': False, ...}
+    """
+    classes = result["dataset"]["num_labels"]
+    n_eval = max(1, result["final"].get("num_eval_examples") or result["dataset"].get("num_eval") or 1)
+    chance, chance_loss = 1.0 / classes, math.log(classes)
+    final = result["final"]
+    history = [h["accuracy"] for h in result.get("epochs_history", []) if h.get("accuracy") is not None]
+    margin = LEARNED_SIGMAS * math.sqrt(chance * (1 - chance) / n_eval)
+    learned = bool(final["train_loss"] < LEARNED_LOSS_SHARE * chance_loss and final["accuracy"] > chance + margin)
+    rise = history[-1] - history[-3] if len(history) >= 3 else (history[-1] - history[0] if len(history) == 2 else None)
+    return {"chance": chance, "chance_loss": chance_loss, "learned": learned,
+            "converged": None if rise is None else bool(rise < CONVERGED_RISE), "last_rise": rise}  # fmt: skip
+
+
+def paired_difference(differences: Sequence[float]) -> dict[str, Any]:
+    """Paired differences (one per seed) summed up: their mean and 95% t interval (the mean itself with one pair), how
+    many pairs, and ``real`` when the interval excludes 0 (never with a single pair)."""
+    values = np.asarray(differences, dtype=float)
+    mean = low = high = float(values.mean())
+    if len(values) > 1:
+        half = float(scipy_stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
+        low, high = mean - half, mean + half
+    return {"mean": mean, "low": low, "high": high, "pairs": len(values),
+            "real": bool(len(values) > 1 and (low > 0 or high < 0))}  # fmt: skip
+
+
+def summarize(
+    records: Sequence[dict[str, Any]], *, chance: Mapping[str, float] | None = None
+) -> list[dict[str, Any]]:
+    """Per (group, label), in first-seen order: accuracy mean, standard deviation (ddof=1) and count; how many runs
+    learned and converged (:func:`learning_check`); chance (recorded, else from ``chance``: dataset -> 1/K); and,
+    beside the from-scratch cell of the same dataset and model, the paired difference to it (same seed: same initial
+    weights and data order), its mean and 95% interval, ``real`` when the interval excludes 0."""
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        cells.setdefault((r["group"], r["label"]), []).append(r)
+    def pair(row: Mapping[str, Any]) -> tuple[str, ...]:  # the from-scratch cell a cell is compared with
+        return (row["dataset"], row["model"], row.get("pair", ""))
+
+    scratch = {pair(rows[0]): {r["seed"]: r["accuracy"] for r in rows}
+               for rows in cells.values() if rows[0]["filters"] == "none"}  # fmt: skip
+    summary = []
+    for (group, label), rows in cells.items():
+        acc = np.array([r["accuracy"] for r in rows], dtype=float)
+        row = {
+            "group": group, "label": label, "x": rows[0]["x"], "filters": rows[0]["filters"], "n": len(rows),
+            "dataset": rows[0]["dataset"], "model": rows[0]["model"], "pair": rows[0].get("pair", ""),
+            "mean": float(acc.mean()), "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+            "seeds": [r["seed"] for r in rows],
+            "chance": rows[0].get("chance") or (chance or {}).get(rows[0]["dataset"]),
+            "learned": sum(bool(r.get("learned")) for r in rows) if "learned" in rows[0] else None,
+            "converged": sum(bool(r.get("converged")) for r in rows) if rows[0].get("converged") is not None else None,
+        }  # fmt: skip
+        if "exploratory" in rows[0]:  # under an analysis plan: runs of seeds or cells it does not name
+            row["exploratory"] = any(r["exploratory"] for r in rows)
+        base = scratch.get(pair(rows[0]), {})
+        pairs = [(r["accuracy"] - base[r["seed"]]) for r in rows if r["seed"] in base]
+        if rows[0]["filters"] != "none" and pairs:
+            row["vs_scratch"] = paired_difference(pairs)
+        summary.append(row)
+    return summary
+
+
+def paired_contrasts(records: Sequence[Mapping[str, Any]], pairs: Sequence[Sequence[Sequence[str]]]) -> list[dict[str, Any]]:
+    """Cell A minus cell B for each ``[[group_a, label_a], [group_b, label_b]]`` of ``pairs``, paired by seed (the
+    same seed: the same initial weights and data order), as :func:`summarize` does against from scratch: the mean,
+    its 95% interval, how many seeds both cells have, and ``real`` when the interval excludes 0. A pair whose cells
+    share no seed is left out.
+
+    Example:
+        >>> paired_contrasts(results["runs"], [[["AnB depthwise", "n=16"], ["AnB pointwise", "n=16"]]])
+        [{'a': 'AnB depthwise, n=16', 'b': 'AnB pointwise, n=16', 'mean': 0.212, 'low': -0.182, ...}]
+    """
+    accuracy: dict[tuple[str, str], dict[int, float]] = {}
+    for r in records:
+        accuracy.setdefault((r["group"], r["label"]), {})[r["seed"]] = r["accuracy"]
+    out = []
+    for a, b in pairs:
+        cell_a, cell_b = accuracy.get(tuple(a), {}), accuracy.get(tuple(b), {})
+        seeds = sorted(set(cell_a) & set(cell_b))
+        if not seeds:
+            continue
+        out.append({"a": ", ".join(a), "b": ", ".join(b),
+                    **paired_difference([cell_a[s] - cell_b[s] for s in seeds])})  # fmt: skip
+    return out
+
+
+def _chance_levels(records: Sequence[dict[str, Any]], datasets: Mapping[str, BuiltinDataset]) -> dict[str, float]:
+    """``1 / number of classes`` of every dataset in ``records`` (recorded per run; older results fall back on the
+    built-in datasets, the experiment's own class halves included)."""
+    levels = {}
+    for r in records:
+        classes = r.get("num_labels")
+        if classes is None and r["dataset"] in datasets:
+            classes = len(datasets[r["dataset"]].class_names)
+        if classes:
+            levels[r["dataset"]] = 1.0 / classes
+    return levels

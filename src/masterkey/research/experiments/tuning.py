@@ -1,0 +1,104 @@
+"""The experiments that choose the regime the others run in, scored on a validation split held out of the training data: ``regime`` (budgets) and ``lr-sweep`` (learning rates)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .runner import _model_epochs, _Runner
+from .transfer_matrix import main_arms
+
+_logger = logging.getLogger(__name__)
+
+
+def regime(run: _Runner) -> dict[str, Any]:
+    """The pilot that chooses the regime: each dataset from scratch (every parameter trainable) at each of
+    ``pilot_resolutions`` and each of its ``pilot_epochs`` budgets, the first seed, scored on a validation split held
+    out of the training data (never the test split). The chosen epochs go into the scale's ``dataset_epochs``."""
+    seed = run.scale.tuning_seeds
+    if run.config.tuning_models:
+        dataset = run.config.target
+        for model in run.config.tuning_models[: run.scale.max_targets]:
+            for resolution in run.config.pilot_resolutions:
+                for epochs in run.config.pilot_epochs.get(dataset, (run.scale.num_train_epochs,)):
+                    run.cell(f"{model} {dataset} {resolution}px", f"{epochs} epochs", x=epochs, seeds=seed,
+                             model=model, filters="none", trainable="all", resolution=resolution,
+                             num_train_epochs=epochs, validation_from_train=True, dataset_name=dataset,
+                             pair=f"{model} {dataset} {resolution}px {epochs}")  # fmt: skip
+        return {"models": list(run.config.tuning_models), "dataset": dataset,
+                "resolutions": list(run.config.pilot_resolutions),
+                "epochs": {d: list(e) for d, e in run.config.pilot_epochs.items()}, "scored_on": "validation"}
+    for dataset in run.config.datasets[: run.scale.max_targets]:
+        for resolution in run.config.pilot_resolutions:
+            for epochs in run.config.pilot_epochs.get(dataset, (run.scale.num_train_epochs,)):
+                run.cell(f"{dataset} {resolution}px", f"{epochs} epochs", x=epochs, seeds=seed, filters="none",
+                         trainable="all", resolution=resolution, num_train_epochs=epochs, validation_from_train=True,
+                         dataset_name=dataset, pair=f"{dataset} {resolution}px {epochs}")  # fmt: skip
+    return {"resolutions": list(run.config.pilot_resolutions),
+            "epochs": {d: list(e) for d, e in run.config.pilot_epochs.items()}, "scored_on": "validation"}  # fmt: skip
+
+
+def lr_sweep(run: _Runner) -> dict[str, Any]:
+    """Each main arm (:func:`main_arms`) of each dataset at each of ``sweep_learning_rates``, in the scale's regime,
+    the first seed, scored on a validation split held out of the training data (never the test split). The best
+    rate per arm and dataset is in ``details["best"]``; the config's ``learning_rates`` takes it."""
+    seed = run.scale.tuning_seeds
+    arms = {**main_arms(run.config.bank, run.config.sweep_arms),
+            **{f"{b} (frozen)": b for b in run.config.sweep_banks}}  # fmt: skip
+    if run.config.tuning_models:
+        dataset = run.config.target
+        for model in run.config.tuning_models[: run.scale.max_targets]:
+            for label, filters in arms.items():
+                for rate in run.config.sweep_learning_rates:
+                    run.cell(f"{model}: {label}", f"lr={rate:g}", x=rate, seeds=seed, model=model, filters=filters,
+                             mapping="depth", learning_rate=rate, num_train_epochs=_model_epochs(run, model, dataset),
+                             validation_from_train=True, dataset_name=dataset, pair=f"{model} lr={rate:g}")  # fmt: skip
+        return {"models": list(run.config.tuning_models), "dataset": dataset, "arms": list(arms),
+                "learning_rates": list(run.config.sweep_learning_rates), "scored_on": "validation"}
+    for dataset in run.config.datasets[: run.scale.max_targets]:
+        for label, filters in arms.items():
+            for rate in run.config.sweep_learning_rates:
+                run.cell(f"{dataset}: {label}", f"lr={rate:g}", x=rate, seeds=seed, filters=filters,
+                         mapping=run.config.mapping, learning_rate=rate, validation_from_train=True,
+                         dataset_name=dataset, pair=f"lr={rate:g}")  # fmt: skip
+    return {"arms": list(arms), "learning_rates": list(run.config.sweep_learning_rates), "scored_on": "validation"}
+
+
+def best_learning_rates(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """The lr-sweep's choice: dataset (or, when the sweep tuned ``tuning_models``, architecture) -> arm -> the
+    learning rate of the highest validation accuracy (mean over the seeds run; ties to the smaller rate), in the form
+    ``ExperimentConfig.learning_rates`` takes.
+
+    Example:
+        >>> best_learning_rates(run_experiment("lr-sweep", scale="quick")["runs"])
+        {'digits': {'from scratch': 0.004, ...}, ...}
+    """
+    scores: dict[tuple[str, str, float], list[float]] = {}
+    for r in records:
+        key, arm = r["group"].split(": ", 1)  # "<dataset or architecture>: <arm>"
+        scores.setdefault((key, arm, r["learning_rate"]), []).append(r["accuracy"])
+    best: dict[str, dict[str, tuple[float, float]]] = {}
+    for (dataset, arm, rate), accuracies in sorted(scores.items(), key=lambda item: item[0][2]):
+        score = float(np.mean(accuracies))
+        if arm not in best.setdefault(dataset, {}) or score > best[dataset][arm][0]:
+            best[dataset][arm] = (score, rate)
+    return {dataset: {arm: rate for arm, (_, rate) in arms.items()} for dataset, arms in best.items()}
+
+
+def chosen_budgets(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """The regime pilot's choice per architecture (a pilot with ``tuning_models``): the smallest budget at which
+    from scratch converged (:func:`learning_check`: its accuracy rose by less than ``CONVERGED_RISE`` over its last
+    two epochs), else the largest budget tried, in the form ``ExperimentConfig.model_epochs`` takes.
+
+    Example:
+        >>> chosen_budgets(run_experiment("regime", {"tuning_models": ["convnext_atto"]})["runs"])
+        {'convnext_atto': 12}
+    """
+    budgets: dict[str, list[tuple[int, bool]]] = {}
+    for r in records:
+        budgets.setdefault(r["model"], []).append((int(r["x"]), bool(r.get("converged"))))
+    return {model: min((e for e, converged in tried if converged), default=max(e for e, _ in tried))
+            for model, tried in budgets.items()}  # fmt: skip
