@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: venv demo test bench cards experiments $(EXPERIMENTS:%=experiment-%) clean
+.PHONY: venv demo test docs bench cards experiments $(EXPERIMENTS:%=experiment-%) clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The documentation site (docs/, mkdocs.yml) in build/site, offline and strict: a broken link fails it
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: $(STAMP)
 	$(PY) benchmarks/bank_io.py
 
@@ -40,7 +44,8 @@ cards: $(STAMP)
 
 # The paper's experiments at full scale (64 px, the epochs the regime pilot chose, each arm at the learning rate the
 # lr-sweep chose: benchmarks/configs/evidence-64px.json; layer-split, source-size and across-architectures with their
-# own configs; source-size's target, digits with 288 training images, had its own pilot and sweep: see the README),
+# own configs; source-size's target, digits with 288 training images, had its own pilot and sweep: see
+# docs/results/source-size.md),
 # two runs at a time in worker processes with one torch thread each (2 CPU cores): `make experiments`, one experiment after the other; `--resume` continues an interrupted
 # grid. results.json, config.json, command.txt, the plots and the banks the cards are built from are kept in
 # docs/experiments; the trained runs stay in outputs/

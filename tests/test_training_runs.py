@@ -100,6 +100,10 @@ def test_builtin_dataset_filters_against_scratch(env, tmp_path):
     assert set(comparison["runs"]) == {"imagenet-lite0", "scratch"}
     table = "\n".join(comparison["table"])
     assert table in result.stdout and "imagenet-lite0 (frozen)" in table and "scratch" in table
+    # under the table, one line: the gap is the short budget's, with the link to the README's verdict 1
+    note = result.stdout[result.stdout.index(table) + len(table):].strip().splitlines()[-1]
+    assert note.startswith("This gap is the short budget's (32 px, 2 epochs)") and "about 2 points" in note
+    assert note.endswith("(verdict 1: docs/results/index.md#verdict-1)")
 
     masterkey_run = json.loads((out / "filters-imagenet-lite0" / "results.json").read_text())
     scratch_run = json.loads((out / "scratch" / "results.json").read_text())
