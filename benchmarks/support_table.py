@@ -14,7 +14,7 @@ import timm
 import torch
 
 import masterkey
-from masterkey._families import FAMILIES, smallest_variant
+from families import FAMILIES, smallest_variant  # benchmarks/families.py, beside this script
 from masterkey.errors import MasterKeyError
 from masterkey.sources import imagenet_lite0_bank
 

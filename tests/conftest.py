@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 _ROOT = Path(tempfile.mkdtemp(prefix="masterkey-tests-"))
+# benchmarks/families.py (the timm families walked by the tests and the support table) is not part of the package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 def _free_port() -> int:

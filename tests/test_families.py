@@ -6,7 +6,7 @@ import timm
 import torch
 
 import masterkey
-from masterkey._families import FAMILIES, smallest_variant
+from families import FAMILIES, smallest_variant  # benchmarks/families.py: conftest puts benchmarks/ on the path
 from masterkey.extract import prepare_model
 from masterkey.mapping import match_by_depth, match_by_stage, match_exact
 

@@ -8,6 +8,7 @@ from torch import nn
 import masterkey
 from masterkey.errors import IncompatibleBankError, UnsupportedModelError
 from masterkey.inject import TrainableParameters
+from masterkey.research.controls import inject_pointwise, pointwise_convs
 
 
 @pytest.fixture
@@ -145,7 +146,7 @@ def test_unfused_reparameterizable_target_needs_reparameterize():
         (lambda m, b: masterkey.freeze_depthwise(m, trainable="pointwise"), "trainable"),
         (lambda m, b: masterkey.inject_universal(m, trainable="none"), "trainable"),
         (lambda m, b: masterkey.inject_universal(m, learn_affine="scale"), "learn_affine"),
-        (lambda m, b: masterkey.inject_pointwise(m, {}, first_depthwise=-1), "first_depthwise"),
+        (lambda m, b: inject_pointwise(m, {}, first_depthwise=-1), "first_depthwise"),
     ],
 )
 def test_every_injector_checks_its_arguments_before_touching_the_model(bank, tiny_model, call, match):
@@ -184,15 +185,13 @@ def test_the_skeleton_serves_a_custom_injector_and_refuses_before_copying(tiny_m
 def test_pointwise_injection_copies_and_freezes_the_first_pointwise_convs(tmp_path):
     from safetensors.torch import save_file
 
-    from masterkey.inject import pointwise_convs
-
     torch.manual_seed(1)
     source = timm.create_model("mobilenetv3_small_050", num_classes=4)
     save_file({k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "model.safetensors")
     target = timm.create_model("mobilenetv3_small_050", num_classes=4)
     n_dw = len(masterkey.find_depthwise_convs(target))
     pointwise = pointwise_convs(target)
-    masterkey.inject_pointwise(target, tmp_path / "model.safetensors", first_depthwise=n_dw // 2)
+    inject_pointwise(target, tmp_path / "model.safetensors", first_depthwise=n_dw // 2)
     count = round((n_dw // 2) / n_dw * len(pointwise))
     assert 0 < count < len(pointwise)
     for i, (name, module) in enumerate(pointwise):
@@ -202,6 +201,13 @@ def test_pointwise_injection_copies_and_freezes_the_first_pointwise_convs(tmp_pa
     assert len(report.injected) == count and report.mapping == "pointwise"
     # everything else trains, the depthwise kernels included (the control arm of layer-split)
     assert all(c.module.weight.requires_grad for c in masterkey.find_depthwise_convs(target))
+
+
+def test_the_pointwise_control_moved_to_the_research_wing_and_its_old_names_warn():
+    for old in (lambda: masterkey.inject_pointwise, lambda: masterkey.inject.inject_pointwise):
+        with pytest.warns(DeprecationWarning, match="masterkey.research.controls"):
+            assert old() is inject_pointwise
+    assert "inject_pointwise" not in masterkey.__all__
 
 
 def test_a_dict_of_tensors_or_a_bad_mapping_result_is_a_typed_error(bank, tiny_model):

@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"manifest", "_atomic"},  # the bank's manifest and its schema checks; atomic saves of a bank folder
     {"positions", "bank_card"},  # where each conv sits; the bank's card
     {"bank"},
-    {"_timm", "_families", "_libraries"},
+    {"_timm", "_libraries"},
     {"extract", "keys"},
     {"fitting"},
     {"sources"},
@@ -36,6 +36,7 @@ LAYERS: list[set[str]] = [
     {"analysis"},
     {"training.config"},
     {"training.data", "training.filters", "training._depthwise_backward", "training._cpu_memory"},
+    {"training.results"},  # the typed record of a run's results.json
     {"training.outputs"},
     {"training.loop"},
     {"training.run"},
@@ -43,7 +44,7 @@ LAYERS: list[set[str]] = [
     {"publishing"},
     {"catalog"},  # lists every registry of names (the zoo of publishing included)
     # the research wing: above the whole core, which never imports it
-    {"research.plans"},
+    {"research.plans", "research.controls"},
     {"research.experiments.config"},
     {"research.experiments.statistics"},
     {"research.experiments.tables", "research.experiments.runner"},

@@ -11,6 +11,7 @@ imports an optional extra.
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from .constants import LIBRARY_VERSION as __version__
@@ -37,7 +38,7 @@ _LAZY_ATTRS = {
     "universal_bank": "keys",
     "inject_universal": "universal_injection",
     "export_universal": "universal_injection",
-    "inject_pointwise": "inject",
+    "inject_pointwise": "research.controls",  # deprecated here: an experiment control, not library API
     "save_model": "models",
     "push_model": "models",
     "analyze_bank": "analysis",
@@ -51,13 +52,19 @@ _LAZY_ATTRS = {
     "errors": None,
 }
 
-__all__ = sorted(_LAZY_ATTRS) + ["__version__"]
+#: Names still reachable here that moved out of the library's API (a warning says where they live now).
+_DEPRECATED = {"inject_pointwise": "masterkey.research.controls.inject_pointwise (an experiment control)"}
+
+__all__ = sorted(set(_LAZY_ATTRS) - set(_DEPRECATED)) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
     if name not in _LAZY_ATTRS:
         raise AttributeError(f"module 'masterkey' has no attribute {name!r}")
     submodule = _LAZY_ATTRS[name]
+    if name in _DEPRECATED:
+        warnings.warn(f"masterkey.{name} is deprecated; use {_DEPRECATED[name]}.", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(f"masterkey.{submodule}"), name)
     if submodule is None:
         return importlib.import_module(f"masterkey.{name}")
     value = getattr(importlib.import_module(f"masterkey.{submodule}"), name)

@@ -18,15 +18,15 @@ network's first pointwise convs, the control of the layer-split experiment) and
 
 from __future__ import annotations
 
+import importlib
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
 from . import _timm
@@ -50,7 +50,6 @@ __all__ = [
     "InjectionPlan",
     "check_trainable",
     "from_pretrained_filters",
-    "inject_pointwise",
     "freeze_depthwise",
     "trainable_parameters",
     "InjectionEntry",
@@ -406,77 +405,11 @@ def from_pretrained_filters(
     )
 
 
-def pointwise_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    """The pointwise (1x1, ungrouped) convs of ``model`` in registration (forward) order."""
-    return [
-        (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1
-    ]
-
-
-def inject_pointwise(
-    model: nn.Module | str,
-    weights: str | Path | Mapping[str, torch.Tensor],
-    *,
-    first_depthwise: int,
-    strict: bool = True,
-    freeze: bool = True,
-    trainable: str = "all-but-depthwise",
-    source: str | None = None,
-    **model_kwargs: Any,
-) -> nn.Module:
-    """Copy (and freeze) the first pointwise convs of a trained network of the same architecture into ``model``: those
-    in the same first share of the network as its first ``first_depthwise`` depthwise convs (the first
-    ``round(first_depthwise / N_depthwise * N_pointwise)``). The control arm of the layer-split experiment: the same
-    transfer with the pointwise layers instead of the depthwise ones.
-
-    Args:
-        weights: the trained network's ``model.safetensors`` (or its state dict).
-        first_depthwise: how many depthwise layers the share covers (``n`` of AnB / BnB).
-        source: how the report names the weights (default: the path).
-
-    Example:
-        >>> model = inject_pointwise("tf_efficientnet_lite0", "runs/A/model.safetensors", first_depthwise=4,
-        ...                          num_classes=5)
-    """
-    check_trainable(trainable)
-    if isinstance(first_depthwise, bool) or not isinstance(first_depthwise, int) or first_depthwise < 0:
-        raise ArgumentError(f"first_depthwise must be a non-negative integer, got {first_depthwise!r}.")
-    if isinstance(weights, Mapping):
-        state, label = dict(weights), source or "a state dict"
-    else:
-        try:
-            state = load_file(str(weights))
-        except (SafetensorError, OSError) as e:
-            raise ArgumentError(f"Cannot read the pointwise weights {str(weights)!r}: {e}. Pass a model.safetensors "
-                                "written by a training run.") from None  # fmt: skip
-        label = source or f"pointwise convs of {Path(weights).parent}"
-
-    def plan(model: nn.Module) -> InjectionPlan:
-        pointwise = pointwise_convs(model)
-        count = round(first_depthwise / len(find_depthwise_convs(model)) * len(pointwise))
-        result = InjectionPlan(entries=[])
-        for name, module in pointwise[:count]:
-            params = dict(module.named_parameters(recurse=False))
-            keys = {p: f"{name}.{p}" for p in params}
-            absent = [k for k in keys.values() if k not in state]
-            wrong = [k for p, k in keys.items() if k in state and tuple(state[k].shape) != tuple(params[p].shape)]
-            if absent or wrong:
-                reason = f"not in the weights: {absent}" if absent else f"shapes differ: {wrong}"
-                result.entries.append(InjectionEntry(name, name, False, reason=reason))
-                continue
-            result.updates += [(params[p], state[k]) for p, k in keys.items()]
-            result.entries.append(InjectionEntry(name, name, True, transforms=["pointwise copied"]))
-        return result
-
-    return inject(
-        model,
-        plan=plan,
-        source=label,
-        mapping="pointwise",
-        strict=strict,
-        freeze=freeze,
-        trainable=trainable,
-        model_kwargs=model_kwargs,
-    )
+def __getattr__(name: str) -> Any:
+    # Deprecated aliases: the layer-split's pointwise control moved to the research wing. The core never imports the
+    # wing at import time; only an old caller's attribute access reaches it, with a warning.
+    if name in ("inject_pointwise", "pointwise_convs"):
+        warnings.warn(f"masterkey.inject.{name} moved to masterkey.research.controls.{name}; import it from there.",
+                      DeprecationWarning, stacklevel=2)  # fmt: skip
+        return getattr(importlib.import_module("masterkey.research.controls"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -97,10 +97,11 @@ def match_by_depth(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, 
     """
     source_positions = scale_positions(bank.specs)
     if source_positions is None:
-        _logger.warning(
-            "The bank records no feature strides (written before masterkey aligned architectures by structure): "
-            "mapping it by module-path stages instead. Extract it again to align it by structure."
-        )
+        if len(bank) > 1:  # one entry goes everywhere whatever the rule: nothing to align
+            _logger.warning(
+                "The bank records no feature strides (saved before masterkey recorded them, or not extracted from a "
+                "model): mapping it by module-path stages instead. Extract it again to align it by structure."
+            )
         return match_by_stage(bank, targets)
     if any(t.spec.feature_stride is None for t in targets):
         raise MappingError(
@@ -108,24 +109,29 @@ def match_by_depth(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, 
             "feature_strides=True) for the 'depth' mapping."
         )
     target_positions = scale_positions([t.spec for t in targets])
+
+    def distance(target: DepthwiseConv, spec: KernelSpec) -> tuple:
+        (stride, position, split), size = target_positions[target.name], target.spec.kernel_size
+        source_stride, source_position, source_split = source_positions[spec.name]
+        size_gap = abs(spec.kernel_size[0] - size[0]) + abs(spec.kernel_size[1] - size[1])
+        # rounding keeps float noise from breaking ties between layers equally far away
+        scale_gap = abs(math.log2(source_stride) - math.log2(stride))
+        return (size_gap > 0, round(scale_gap, 9), round(abs(source_position - position), 9), size_gap,
+                round(abs(source_split - split), 9), spec.index)  # fmt: skip
+
+    return _nearest_entries(bank, targets, distance)
+
+
+def _nearest_entries(
+    bank: FilterBank, targets: list[DepthwiseConv], distance: Callable[[DepthwiseConv, KernelSpec], tuple]
+) -> dict[str, str | None]:
+    """Each target's nearest bank entry of its kernel orientation by ``distance`` (``None`` where the bank has none
+    of that orientation): what every rule shares, each with its own idea of near."""
     plan: dict[str, str | None] = {}
     for target in targets:
-        size = target.spec.kernel_size
-        candidates = [s for s in bank.specs if kernel_orientation(s.kernel_size) == kernel_orientation(size)]
-        if not candidates:
-            plan[target.name] = None
-            continue
-        stride, position, split = target_positions[target.name]
-
-        def distance(spec: KernelSpec) -> tuple:
-            source_stride, source_position, source_split = source_positions[spec.name]
-            size_gap = abs(spec.kernel_size[0] - size[0]) + abs(spec.kernel_size[1] - size[1])
-            # rounding keeps float noise from breaking ties between layers equally far away
-            scale_gap = abs(math.log2(source_stride) - math.log2(stride))
-            return (size_gap > 0, round(scale_gap, 9), round(abs(source_position - position), 9), size_gap,
-                    round(abs(source_split - split), 9), spec.index)  # fmt: skip
-
-        plan[target.name] = min(candidates, key=distance).name
+        kind = kernel_orientation(target.spec.kernel_size)
+        candidates = [s for s in bank.specs if kernel_orientation(s.kernel_size) == kind]
+        plan[target.name] = min(candidates, key=lambda spec: distance(target, spec)).name if candidates else None
     return plan
 
 
@@ -149,24 +155,16 @@ def match_by_stage(
     """
     source_positions = layer_positions(bank.names)
     target_positions = layer_positions([t.name for t in targets])
-    plan: dict[str, str | None] = {}
-    for target in targets:
-        size = target.spec.kernel_size
-        candidates = [s for s in bank.specs if kernel_orientation(s.kernel_size) == kernel_orientation(size)]
-        if not candidates:
-            plan[target.name] = None
-            continue
-        depth, split = target_positions[target.name]
 
-        def distance(spec: KernelSpec) -> tuple:
-            source_depth, source_split = source_positions[spec.name]
-            gap = round(abs(source_depth - depth), 9)
-            size_gap = abs(spec.kernel_size[0] - size[0]) + abs(spec.kernel_size[1] - size[1])
-            rank = (gap, size_gap) if not same_size_first else (size_gap > 0, gap, size_gap)
-            return (*rank, round(abs(source_split - split), 9), spec.index)
+    def distance(target: DepthwiseConv, spec: KernelSpec) -> tuple:
+        (depth, split), size = target_positions[target.name], target.spec.kernel_size
+        source_depth, source_split = source_positions[spec.name]
+        gap = round(abs(source_depth - depth), 9)
+        size_gap = abs(spec.kernel_size[0] - size[0]) + abs(spec.kernel_size[1] - size[1])
+        rank = (gap, size_gap) if not same_size_first else (size_gap > 0, gap, size_gap)
+        return (*rank, round(abs(source_split - split), 9), spec.index)
 
-        plan[target.name] = min(candidates, key=distance).name
-    return plan
+    return _nearest_entries(bank, targets, distance)
 
 
 def match_by_size_then_stage(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, str | None]:

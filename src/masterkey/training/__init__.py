@@ -4,12 +4,15 @@ rest on any ``datasets`` image-classification dataset, and report the result.
 ``examples/transfer.py`` is the command line (it parses with :func:`parse_args` and prints what the run logs); the
 work is done here, in modules layered bottom to top (each imports only the ones above it in this list):
 
-- :mod:`.config`: :class:`TrainingConfig` (one typed field per option), the command line generated from it
+- :mod:`.config`: :class:`TrainingConfig` (one typed field per option, composed of :class:`ModelArguments`,
+  :class:`DataArguments` and :class:`TrainingArguments`), the command line generated from it
   (:func:`build_parser`, :func:`parse_args`), :func:`make_config`, :func:`run_identity`, the embedded default
   (:data:`DEMO_ARGS`);
 - :mod:`.data`: built-in offline datasets (:data:`BUILTIN_DATASETS`), :func:`load_image_dataset`, column
   detection, label mapping, timm transforms;
 - :mod:`.filters`: what ``--filters`` names (:func:`resolve_filters`, :data:`NAMED_FILTERS`);
+- :mod:`.results`: :class:`RunResults`, the typed record behind a run's ``results.json``, which everything that
+  reads runs reads them through;
 - :mod:`.outputs`: results.json, the model folder (timm and transformers), the model card, checkpoint and folder
   checks;
 - :mod:`.loop`: :func:`training_loop`, :func:`evaluate_model` and the accuracy metric shipped with masterkey
@@ -23,7 +26,18 @@ Requires the ``train`` extra: ``pip install 'masterkey[train]'``.
 
 from __future__ import annotations
 
-from .config import DEMO_ARGS, TrainingConfig, build_parser, make_config, parse_args, run_identity
+from .config import (
+    DEMO_ARGS,
+    DataArguments,
+    ModelArguments,
+    TrainingArguments,
+    TrainingConfig,
+    build_parser,
+    make_config,
+    parse_args,
+    parse_args_into_groups,
+    run_identity,
+)
 from .data import (
     BUILTIN_DATASETS,
     BuiltinDataset,
@@ -33,12 +47,26 @@ from .data import (
     register_dataset,
 )
 from .filters import NAMED_FILTERS, ResolvedFilters, resolve_filters
-from .loop import ACCURACY_METRIC_PATH, LoopState, evaluate_model, load_accuracy_metric, training_loop
+from .loop import (
+    ACCURACY_METRIC_PATH,
+    LoopState,
+    evaluate_model,
+    load_accuracy_metric,
+    training_loop,
+)
+from .results import FinalMetrics, ParameterCounts, RunResults
 from .run import slugify, train_transfer
 
 __all__ = [
     "train_transfer",
     "TrainingConfig",
+    "ModelArguments",
+    "DataArguments",
+    "TrainingArguments",
+    "parse_args_into_groups",
+    "RunResults",
+    "FinalMetrics",
+    "ParameterCounts",
     "parse_args",
     "build_parser",
     "make_config",

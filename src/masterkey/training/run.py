@@ -32,7 +32,12 @@ from typing import Any, NamedTuple
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    ProjectConfiguration,
+    broadcast_object_list,
+    set_seed,
+)
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
@@ -55,7 +60,13 @@ from .data import (
     timm_transforms,
 )
 from .filters import FilterResolver, resolve_filters
-from .loop import LoopState, evaluate_model, load_accuracy_metric, save_checkpoint, training_loop
+from .loop import (
+    LoopState,
+    evaluate_model,
+    load_accuracy_metric,
+    save_checkpoint,
+    training_loop,
+)
 from .outputs import (
     CHECKPOINTS_DIR,
     COMPARISON_NAME,
@@ -71,6 +82,7 @@ from .outputs import (
     transfer_card,
     write_json,
 )
+from .results import FinalMetrics, ParameterCounts, RunResults
 
 __all__ = ["train_transfer", "slugify", "comparison_table", "summary"]
 
@@ -618,25 +630,26 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
         if compile_time is not None:
             logger.info(f"torch.compile: the first step took {state.first_step_time:.1f} s, about "
                         f"{compile_time:.1f} s of it compiling")  # fmt: skip
-        results = {
-            "output_dir": str(output_dir),
-            "model": config.model,
-            "resolution": data_config["input_size"][-1],
+        record = RunResults(
+            output_dir=str(output_dir),
+            model=config.model,
+            resolution=data_config["input_size"][-1],
             **_training_record(state, checkpoint),
-            "parameters": _parameters_record(filters.pop("parameters")),
-            "filters": filters,
-            "dataset": _dataset_info(config, splits, extras),
-            "wall_time_s": time.perf_counter() - wall_start,
-            "num_processes": accelerator.num_processes,
-            "device": str(accelerator.device),
-            "cpu_threads_per_process": threads,
-            "mixed_precision": accelerator.mixed_precision,
-            "optimizer": {"name": "AdamW", "implementation": _implementation(optimizer.optimizer)},
-            "compile_time_s": compile_time,
-            "data_config": {k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()},
-            "config": _public_config(config) | {"output_dir": str(output_dir)},
-            "versions": library_versions(),
-        }
+            parameters=_parameters_record(filters.pop("parameters")),
+            filters=filters,
+            dataset=_dataset_info(config, splits, extras),
+            wall_time_s=time.perf_counter() - wall_start,
+            num_processes=accelerator.num_processes,
+            device=str(accelerator.device),
+            cpu_threads_per_process=threads,
+            mixed_precision=accelerator.mixed_precision,
+            optimizer={"name": "AdamW", "implementation": _implementation(optimizer.optimizer)},
+            compile_time_s=compile_time,
+            data_config={k: list(v) if isinstance(v, tuple) else v for k, v in data_config.items()},
+            config=_public_config(config) | {"output_dir": str(output_dir)},
+            versions=library_versions(),
+        )
+        results = record.to_dict()
         unwrapped = accelerator.unwrap_model(model)
         save_model(unwrapped, output_dir, label_names=splits.label_names, data_config=data_config)
         repo_id = _repo_id(config, output_dir) if config.push_to_hub else None
@@ -661,8 +674,8 @@ def _training_record(state: LoopState, checkpoint: Path | None) -> dict[str, Any
     final = state.history[-1]
     session = state.session_train_time
     return {
-        "final": {k: final.get(k) for k in ("accuracy", "top5_accuracy", "eval_loss", "train_loss",
-                                             "num_eval_examples")},  # fmt: skip
+        "final": FinalMetrics(**{k: final.get(k) for k in ("accuracy", "top5_accuracy", "eval_loss", "train_loss",
+                                                            "num_eval_examples")}),  # fmt: skip
         "epochs_history": state.history,
         "completed_steps": state.completed_steps,
         "max_steps": state.max_steps,
@@ -675,8 +688,9 @@ def _training_record(state: LoopState, checkpoint: Path | None) -> dict[str, Any
     }
 
 
-def _parameters_record(parameters: TrainableParameters) -> dict[str, Any]:
-    return {"trainable": parameters.trainable, "total": parameters.total, "trainable_percent": parameters.percent}
+def _parameters_record(parameters: TrainableParameters) -> ParameterCounts:
+    return ParameterCounts(trainable=parameters.trainable, total=parameters.total,
+                           trainable_percent=parameters.percent)  # fmt: skip
 
 
 def _public_config(config: TrainingConfig) -> dict[str, Any]:

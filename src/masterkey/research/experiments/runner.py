@@ -21,6 +21,7 @@ from ...training import (
     BUILTIN_DATASETS,
     BuiltinDataset,
     ResolvedFilters,
+    RunResults,
     make_config,
     slugify,
     train_transfer,
@@ -104,10 +105,9 @@ class _Runner:
         self.finished += 1
         if future.cancelled() or future.exception() is not None:
             return  # :func:`_wait` raises it where the results are read
-        result = future.result()
+        run = RunResults.from_dict(future.result())
         _logger.info("%s: finished %s: accuracy %.4f, %.0f s of training (%d of %d submitted)", self.experiment,
-                     result["output_dir"], result["final"]["accuracy"], result["train_time_s"], self.finished,
-                     self.submitted)  # fmt: skip
+                     run.output_dir, run.final.accuracy, run.train_time_s, self.finished, self.submitted)  # fmt: skip
 
     def cell(self, group: str, label: str, *, x: float | None = None, seeds: Sequence[int] | None = None,
              pair: str | None = None, **options: Any) -> None:  # fmt: skip
@@ -133,16 +133,14 @@ class _Runner:
         """One record per run, in the order the cells were given (waiting for runs still training)."""
         records = []
         for record, result in self.pending:
-            result = _wait(result) if isinstance(result, Future) else result
+            run = RunResults.from_dict(_wait(result) if isinstance(result, Future) else result)
             records.append({
                 **record,
-                "accuracy": result["final"]["accuracy"], "eval_loss": result["final"]["eval_loss"],
-                "train_loss": result["final"]["train_loss"], "num_labels": result["dataset"]["num_labels"],
-                "eval_split": result["dataset"].get("eval_split"), "train_time_s": result["train_time_s"],
-                "trainable_percent": result["parameters"]["trainable_percent"], "run": result["output_dir"],
-                "history": [h.get("accuracy") for h in result.get("epochs_history", [])],
-                "finished_at": _finished_at(result["output_dir"]),
-                **learning_check(result),
+                "accuracy": run.final.accuracy, "eval_loss": run.final.eval_loss, "train_loss": run.final.train_loss,
+                "num_labels": run.num_labels, "eval_split": run.eval_split, "train_time_s": run.train_time_s,
+                "trainable_percent": run.trainable_percent, "run": run.output_dir, "history": run.accuracy_history,
+                "finished_at": _finished_at(run.output_dir),
+                **learning_check(run),
             })  # fmt: skip
         return records
 

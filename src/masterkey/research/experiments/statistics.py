@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
-from ...training import BuiltinDataset
+from ...training import BuiltinDataset, RunResults
 
 _logger = logging.getLogger(__name__)
 
@@ -27,8 +27,9 @@ LEARNED_SIGMAS = 3.0
 CONVERGED_RISE = 0.01
 
 
-def learning_check(result: Mapping[str, Any]) -> dict[str, Any]:
-    """Whether a training run (its ``results.json``) learned and converged, with the numbers it was judged on.
+def learning_check(result: RunResults | Mapping[str, Any]) -> dict[str, Any]:
+    """Whether a training run (its :class:`~masterkey.training.RunResults`, or its ``results.json`` content) learned
+    and converged, with the numbers it was judged on.
 
     It **learned** when its final train loss is below ``LEARNED_LOSS_SHARE * ln K`` (chance's loss) and its accuracy
     is ``LEARNED_SIGMAS`` binomial standard errors above chance ``1/K``; it **converged** when its accuracy rose by
@@ -38,13 +39,11 @@ def learning_check(result: Mapping[str, Any]) -> dict[str, Any]:
         >>> learning_check(train_transfer(...))
         {'chance': 0.1, 'chance_loss': 2.302..., 'learned': True, 'converged': False, ...}
     """
-    classes = result["dataset"]["num_labels"]
-    n_eval = max(1, result["final"].get("num_eval_examples") or result["dataset"].get("num_eval") or 1)
-    chance, chance_loss = 1.0 / classes, math.log(classes)
-    final = result["final"]
-    history = [h["accuracy"] for h in result.get("epochs_history", []) if h.get("accuracy") is not None]
-    margin = LEARNED_SIGMAS * math.sqrt(chance * (1 - chance) / n_eval)
-    learned = bool(final["train_loss"] < LEARNED_LOSS_SHARE * chance_loss and final["accuracy"] > chance + margin)
+    run = RunResults.from_dict(result)
+    chance, chance_loss = 1.0 / run.num_labels, math.log(run.num_labels)
+    history = [a for a in run.accuracy_history if a is not None]
+    margin = LEARNED_SIGMAS * math.sqrt(chance * (1 - chance) / run.num_eval)
+    learned = bool(run.final.train_loss < LEARNED_LOSS_SHARE * chance_loss and run.final.accuracy > chance + margin)
     rise = history[-1] - history[-3] if len(history) >= 3 else (history[-1] - history[0] if len(history) == 2 else None)
     return {"chance": chance, "chance_loss": chance_loss, "learned": learned,
             "converged": None if rise is None else bool(rise < CONVERGED_RISE), "last_rise": rise}  # fmt: skip

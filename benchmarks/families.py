@@ -1,7 +1,7 @@
 """The timm families of depthwise-separable CNNs masterkey is tested and documented on, found in timm's registry.
 
-Used by ``tests/test_families.py`` and ``benchmarks/support_table.py``: a family is a regular expression over timm
-architecture names, and :func:`smallest_variant` picks its smallest member from whatever the installed timm
+Used by ``benchmarks/support_table.py`` and the tests (``tests/test_families.py``, ``tests/test_cross_arch.py``), not
+part of the installed package: a family is a regular expression over timm architecture names, and :func:`smallest_variant` picks its smallest member from whatever the installed timm
 registers, so a new timm release with new variants is covered without editing a list of model names.
 """
 
