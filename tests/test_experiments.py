@@ -229,7 +229,8 @@ def test_published_plots_redraw_from_their_results_with_chance_for_every_dataset
 
 
 def _result(train_loss, accuracies, classes=10, n_eval=500):
-    return {"dataset": {"num_labels": classes, "num_eval": n_eval},
+    return {"output_dir": "runs/x", "model": "tf_efficientnet_lite0",
+            "dataset": {"num_labels": classes, "num_eval": n_eval},
             "final": {"train_loss": train_loss, "accuracy": accuracies[-1], "num_eval_examples": n_eval},
             "epochs_history": [{"accuracy": a} for a in accuracies]}  # fmt: skip
 
@@ -462,18 +463,19 @@ def test_transfer_matrix_tries_extra_banks_by_depth_on_the_datasets_named(tmp_pa
 
 
 def test_across_architectures_trains_each_distinct_mapping_once_and_model_variants_against_their_own_scratch(tmp_path):
-    """``size`` gives ConvNeXt (7x7 only; the lite0 bank has 3x3 and 5x5) the injection ``depth`` gives: one arm. A
-    variant (ConvNeXt with layer scale starting at 1) is paired with its own from-scratch cell."""
+    """``size`` gives ConvNeXt (7x7 only; the lite0 bank has 3x3 and 5x5) the injection ``stage`` gives (both count
+    module-path stages, and no entry has ConvNeXt's size): one arm. A variant (ConvNeXt with layer scale starting at 1)
+    is paired with its own from-scratch cell."""
     from safetensors.torch import load_file
 
     variant = {"model": "convnext_atto", "model_kwargs": {"ls_init_value": 1.0}}
     results = run_experiment("across-architectures",
-                             {"architectures": ["convnext_atto", "mobilenetv3_small_050"], "mappings": ["depth", "size"],
+                             {"architectures": ["convnext_atto", "mobilenetv3_small_050"], "mappings": ["stage", "size"],
                               "model_variants": [variant],
                               "scale": {"name": "quick", "seeds": [0, 1], "max_targets": None}},
                              out_dir=tmp_path)  # fmt: skip
-    assert results["details"]["mappings_trained"] == {"convnext_atto": ["depth"],
-                                                      "mobilenetv3_small_050": ["depth", "size"]}  # fmt: skip
+    assert results["details"]["mappings_trained"] == {"convnext_atto": ["stage"],
+                                                      "mobilenetv3_small_050": ["stage", "size"]}  # fmt: skip
     labels = {g: [r["label"] for r in results["summary"] if r["group"] == g] for g in
               dict.fromkeys(r["group"] for r in results["summary"])}  # fmt: skip
     assert labels["convnext_atto (ls_init_value=1.0)"] == ["from scratch", "imagenet-lite0 (frozen, mapping=depth)"]
@@ -493,10 +495,10 @@ def test_across_architectures_trains_each_distinct_mapping_once_and_model_varian
     # paired by seed: each rule against frozen random filters, and size against depth where both were trained
     rule = "{}, imagenet-lite0 (frozen, mapping={})".format
     assert [(c["a"], c["b"], c["pairs"]) for c in results["contrasts"]] == [
-        (rule("convnext_atto", "depth"), "convnext_atto, random (frozen)", 2),
-        (rule("mobilenetv3_small_050", "depth"), "mobilenetv3_small_050, random (frozen)", 2),
+        (rule("convnext_atto", "stage"), "convnext_atto, random (frozen)", 2),
+        (rule("mobilenetv3_small_050", "stage"), "mobilenetv3_small_050, random (frozen)", 2),
         (rule("mobilenetv3_small_050", "size"), "mobilenetv3_small_050, random (frozen)", 2),
-        (rule("mobilenetv3_small_050", "size"), rule("mobilenetv3_small_050", "depth"), 2)]  # fmt: skip
+        (rule("mobilenetv3_small_050", "size"), rule("mobilenetv3_small_050", "stage"), 2)]  # fmt: skip
     saved = ExperimentConfig.from_json(tmp_path / "across-architectures" / "config.json")
     assert saved.model_variants == (variant,)
 

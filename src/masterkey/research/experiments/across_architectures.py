@@ -57,11 +57,11 @@ def across_architectures(run: _Runner) -> dict[str, Any]:
 def distinct_mappings(bank: FilterBank, targets: list[DepthwiseConv], mappings: Sequence[str]) -> tuple[str, ...]:
     """The mapping rules of ``mappings`` that inject ``bank`` into ``targets`` differently: a rule whose plan (each
     target's source entry) equals an earlier rule's is left out, as ``size`` is where the bank has none of the
-    targets' kernel sizes and falls back to ``depth``.
+    targets' kernel sizes and injects as ``stage`` does.
 
     Example:
-        >>> distinct_mappings(load_master_filters("imagenet-lite0"), find_depthwise_convs(convnext), ("depth", "size"))
-        ('depth',)
+        >>> distinct_mappings(load_master_filters("imagenet-lite0"), find_depthwise_convs(convnext), ("stage", "size"))
+        ('stage',)
     """
     first: dict[tuple, str] = {}  # plan -> the first rule that gives it
     for mapping in mappings:
