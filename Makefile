@@ -67,6 +67,9 @@ CROSS_FAMILY_OUT := outputs/cross-family
 CROSS_FAMILY_RUN = $(VENV)/bin/masterkey experiment $(1) --config $(CROSS_FAMILY) --out $(CROSS_FAMILY_OUT) \
 	--cpu-threads 1 --jobs $(EXPERIMENT_JOBS) --resume
 experiment-cross-family: $(STAMP)
+	# the pilot's runs that finished earlier are committed (their results.json and run_config.json): --resume keeps them
+	mkdir -p $(CROSS_FAMILY_OUT)/regime/runs
+	cp -rn docs/experiments/cross-family/regime/runs/. $(CROSS_FAMILY_OUT)/regime/runs/
 	$(call CROSS_FAMILY_RUN,regime)
 	$(PY) benchmarks/apply_lr_sweep.py --regime $(CROSS_FAMILY_OUT)/regime/results.json $(CROSS_FAMILY)
 	$(call CROSS_FAMILY_RUN,lr-sweep)
