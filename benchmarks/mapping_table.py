@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import timm
 import torch
 import torchvision
 
@@ -43,12 +42,13 @@ def main() -> None:
         targets = masterkey.find_depthwise_convs(model, feature_strides=True)
         specs = {t.name: t.spec for t in targets}
         full += [f"## {source} into {target}", "",
-                 "| # | target | kernel | scale | source (#) | kernel | scale | transforms |", "|---|---|---|---|---|---|---|---|"]
+                 "| # | target | kernel | scale | source (#) | kernel | scale | transforms |",
+                 "|---|---|---|---|---|---|---|---|"]
         column = []
         for i, entry in enumerate(model.masterkey_report.entries):
             t, s = specs[entry.target], bank.spec(entry.source)
-            full.append(f"| {i} | `{entry.target}` | {_kernel(t)} | {t.feature_stride} | `{entry.source}` ({s.index}) | "
-                        f"{_kernel(s)} | {s.feature_stride} | {', '.join(entry.transforms)} |")  # fmt: skip
+            full.append(f"| {i} | `{entry.target}` | {_kernel(t)} | {t.feature_stride} | `{entry.source}` "
+                        f"({s.index}) | {_kernel(s)} | {s.feature_stride} | {', '.join(entry.transforms)} |")  # fmt: skip
             column.append(f"{_kernel(t)} /{t.feature_stride} ← {s.index}: {_kernel(s)} /{s.feature_stride}")
         unused = model.masterkey_report.unused
         full += ["", f"Bank entries not used: {len(unused)} of {len(bank)}.", ""]

@@ -567,8 +567,9 @@ def test_cross_family_runs_its_committed_plan_and_marks_what_came_after_explorat
     assert all(c["pairs"] == 2 and c["p_holm"] >= c["p"] for c in confirmatory)
     assert "mobilenetv2_100: own family (imagenet-mobilenetv2) - imagenet-lite0" in "\n".join(
         results["confirmatory_table"])
-    own = json.loads((Path(next(r["run"] for r in results["runs"] if r["group"] == "mobilenetv2_100" and
-                                r["label"] == "imagenet-mobilenetv2 (frozen)")) / "results.json").read_text())  # fmt: skip
+    own_run = next(r["run"] for r in results["runs"]
+                   if r["group"] == "mobilenetv2_100" and r["label"] == "imagenet-mobilenetv2 (frozen)")
+    own = json.loads((Path(own_run) / "results.json").read_text())
     injected = own["filters"]["injected"]
     assert len(injected) == 17 and not own["filters"]["untouched"]
     assert all(e["transforms"] == ["copied"] for e in injected)  # torchvision's MobileNetV2 into timm's, one to one
@@ -605,7 +606,8 @@ def test_tuning_per_architecture_chooses_budgets_and_rates_the_config_takes(tmp_
     path.write_text(json.dumps(config))
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "apply_lr_sweep.py"
     subprocess.run([sys.executable, str(script), "--regime", str(tmp_path / "regime" / "results.json"),
-                    str(tmp_path / "lr-sweep" / "results.json"), str(path)], check=True, capture_output=True)  # fmt: skip
+                    str(tmp_path / "lr-sweep" / "results.json"), str(path)],
+                   check=True, capture_output=True)  # fmt: skip
     written = json.loads(path.read_text())
     assert written["model_epochs"] == budgets
     assert written["learning_rates"] == sweep["details"]["best"]

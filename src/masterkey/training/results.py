@@ -142,7 +142,9 @@ class RunResults:
                 values["parameters"] = ParameterCounts(**dict(data["parameters"]))
             record = cls(**values)
         except (KeyError, TypeError, ValueError) as e:
-            raise ResultsFormatError(f"{origin} is not a masterkey results.json ({e!r}); train the run again.") from None
+            raise ResultsFormatError(
+                f"{origin} is not a masterkey results.json ({e!r}); train the run again."
+            ) from None
         if not isinstance(record.final.accuracy, (int, float)):
             raise ResultsFormatError(f"{origin} has no final accuracy; train the run again.")
         return record

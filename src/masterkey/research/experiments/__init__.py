@@ -3,8 +3,8 @@
 The research wing's experiments package: one module per experiment (``transfer_matrix``, ``tuning`` for
 ``regime`` and ``lr-sweep``, ``layer_split``, ``source_size``, ``across_architectures``, ``cross_family``), the grid
 runner (``runner``), its configuration (``config``), ``statistics``, ``tables`` and ``plots``, and ``run`` that puts
-them together. Each experiment is a grid of training runs (cells x seeds) through :func:`masterkey.training.train_transfer`, so the
-same code scales from the offline datasets on 2 CPU cores to GPUs with Accelerate; ``jobs`` trains several runs at a
+them together. Each experiment is a grid of training runs (cells x seeds) through
+:func:`masterkey.training.train_transfer`, so the same code scales from the offline datasets on 2 CPU cores to GPUs with Accelerate; ``jobs`` trains several runs at a
 time in worker processes. Every experiment writes, under ``out_dir/<experiment>/``: ``results.json`` (every run with
 its learning check and per-epoch accuracy, the per-cell mean and standard deviation, the paired difference to
 from-scratch with its 95% interval, the scale, the exact command), ``config.json`` (the :class:`ExperimentConfig`,

@@ -1,4 +1,5 @@
-"""``across-architectures``: a bank in other families by each mapping rule named, against scratch and frozen random filters."""
+"""``across-architectures``: a bank in other families by each mapping rule named, against scratch and frozen random
+filters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""How big an experiment is and what it trains: :class:`Scale`, the named :data:`SCALES` and :class:`ExperimentConfig`."""
+"""How big an experiment is and what it trains: :class:`Scale`, the named :data:`SCALES` and :class:`ExperimentConfig`.
+"""
 
 from __future__ import annotations
 

@@ -53,7 +53,8 @@ def _class_subset(load: Callable[[], tuple[np.ndarray, np.ndarray]], classes: tu
 def pointwise_filters(source_folder: Path, n_depthwise: int, *, bank: FilterBank) -> tuple[str, Callable]:
     """The pointwise control of the layer-split experiment as a ``--filters`` name and the function that resolves it:
     the pointwise (1x1) convs of a trained source network in the same first share of the network as its first
-    ``n_depthwise`` depthwise convs, copied and frozen (:func:`masterkey.research.controls.inject_pointwise`); every other
+    ``n_depthwise`` depthwise convs, copied and frozen
+    (:func:`masterkey.research.controls.inject_pointwise`); every other
     parameter, depthwise included, trains. ``bank`` (the source network's depthwise bank) records where the layers
     came from. Both are plain functions and partials, so a run in another process (``jobs``) receives them."""
     name = f"pointwise:{source_folder}:{n_depthwise}"

@@ -1,4 +1,5 @@
-"""Running one experiment end to end: the grid, the plan in force, the summary, tables and plots, written under ``out_dir/<experiment>``."""
+"""Running one experiment end to end: the grid, the plan in force, the summary, tables and plots, written under
+``out_dir/<experiment>``."""
 
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = dict(
 def _apply_plan(
     experiment: str, config: ExperimentConfig, records: list[dict[str, Any]]
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The analysis plan's record (:func:`masterkey.research.plans.plan_record`) and ``records`` marked exploratory where the
-    plan in force does not name their cell or seed; ``(None, records)`` for an experiment without a plan, or whose
+    """The analysis plan's record (:func:`masterkey.research.plans.plan_record`) and ``records`` marked exploratory
+    where the plan in force does not name their cell or seed; ``(None, records)`` for an experiment without a plan, or whose
     config's plan is another experiment's (the regime pilot and lr-sweep that tune a planned experiment)."""
     if config.plan is None or _plan_experiment(config.plan) != experiment:
         return None, records  # a plan names its experiment: the tuning runs before it are not its subject

@@ -1,4 +1,5 @@
-"""The grid runner: training runs of one experiment, in worker processes with ``jobs``, resumable, each recorded with its learning check."""
+"""The grid runner: training runs of one experiment, in worker processes with ``jobs``, resumable, each recorded with
+its learning check."""
 
 from __future__ import annotations
 

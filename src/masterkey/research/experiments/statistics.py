@@ -1,4 +1,5 @@
-"""The numbers of a grid: whether each run learned and converged, per-cell summaries, and paired differences with their intervals."""
+"""The numbers of a grid: whether each run learned and converged, per-cell summaries, and paired differences with their
+intervals."""
 
 from __future__ import annotations
 

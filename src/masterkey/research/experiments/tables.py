@@ -48,7 +48,8 @@ def markdown_table(summary: Sequence[dict[str, Any]]) -> str:
 
 
 def confirmatory_table(rows: Sequence[Mapping[str, Any]], plan: AnalysisPlan | None) -> str:
-    """The plan's primary contrasts (:func:`masterkey.research.plans.confirmatory_contrasts`) as a Markdown table: the mean
+    """The plan's primary contrasts (:func:`masterkey.research.plans.confirmatory_contrasts`) as a Markdown table: the
+    mean
     difference, its 95% interval, the Bonferroni interval at the family's level, the Holm-adjusted p-value and
     whether it holds; empty without a plan in force."""
     if plan is None or not rows:

@@ -1,4 +1,5 @@
-"""The experiments that choose the regime the others run in, scored on a validation split held out of the training data: ``regime`` (budgets) and ``lr-sweep`` (learning rates)."""
+"""The experiments that choose the regime the others run in, scored on a validation split held out of the training data:
+``regime`` (budgets) and ``lr-sweep`` (learning rates)."""
 
 from __future__ import annotations
 
