@@ -124,7 +124,6 @@ def measure_feature_strides(model: nn.Module, names: list[str]) -> dict[str, int
         2
     """
     modules = dict(model.named_modules())
-    derived = _derived_feature_strides(model)
     measured: dict[str, int] = {}
     height = _input_height(model)
     handles = []
@@ -150,6 +149,9 @@ def measure_feature_strides(model: nn.Module, names: list[str]) -> dict[str, int
             handle.remove()
         for module, training in modes.items():
             module.training = training
+    if all(name in measured for name in names):
+        return {name: measured[name] for name in names}
+    derived = _derived_feature_strides(model)  # only for convs the pass did not reach
     return {name: measured.get(name, derived.get(name, 1)) for name in names}
 
 
