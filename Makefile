@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: venv demo test docs bench cards experiments $(EXPERIMENTS:%=experiment-%) clean
+.PHONY: confirmatory venv demo test docs bench cards experiments $(EXPERIMENTS:%=experiment-%) clean
 
 venv: $(STAMP)
 
@@ -67,17 +67,61 @@ CROSS_FAMILY_OUT := outputs/cross-family
 CROSS_FAMILY_RUN = $(VENV)/bin/masterkey experiment $(1) --config $(CROSS_FAMILY) --out $(CROSS_FAMILY_OUT) \
 	--cpu-threads 1 --jobs $(EXPERIMENT_JOBS) --resume
 experiment-cross-family: $(STAMP)
-	# the pilot's runs that finished earlier are committed (their results.json and run_config.json): --resume keeps them
-	mkdir -p $(CROSS_FAMILY_OUT)/regime/runs
-	cp -rn docs/experiments/cross-family/regime/runs/. $(CROSS_FAMILY_OUT)/regime/runs/
+	# runs that finished in earlier sessions are committed (their results.json and run_config.json): --resume keeps them
+	for part in regime lr-sweep cross-family; do if [ -d docs/experiments/cross-family/$$part/runs ]; then \
+		mkdir -p $(CROSS_FAMILY_OUT)/$$part/runs; cp -rn docs/experiments/cross-family/$$part/runs/. $(CROSS_FAMILY_OUT)/$$part/runs/; fi; done
 	$(call CROSS_FAMILY_RUN,regime)
 	$(PY) benchmarks/apply_lr_sweep.py --regime $(CROSS_FAMILY_OUT)/regime/results.json $(CROSS_FAMILY)
 	$(call CROSS_FAMILY_RUN,lr-sweep)
-	$(PY) benchmarks/apply_lr_sweep.py $(CROSS_FAMILY_OUT)/lr-sweep/results.json $(CROSS_FAMILY)
+	# exit status 3: a choice lay at an edge of the range; the config now names the step beyond it: sweep it, choose again
+	$(PY) benchmarks/apply_lr_sweep.py $(CROSS_FAMILY_OUT)/lr-sweep/results.json $(CROSS_FAMILY) || { [ $$? -eq 3 ] && \
+		$(call CROSS_FAMILY_RUN,lr-sweep) && $(PY) benchmarks/apply_lr_sweep.py $(CROSS_FAMILY_OUT)/lr-sweep/results.json $(CROSS_FAMILY); }
 	$(call CROSS_FAMILY_RUN,cross-family)
 	for part in regime lr-sweep cross-family; do mkdir -p docs/experiments/cross-family/$$part; \
 		cp $(CROSS_FAMILY_OUT)/$$part/results.json $(CROSS_FAMILY_OUT)/$$part/config.json \
 		$(CROSS_FAMILY_OUT)/$$part/command.txt $(CROSS_FAMILY_OUT)/$$part/*.png docs/experiments/cross-family/$$part/; done
+
+# the confirmatory reruns of verdicts 1-3: each tunes on a validation split, then runs the grid its plan names
+# (docs/experiments/confirm-verdict-N/plan.json, committed before any of its test runs); the chosen budgets and rates
+# are written into its config between the steps. Verdict 1's Animal-MNIST rates come from the cross-family sweep.
+CONFIRM = $(VENV)/bin/masterkey experiment $(2) --config benchmarks/configs/$(1).json --out outputs/$(3) \
+	--cpu-threads 1 --jobs $(EXPERIMENT_JOBS) --resume
+CONFIRM_KEEP = for part in $(2); do mkdir -p docs/experiments/$(1)/$$part; cp outputs/$(1)/$$part/results.json \
+	outputs/$(1)/$$part/config.json outputs/$(1)/$$part/command.txt outputs/$(1)/$$part/*.png docs/experiments/$(1)/$$part/; done
+
+confirmatory: experiment-confirm-verdict-1 experiment-confirm-verdict-2 experiment-confirm-verdict-3
+
+experiment-confirm-verdict-1: $(STAMP)
+	$(call CONFIRM,confirm-verdict-1-digits-sweep,lr-sweep,confirm-verdict-1)
+	$(PY) benchmarks/apply_lr_sweep.py outputs/confirm-verdict-1/lr-sweep/results.json benchmarks/configs/confirm-verdict-1-digits-sweep.json \
+		|| { [ $$? -eq 3 ] && $(call CONFIRM,confirm-verdict-1-digits-sweep,lr-sweep,confirm-verdict-1); }
+	$(PY) benchmarks/apply_lr_sweep.py outputs/confirm-verdict-1/lr-sweep/results.json benchmarks/configs/confirm-verdict-1.json
+	$(PY) benchmarks/apply_lr_sweep.py --model tf_efficientnet_lite0 --dataset animal-mnist \
+		docs/experiments/cross-family/lr-sweep/results.json benchmarks/configs/confirm-verdict-1.json
+	$(call CONFIRM,confirm-verdict-1,transfer-matrix,confirm-verdict-1)
+	$(call CONFIRM_KEEP,confirm-verdict-1,lr-sweep transfer-matrix)
+
+experiment-confirm-verdict-2: $(STAMP)
+	$(call CONFIRM,confirm-verdict-2,regime,confirm-verdict-2)
+	$(PY) benchmarks/apply_lr_sweep.py --regime outputs/confirm-verdict-2/regime/results.json benchmarks/configs/confirm-verdict-2.json
+	$(call CONFIRM,confirm-verdict-2,lr-sweep,confirm-verdict-2)
+	$(PY) benchmarks/apply_lr_sweep.py --one-rate outputs/confirm-verdict-2/lr-sweep/results.json benchmarks/configs/confirm-verdict-2.json \
+		|| { [ $$? -eq 3 ] && $(call CONFIRM,confirm-verdict-2,lr-sweep,confirm-verdict-2) && \
+		$(PY) benchmarks/apply_lr_sweep.py --one-rate outputs/confirm-verdict-2/lr-sweep/results.json benchmarks/configs/confirm-verdict-2.json; }
+	$(call CONFIRM,confirm-verdict-2,layer-split,confirm-verdict-2)
+	$(call CONFIRM_KEEP,confirm-verdict-2,regime lr-sweep layer-split)
+
+experiment-confirm-verdict-3: $(STAMP)
+	$(call CONFIRM,confirm-verdict-3,regime,confirm-verdict-3)
+	$(PY) benchmarks/apply_lr_sweep.py --regime outputs/confirm-verdict-3/regime/results.json benchmarks/configs/confirm-verdict-3.json
+	$(call CONFIRM,confirm-verdict-3,lr-sweep,confirm-verdict-3)
+	$(PY) benchmarks/apply_lr_sweep.py outputs/confirm-verdict-3/lr-sweep/results.json benchmarks/configs/confirm-verdict-3.json \
+		|| { [ $$? -eq 3 ] && $(call CONFIRM,confirm-verdict-3,lr-sweep,confirm-verdict-3) && \
+		$(PY) benchmarks/apply_lr_sweep.py outputs/confirm-verdict-3/lr-sweep/results.json benchmarks/configs/confirm-verdict-3.json; }
+	$(PY) benchmarks/apply_lr_sweep.py --model tf_efficientnet_lite0 --dataset animal-mnist \
+		docs/experiments/cross-family/lr-sweep/results.json benchmarks/configs/confirm-verdict-3.json
+	$(call CONFIRM,confirm-verdict-3,source-size,confirm-verdict-3)
+	$(call CONFIRM_KEEP,confirm-verdict-3,regime lr-sweep source-size)
 
 experiment-%: $(STAMP)
 	$(VENV)/bin/masterkey experiment $* --config $(EXPERIMENT_CONFIG) --out outputs/experiments --cpu-threads 1 \

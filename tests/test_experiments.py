@@ -387,7 +387,7 @@ def test_apply_lr_sweep_gives_every_frozen_arm_the_banks_rate_and_keeps_datasets
             record("digits", "imagenet-lite0 (frozen)", 8e-3, 0.9),
             record("digits", "random (frozen)", 2e-3, 0.7), record("digits", "random (frozen)", 8e-3, 0.8)]  # fmt: skip
     sweep, config = tmp_path / "results.json", tmp_path / "config.json"
-    sweep.write_text(json.dumps({"runs": runs}))
+    sweep.write_text(json.dumps({"runs": runs, "config": {"sweep_learning_rates": [1e-3, 2e-3, 8e-3, 1.6e-2]}}))
     kept = {"from scratch": 0.016}
     config.write_text(json.dumps({"datasets": ["digits"], "scale": "full",
                                   "learning_rates": {"animal-mnist": kept}}))  # fmt: skip
@@ -603,11 +603,20 @@ def test_tuning_per_architecture_chooses_budgets_and_rates_the_config_takes(tmp_
                                                    "mobilenetv2_100: imagenet-mobilenetv2 (frozen)"}  # fmt: skip
     assert all(len(r["history"]) == budgets["mobilenetv2_100"] for r in sweep["runs"])
     path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
+    path.write_text(json.dumps({**config, "model_epochs": budgets}))
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "apply_lr_sweep.py"
-    subprocess.run([sys.executable, str(script), "--regime", str(tmp_path / "regime" / "results.json"),
-                    str(tmp_path / "lr-sweep" / "results.json"), str(path)],
-                   check=True, capture_output=True)  # fmt: skip
+    command = [sys.executable, str(script), "--regime", str(tmp_path / "regime" / "results.json"),
+               str(tmp_path / "lr-sweep" / "results.json"), str(path)]  # fmt: skip
+    # with two rates every choice lies at an edge of the range: each arm is swept one step further first
+    first = subprocess.run(command, capture_output=True, text=True)
+    assert first.returncode == 3 and "sweep one step further" in first.stdout
+    extra = json.loads(path.read_text())["sweep_extra_rates"]["mobilenetv2_100"]
+    assert set(extra) == {"from scratch", "imagenet-mobilenetv2 (frozen)"}
+    assert all(rates in ([5e-4], [4e-3]) for rates in extra.values())
+    assert "learning_rates" not in json.loads(path.read_text())  # nothing chosen yet
+    sweep = run_experiment("lr-sweep", path, out_dir=tmp_path, resume=True)
+    assert sweep["reused_runs"] == 4 and len(sweep["runs"]) == 6
+    subprocess.run(command, check=True, capture_output=True)  # extended once: the choice is final now
     written = json.loads(path.read_text())
     assert written["model_epochs"] == budgets
     assert written["learning_rates"] == sweep["details"]["best"]

@@ -44,6 +44,7 @@ LAYERS: list[set[str]] = [
     {"publishing"},
     {"catalog"},  # lists every registry of names (the zoo of publishing included)
     # the research wing: above the whole core, which never imports it
+    {"research.intervals"},  # paired intervals, per seed or over source networks
     {"research.plans", "research.controls"},
     {"research.experiments.config"},
     {"research.experiments.statistics"},

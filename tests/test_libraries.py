@@ -22,6 +22,7 @@ from torch import nn
 import masterkey
 from masterkey import cli
 from masterkey.errors import ArgumentError, CheckpointError, UnsupportedModelError
+from masterkey.publishing import zoo_repo_name
 from masterkey.sources import MOBILENET_V2_SHA256, imagenet_weights
 
 transformers = pytest.importorskip("transformers")
@@ -165,6 +166,23 @@ def test_a_torchvision_banks_card_shows_where_it_came_from_and_its_snippet_runs(
     snippet = card.split("```python\n")[1].split("```")[0].replace("your-org/mobilenet_v2-dw", str(tmp_path / "bank"))
     exec(compile(snippet, "card", "exec"), {})
     assert "trainable params:" in capsys.readouterr().out
+
+
+def test_the_cli_publishes_a_torchvision_builders_bank_and_names_its_repo_after_the_builder(mobilenet_v2_file,
+                                                                                               tmp_path, capsys):
+    out = tmp_path / "repo"
+    assert cli.main(["publish", "torchvision:mobilenet_v2", "--weights", str(mobilenet_v2_file), "--out", str(out),
+                     "--dry-run"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert re.search(r"would upload to [\w.-]+/mobilenet_v2-dw:", printed)
+    bank = masterkey.load_master_filters(out)
+    assert len(bank) == 17 and bank.config["source_sha256"] == MOBILENET_V2_SHA256
+    assert "| SHA-256 of the weights file |" in (out / "README.md").read_text()
+    assert zoo_repo_name("torchvision:mobilenet_v2.IMAGENET1K_V1") == "mobilenet_v2-imagenet-dw"
+    assert cli.main(["publish", str(out), "--weights", str(mobilenet_v2_file), "--out", str(tmp_path / "again"),
+                     "--dry-run"]) == 2  # fmt: skip
+    assert "--weights goes with a model to extract" in capsys.readouterr().err
+    assert not (tmp_path / "again" / "filters.safetensors").exists()
 
 
 # -- any module ----------------------------------------------------------------------------------------------------

@@ -315,3 +315,13 @@ def test_the_size_mapping_prefers_the_targets_own_kernel_size_at_any_depth():
     assert any(sizes[by_depth[t.name]] != t.spec.kernel_size for t in targets)  # the depth rule resizes some
     model = masterkey.from_pretrained_filters(model, bank, mapping="size")
     assert all(not e.transforms or "kernel" not in " ".join(e.transforms) for e in model.masterkey_report.injected)
+
+
+def test_every_named_mapping_is_offered_by_the_command_line_and_the_training_config():
+    from masterkey.constants import MAPPING_NAMES
+    from masterkey.mapping import MAPPINGS
+    from masterkey.training import make_config
+
+    assert tuple(MAPPINGS) == MAPPING_NAMES
+    for name in MAPPING_NAMES:  # the earlier rule, stage, included
+        assert make_config(model="tf_efficientnet_lite0", filters="imagenet-lite0", mapping=name).mapping == name

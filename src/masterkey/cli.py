@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .constants import EXPERIMENT_NAMES, HUB_ORG, LIBRARY_VERSION, SCALE_NAMES
+from .constants import EXPERIMENT_NAMES, HUB_ORG, LIBRARY_VERSION, MAPPING_NAMES, SCALE_NAMES
 from .errors import ArgumentError, MasterKeyError
 
 __all__ = ["main", "COMMANDS"]
@@ -89,9 +89,10 @@ def _add_inspect(p: argparse.ArgumentParser) -> None:
     p.add_argument("--into", help="timm model name to inject the bank into (prints the injection report)")
     p.add_argument("--num-classes", type=_positive_int, default=None, help="classes of the model's new head")
     p.add_argument("--strict", action="store_true", help="fail when any target conv is left untouched")
-    p.add_argument("--mapping", choices=("exact", "depth", "size"), default="exact",
-                   help="exact: same layer names and shapes; depth: another architecture, by relative depth; size: the "
-                   "same kernel size first, then depth")
+    p.add_argument("--mapping", choices=MAPPING_NAMES, default="exact",
+                   help="exact: same layer names and shapes; depth: another architecture, by structure (kernel size, "
+                   "feature-map scale, position at that scale); stage: the earlier rule, relative depth by module-path "
+                   "stages; size: the same kernel size first, then stage")
     p.add_argument("--resize", choices=("geometric", "universal"), default="geometric",
                    help="how kernels of another size are made (depth mapping): crop/pad, or re-rendered universal key")
 
@@ -130,7 +131,10 @@ def _layer_table(bank, rows: list[dict]) -> str:
 
 def _add_publish(p: argparse.ArgumentParser) -> None:
     p.add_argument("bank", nargs="?", help="what to publish: a pretrained checkpoint (convnext_tiny.fb_in1k, "
-                   "hf-hub:org/model: extracted first), a bank folder, a bank's Hub id, or a built-in name")
+                   "hf-hub:org/model, a torchvision builder with --weights, transformers:ORG/NAME: extracted first), "
+                   "a bank folder, a bank's Hub id, or a built-in name")
+    p.add_argument("--weights", help="with a torchvision builder (torchvision:mobilenet_v2): the checkpoint file to "
+                   "extract from, read weights-only")
     p.add_argument("--repo-id", help="target Hub repo (default: MASTERKEY_HUB_ORG/<architecture>-<dataset>-dw for a "
                    "checkpoint, MASTERKEY_HUB_ORG/<folder name> for a bank)")
     p.add_argument("--out", required=True, type=_out_dir, help="folder to build the repo content in (e.g. "
@@ -144,9 +148,11 @@ def _add_publish(p: argparse.ArgumentParser) -> None:
 
 
 def _is_checkpoint(name: str) -> bool:
-    from . import _timm
+    from . import _libraries, _timm
     from .hub import BUILTIN_BANKS
 
+    if _libraries.is_library_name(name):  # torchvision's and transformers' models: extracted like a checkpoint
+        return True
     return name not in BUILTIN_BANKS and not Path(name).exists() and _timm.names_pretrained_weights(name)
 
 
@@ -168,12 +174,15 @@ def _run_publish(args: argparse.Namespace) -> int:
     if args.bank is None:
         raise ArgumentError("Name what to publish (a checkpoint, a bank folder or Hub id), or pass --zoo ORG.")
     checkpoint = _is_checkpoint(args.bank)
+    if args.weights and not checkpoint:
+        raise ArgumentError(f"--weights goes with a model to extract (a torchvision builder such as "
+                            f"torchvision:mobilenet_v2); {args.bank!r} is a bank already.")  # fmt: skip
     default = zoo_repo_name(args.bank) if checkpoint else args.out.name
     repo_id = args.repo_id or f"{HUB_ORG}/{default}"
     if not args.dry_run:
         check_upload(repo_id)  # offline, no token or a bad repo id: refused before the bank is built
     results, sections = load_card_results(args.results) if args.results else ([], [])
-    bank = extract_filters(args.bank) if checkpoint else load_master_filters(args.bank)
+    bank = extract_filters(args.bank, weights=args.weights) if checkpoint else load_master_filters(args.bank)
     files = publish_bank(bank, repo_id, folder=args.out, results=results, card_kwargs={"sections": sections},
                          dry_run=args.dry_run, private=args.private or None)  # fmt: skip
     verb = "would upload" if args.dry_run else "uploaded"

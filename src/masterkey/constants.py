@@ -46,6 +46,12 @@ EXPERIMENT_NAMES = (
 )  # fmt: skip
 SCALE_NAMES = ("quick", "small", "full")
 
+#: The named rules that map a bank's entries onto a model's depthwise convs (``masterkey.mapping.MAPPINGS``): ``exact``
+#: (same module path and shape), ``depth`` (by structure: kernel size, feature-map scale, position within it),
+#: ``stage`` (relative depth by module-path stages, the earlier rule), ``size`` (the same kernel size first, then
+#: stage); the command line's choices.
+MAPPING_NAMES = ("exact", "depth", "stage", "size")
+
 
 def _env_path(name: str, default: Path) -> Path:
     value = os.environ.get(name)

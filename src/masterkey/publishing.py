@@ -21,7 +21,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult
 
-from . import _timm
+from . import _libraries, _timm
 from .bank import FilterBank
 from .constants import (
     CARD_NAME,
@@ -62,13 +62,19 @@ _DATASET_SLUGS = {"imagenet-1k": "imagenet", "imagenet-22k": "imagenet22k", "ima
 
 def zoo_repo_name(checkpoint: str) -> str:
     """The Hub repo name of a checkpoint's bank: ``<architecture>-<dataset>-dw``, the dataset read from timm's tag
-    (``convnext_tiny.fb_in22k_ft_in1k`` -> ``convnext_tiny-imagenet22k-ft-imagenet-dw``).
+    (``convnext_tiny.fb_in22k_ft_in1k`` -> ``convnext_tiny-imagenet22k-ft-imagenet-dw``) or torchvision's weights
+    (``torchvision:mobilenet_v2.IMAGENET1K_V1`` -> ``mobilenet_v2-imagenet-dw``); ``<name>-dw`` where neither names one
+    (a transformers repo: its name; a torchvision builder with a weights file: the builder).
 
     Example:
         >>> zoo_repo_name("convnext_tiny.fb_in1k")
         'convnext_tiny-imagenet-dw'
     """
-    name = checkpoint.removeprefix(_timm.HUB_PREFIX).split("@")[0].split("/")[-1]
+    if checkpoint.startswith(_libraries.TORCHVISION_PREFIX):
+        builder, _, weights = checkpoint.removeprefix(_libraries.TORCHVISION_PREFIX).partition(".")
+        return f"{builder}-imagenet-dw" if weights.upper().startswith("IMAGENET1K") else f"{builder}-dw"
+    name = checkpoint.removeprefix(_libraries.TRANSFORMERS_PREFIX).removeprefix(_timm.HUB_PREFIX)
+    name = name.split("@")[0].rstrip("/").split("/")[-1]
     architecture, tag = _timm.split_model_name_tag(name)
     dataset = _timm.dataset_of_tag(tag)
     if dataset is None:

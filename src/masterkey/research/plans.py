@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,10 +32,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import stats as scipy_stats
-
 from ..errors import TrainingConfigError
+from .intervals import paired_difference
 
 __all__ = [
     "AnalysisPlan",
@@ -80,6 +77,9 @@ class AnalysisPlan:
     alpha: float = 0.05
     budgets: Mapping[str, Any] = field(default_factory=dict)
     wording: Mapping[str, str] = field(default_factory=dict)
+    #: the seeds of the source networks whose filters the confirmatory runs use (``()``: no trained source, or one
+    #: not named); runs of other sources are exploratory
+    sources: tuple[int, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Any, *, origin: str = "the plan") -> AnalysisPlan:
@@ -90,7 +90,8 @@ class AnalysisPlan:
         """
         if not isinstance(data, Mapping):
             raise TrainingConfigError(f"{origin} must be a JSON object, not {type(data).__name__}.")
-        known = {"experiment", "seeds", "primary", "cells", "correction", "alpha", "budgets", "wording", "notes"}
+        known = {"experiment", "seeds", "primary", "cells", "correction", "alpha", "budgets", "wording", "notes",
+                 "sources"}
         unknown = sorted(set(data) - known)
         missing = sorted({"experiment", "seeds", "primary"} - set(data))
         if unknown or missing:
@@ -100,6 +101,9 @@ class AnalysisPlan:
         if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                                                for s in seeds):  # fmt: skip
             raise TrainingConfigError(f"{origin}: 'seeds' must be a non-empty list of integers.")
+        sources = data.get("sources", [])
+        if not isinstance(sources, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in sources):
+            raise TrainingConfigError(f"{origin}: 'sources' must be a list of integers (the source networks' seeds).")
         primary = data["primary"]
         if not isinstance(primary, list) or not all(_is_contrast(c) for c in primary):
             raise TrainingConfigError(f"{origin}: 'primary' must be a list of {{'name', 'a': [group, label], "
@@ -114,7 +118,8 @@ class AnalysisPlan:
             raise TrainingConfigError(f"{origin}: 'alpha' must be a number in (0, 1), found {alpha!r}.")
         return cls(experiment=str(data["experiment"]), seeds=tuple(seeds), primary=tuple(dict(c) for c in primary),
                    cells=tuple((c[0], c[1]) for c in cells), correction=correction, alpha=float(alpha),
-                   budgets=dict(data.get("budgets", {})), wording=dict(data.get("wording", {})))  # fmt: skip
+                   budgets=dict(data.get("budgets", {})), wording=dict(data.get("wording", {})),
+                   sources=tuple(sources))  # fmt: skip
 
     def primary_pairs(self) -> list[tuple[tuple[str, str], tuple[str, str]]]:
         """The primary contrasts as ``((group_a, label_a), (group_b, label_b))``, in the plan's order."""
@@ -212,44 +217,35 @@ def holm_adjust(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
-def _paired_test(differences: Sequence[float], level: float) -> dict[str, Any]:
-    values = np.asarray(differences, dtype=float)
-    n, mean = len(values), float(values.mean())
-    if n < 2:
-        return {"mean": mean, "pairs": n, "p": 1.0, "low": mean, "high": mean}
-    sd = float(values.std(ddof=1))
-    if sd == 0.0:
-        p = 1.0 if mean == 0.0 else 0.0
-        return {"mean": mean, "pairs": n, "p": p, "low": mean, "high": mean}
-    t = mean / (sd / math.sqrt(n))
-    p = float(2 * scipy_stats.t.sf(abs(t), n - 1))
-    half = float(scipy_stats.t.ppf(1 - level / 2, n - 1) * sd / math.sqrt(n))
-    return {"mean": mean, "pairs": n, "p": p, "low": mean - half, "high": mean + half}
-
-
 def confirmatory_contrasts(records: Sequence[Mapping[str, Any]], plan: AnalysisPlan) -> list[dict[str, Any]]:
     """The plan's primary contrasts on ``records`` (one per run: ``group``, ``label``, ``seed``, ``accuracy``), each
     cell A minus cell B paired by seed over the plan's seeds: the mean, the two-sided paired t p-value, its Holm
     adjustment across the primary family, the 95% interval and the Bonferroni interval at the family's level
-    (``alpha / m``), and ``holds`` (Holm-adjusted p below ``alpha``). A contrast missing a cell or a seed of the
-    plan reports how many pairs it has and never holds.
+    (``alpha / m``), and ``holds`` (Holm-adjusted p below ``alpha``). Where the runs name their source networks
+    (``source_seed``), test and intervals are over the per-source means
+    (:func:`masterkey.research.intervals.paired_difference`), so source variation is inside them. A contrast missing
+    a cell or a seed of the plan reports how many pairs it has and never holds.
 
     Example:
         >>> confirmatory_contrasts(results["runs"], plan)[0]["holds"]
         True
     """
-    accuracy: dict[tuple[str, str], dict[int, float]] = {}
+    runs: dict[tuple[str, str], dict[int, Mapping[str, Any]]] = {}
     for r in records:
-        if r["seed"] in plan.seeds:
-            accuracy.setdefault((r["group"], r["label"]), {})[r["seed"]] = r["accuracy"]
+        if r["seed"] in plan.seeds and (not plan.sources or r.get("source_seed") in (None, *plan.sources)):
+            runs.setdefault((r["group"], r["label"]), {})[r["seed"]] = r
     rows = []
     m = len(plan.primary)
     for contrast, (a, b) in zip(plan.primary, plan.primary_pairs()):
-        seeds = sorted(set(accuracy.get(a, {})) & set(accuracy.get(b, {})))
-        differences = [accuracy[a][s] - accuracy[b][s] for s in seeds]
-        test = _paired_test(differences, 0.05) if seeds else {"mean": None, "pairs": 0, "p": 1.0, "low": None,
-                                                               "high": None}  # fmt: skip
-        family = _paired_test(differences, plan.alpha / max(m, 1)) if seeds else test
+        seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
+        differences = [runs[a][s]["accuracy"] - runs[b][s]["accuracy"] for s in seeds]
+        sources = [next((r["source_seed"] for r in (runs[a][s], runs[b][s]) if r.get("source_seed") is not None),
+                        None) for s in seeds]  # fmt: skip
+        clusters = None if all(c is None for c in sources) else sources
+        test = paired_difference(differences, clusters=clusters) if seeds else {
+            "mean": None, "pairs": 0, "p": 1.0, "low": None, "high": None}  # fmt: skip
+        family = paired_difference(differences, clusters=clusters, level=plan.alpha / max(m, 1)) if seeds else test
+        test = {k: v for k, v in test.items() if k != "real"}
         rows.append({"name": contrast.get("name", f"{', '.join(a)} - {', '.join(b)}"), "a": ", ".join(a),
                      "b": ", ".join(b), **test, "family_low": family["low"], "family_high": family["high"],
                      "complete": len(seeds) == len(plan.seeds)})  # fmt: skip
@@ -260,8 +256,8 @@ def confirmatory_contrasts(records: Sequence[Mapping[str, Any]], plan: AnalysisP
 
 
 def mark_exploratory(records: Sequence[Mapping[str, Any]], plan: AnalysisPlan | None) -> list[dict[str, Any]]:
-    """``records`` with ``exploratory`` set on each: true for a run whose seed or cell the plan in force does not
-    name, and for every run when no plan is in force.
+    """``records`` with ``exploratory`` set on each: true for a run whose seed, cell or source network (where the
+    plan names ``sources``) the plan in force does not name, and for every run when no plan is in force.
 
     Example:
         >>> [r["exploratory"] for r in mark_exploratory(runs, plan)]
@@ -270,4 +266,10 @@ def mark_exploratory(records: Sequence[Mapping[str, Any]], plan: AnalysisPlan | 
     if plan is None:
         return [{**r, "exploratory": True} for r in records]
     cells, seeds = plan.planned_cells(), set(plan.seeds)
-    return [{**r, "exploratory": not ((r["group"], r["label"]) in cells and r["seed"] in seeds)} for r in records]
+
+    def planned(r: Mapping[str, Any]) -> bool:
+        source = r.get("source_seed")
+        return ((r["group"], r["label"]) in cells and r["seed"] in seeds
+                and (source is None or not plan.sources or source in plan.sources))  # fmt: skip
+
+    return [{**r, "exploratory": not planned(r)} for r in records]

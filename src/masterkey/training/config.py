@@ -50,6 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ..constants import MAPPING_NAMES
 from ..errors import MasterKeyError, TrainingConfigError
 from ..inject import TRAINABLE_POLICIES, check_trainable
 
@@ -146,8 +147,10 @@ class ModelArguments:
     mapping: str = option(
         "exact",
         "how the model's depthwise convs find their bank entry: 'exact' (same module path and shape), 'depth' (any "
-        "architecture: nearest relative depth, kernels fitted) or 'size' (the same kernel size first, then depth)",
-        identity=True, card=True, choices=("exact", "depth", "size"),
+        "architecture, by structure: the same kernel size first, then the nearest feature-map scale, then the nearest "
+        "position at that scale), 'stage' (the earlier rule: nearest relative depth by module-path stages) or 'size' "
+        "(the same kernel size first, then stage)",
+        identity=True, card=True, choices=MAPPING_NAMES,
     )  # fmt: skip
     model_kwargs: dict[str, Any] | None = option(
         None,

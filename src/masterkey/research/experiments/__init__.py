@@ -38,7 +38,7 @@ Example:
 from .across_architectures import across_architectures, distinct_mappings
 from .config import SCALES, TUNING_EXPERIMENTS, ExperimentConfig, Scale, variant_of
 from .cross_family import cross_family
-from .layer_split import layer_split, pointwise_filters, split_classes
+from .layer_split import layer_split, layer_steps, pointwise_filters, split_classes
 from .plots import plot_learning_curves, replot, results_chance
 from .run import EXPERIMENTS, run_experiment
 from .runner import first_layers, source_bank
@@ -50,16 +50,19 @@ from .statistics import (
     learning_check,
     paired_contrasts,
     paired_difference,
+    steps_to_reach,
     summarize,
+    time_to_reach,
 )
 from .tables import (
     confirmatory_table,
     contrast_table,
     format_difference,
     markdown_table,
+    time_to_reach_table,
 )
 from .transfer_matrix import main_arms, transfer_matrix, transfer_matrix_arms
-from .tuning import best_learning_rates, chosen_budgets, lr_sweep, regime
+from .tuning import best_learning_rates, chosen_budgets, edge_extensions, lr_sweep, regime
 
 __all__ = [
     "Scale", "SCALES", "ExperimentConfig", "EXPERIMENTS", "TUNING_EXPERIMENTS", "run_experiment", "summarize",
@@ -68,5 +71,6 @@ __all__ = [
     "chosen_budgets", "main_arms", "transfer_matrix_arms", "source_size_arms", "split_classes", "pointwise_filters",
     "distinct_mappings", "variant_of", "source_bank", "first_layers", "regime", "lr_sweep", "transfer_matrix",
     "layer_split", "source_size", "across_architectures", "cross_family", "CONVERGED_RISE", "LEARNED_LOSS_SHARE",
-    "LEARNED_SIGMAS",
+    "LEARNED_SIGMAS", "steps_to_reach", "time_to_reach", "time_to_reach_table", "layer_steps",
+    "edge_extensions",
 ]  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,24 @@ class Scale:
     #: the seed of the tuning runs (regime, lr-sweep); ``None``: the first of ``seeds``. A planned experiment tunes
     #: with a seed none of its confirmatory runs uses
     tuning_seed: int | None = None
+    #: several independent source networks per trained bank, one per seed here (``None``: one, ``source_seed``). The
+    #: runs of ``seeds`` are dealt out in turn: run seed i takes the filters of the network of ``source_seeds[i % S]``,
+    #: so every interval of an arm built on them spans sources as well as seeds (the statistics cluster by source)
+    source_seeds: tuple[int, ...] | None = None
+
+    def source_groups(self, seeds: Sequence[int] | None = None) -> list[tuple[int, tuple[int, ...]]]:
+        """The source networks and the run seeds each serves: ``[(source seed, run seeds), ...]``; ``seeds`` (the
+        scale's by default) are dealt out over :attr:`source_seeds` in turn, or all go to ``source_seed``.
+
+        Example:
+            >>> replace(SCALES["quick"], seeds=(1, 2, 3, 4), source_seeds=(7, 8)).source_groups()
+            [(7, (1, 3)), (8, (2, 4))]
+        """
+        seeds = tuple(self.seeds if seeds is None else seeds)
+        if not self.source_seeds:
+            return [(self.source_seed, seeds)]
+        n = len(self.source_seeds)
+        return [(source, seeds[i::n]) for i, source in enumerate(self.source_seeds) if seeds[i::n]]
 
     @property
     def tuning_seeds(self) -> tuple[int, ...]:
@@ -126,9 +144,16 @@ class ExperimentConfig:
     #: layer-split: which transfers are trained: ``AnB`` (layers of a network trained on the other half, A: do they
     #: generalise?) and ``BnB`` (layers of a network trained on B itself: the control for co-adaptation)
     split_arms: tuple[str, ...] = ("AnB", "BnB")
+    #: layer-split: the numbers n of first depthwise layers copied (``None``: n = 1, then every ``N / layer_groups``
+    #: of the model's N up to all of them, by the scale's ``layer_groups``)
+    split_layers: tuple[int, ...] | None = None
     #: source-size: banks trained on shares of ``source`` transfer to ``target``
     source: str = "animal-mnist"
     target: str = "digits"
+    #: source-size: the control arms beside the shares, by kind of :func:`~.transfer_matrix.main_arms`: ``bank`` (the
+    #: pretrained bank, a positive control: can the target tell good filters from bad?) and ``random`` (frozen random
+    #: filters, the negative control)
+    source_size_controls: tuple[str, ...] = ()
     #: across-architectures: the families the bank is injected into
     architectures: tuple[str, ...] = ("convnext_atto", "mobilenetv3_small_100")
     #: across-architectures: the mapping rules compared, one arm each (``depth``, ``size``: see masterkey.mapping); a
@@ -165,6 +190,10 @@ class ExperimentConfig:
         default_factory=lambda: {"digits": (10, 20, 40), "animal-mnist": (3, 6, 12)})
     #: lr-sweep: the learning rates each main arm tries, on the validation split carved from the training data
     sweep_learning_rates: tuple[float, ...] = (1e-3, 2e-3, 4e-3)
+    #: lr-sweep: more rates for single arms, dataset (or, with ``tuning_models``, architecture) -> cell label ->
+    #: rates: the step beyond the range where an arm's best rate lay at its edge (``benchmarks/apply_lr_sweep.py``
+    #: writes them; :func:`~.tuning.edge_extensions`)
+    sweep_extra_rates: Mapping[str, Mapping[str, tuple[float, ...]]] = field(default_factory=dict)
     #: lr-sweep: which main arms are swept, by kind: ``none`` (from scratch), ``bank``, ``fitted`` (the universal keys
     #: fitted to the bank), ``random``
     sweep_arms: tuple[str, ...] = ("none", "bank", "fitted", "random")
@@ -186,7 +215,8 @@ class ExperimentConfig:
             values["scale"] = _scale_from(values["scale"])
         for key in ("datasets", "architectures", "mappings", "pilot_resolutions", "sweep_learning_rates",
                     "sweep_arms", "extra_banks", "extra_banks_datasets", "model_variants", "split_arms", "long_seeds",
-                    "family_targets", "family_banks", "tuning_models", "sweep_banks"):
+                    "family_targets", "family_banks", "tuning_models", "sweep_banks", "split_layers",
+                    "source_size_controls"):
             if key in values and values[key] is not None:
                 values[key] = tuple(values[key]) if isinstance(values[key], (list, tuple)) else (values[key],)
         unknown_arms = sorted(set(values.get("split_arms", ())) - {"AnB", "BnB"})
@@ -195,6 +225,9 @@ class ExperimentConfig:
         if "model_variants" in values:
             values["model_variants"] = tuple(dict(zip(("model", "model_kwargs"), variant_of(v), strict=True))
                                              for v in values["model_variants"])  # fmt: skip
+        if "sweep_extra_rates" in values:
+            values["sweep_extra_rates"] = {key: {label: tuple(rates) for label, rates in dict(arms).items()}
+                                           for key, arms in dict(values["sweep_extra_rates"]).items()}  # fmt: skip
         if "pilot_epochs" in values:
             values["pilot_epochs"] = {d: tuple(e) if isinstance(e, (list, tuple)) else (e,)
                                       for d, e in dict(values["pilot_epochs"]).items()}  # fmt: skip
@@ -241,6 +274,11 @@ def _scale_from(value: str | Scale | Mapping[str, Any]) -> Scale:
                                   f"every field; missing: {', '.join(missing)}.")  # fmt: skip
     merged = {**(asdict(base) if base else {}), **value}
     merged["seeds"] = tuple(merged["seeds"])
+    if merged.get("source_seeds") is not None:
+        merged["source_seeds"] = tuple(merged["source_seeds"])
+        if len(set(merged["source_seeds"])) != len(merged["source_seeds"]):
+            raise TrainingConfigError(f"The scale's source_seeds {list(merged['source_seeds'])} repeat a seed: each "
+                                      "names one independent source network.")  # fmt: skip
     return Scale(**merged)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from ...extract import find_depthwise_convs
 from ...hub import load_master_filters
 from ...training import BUILTIN_DATASETS, BuiltinDataset, ResolvedFilters
 from ..controls import inject_pointwise
+from .config import ExperimentConfig
 from .runner import _Runner, first_layers, source_bank
 
 _logger = logging.getLogger(__name__)
@@ -42,6 +43,22 @@ def split_classes(dataset: str) -> tuple[BuiltinDataset, BuiltinDataset]:
             license=parent.license,
         ))  # fmt: skip
     return halves[0], halves[1]
+
+
+def split_halves(names: Iterable[str]) -> dict[str, BuiltinDataset]:
+    """The class halves (:func:`split_classes`) among ``names``: each ``<dataset>-A`` or ``<dataset>-B`` of a built-in
+    dataset, by name, so that the regime pilot and the lr-sweep can tune on a half as layer-split trains on it.
+
+    Example:
+        >>> list(split_halves(["animal-mnist-B", "digits"]))
+        ['animal-mnist-B']
+    """
+    names, halves = list(names), {}
+    for name in names:
+        parent, _, tag = name.rpartition("-")
+        if tag in ("A", "B") and parent in BUILTIN_DATASETS:
+            halves.update({half.name: half for half in split_classes(parent)})
+    return {name: halves[name] for name in names if name in halves}
 
 
 def _class_subset(load: Callable[[], tuple[np.ndarray, np.ndarray]], classes: tuple[int, ...]):
@@ -73,29 +90,56 @@ def _resolve_pointwise(name: str, source_folder: Path, n_depthwise: int, bank: F
 
 
 def layer_split(run: _Runner) -> dict[str, Any]:
-    """AnB / BnB with the first n depthwise layers copied and frozen, and the pointwise control."""
+    """AnB / BnB with the first n depthwise layers copied and frozen, and the pointwise control. The A and B networks
+    come from the scale's :meth:`~.config.Scale.source_groups` (one pair, or several: each serves its share of the
+    seeds, so the intervals span source networks)."""
     model = run.config.model
     halves = split_classes(run.config.split_dataset)
     run.datasets.update({half.name: half for half in halves})
     half_a, half_b = (half.name for half in halves)
     origins = {tag: half for tag, half in (("AnB", half_a), ("BnB", half_b)) if tag in run.config.split_arms}
-    trained = run.source_models({f"{model}-{half}": {"dataset_name": half} for half in origins.values()})
-    base = {half: trained[f"{model}-{half}"] for half in origins.values()}
-    n_layers = len(find_depthwise_convs(create_model(model)))
-    groups = run.scale.layer_groups
-    steps = sorted({1, *(round(i * n_layers / groups) for i in range(1, groups + 1))})
-    banks = {half: load_master_filters(source_bank(base[half], name=half, dataset=half, model=model)) for half in base}
+    steps = layer_steps(run.config, len(find_depthwise_convs(create_model(model))))
     run.cell("from scratch on B", "n=0", x=0, filters="none", dataset_name=half_b)  # n = 0 is the same for every arm
-    for n in steps:
-        for tag, origin in origins.items():
-            dw = str(first_layers(banks[origin], n, base[origin]))
-            pw, resolve = pointwise_filters(base[origin], n, bank=banks[origin])
-            run.filters[pw] = resolve
-            run.cell(f"{tag} depthwise", f"n={n}", x=n, filters=dw, no_strict=True, dataset_name=half_b)
-            run.cell(f"{tag} pointwise", f"n={n}", x=n, filters=pw, no_strict=True, dataset_name=half_b)
+    several = run.scale.source_seeds is not None
+    for source_seed, seeds in run.scale.source_groups():
+        trained = run.source_models({f"{model}-{half}": {"dataset_name": half} for half in origins.values()},
+                                    source_seed=source_seed)  # fmt: skip
+        base = {half: trained[f"{model}-{half}"] for half in origins.values()}
+        banks = {half: load_master_filters(source_bank(base[half], name=half, dataset=half, model=model))
+                 for half in base}  # fmt: skip
+        for n in steps:
+            for tag, origin in origins.items():
+                dw = str(first_layers(banks[origin], n, base[origin]))
+                pw, resolve = pointwise_filters(base[origin], n, bank=banks[origin])
+                run.filters[pw] = resolve
+                for label, filters in ((f"{tag} depthwise", dw), (f"{tag} pointwise", pw)):
+                    run.cell(label, f"n={n}", x=n, filters=filters, no_strict=True, dataset_name=half_b, seeds=seeds,
+                             source_seed=source_seed if several else None)  # fmt: skip
     # the pointwise control, paired by seed; and, with both arms, AnB against BnB (co-adaptation)
     contrasts = [[[f"{tag} depthwise", f"n={n}"], [f"{tag} pointwise", f"n={n}"]] for n in steps for tag in origins]
     if len(origins) == 2:
         contrasts += [[[f"AnB {kind}", f"n={n}"], [f"BnB {kind}", f"n={n}"]]
                       for n in steps for kind in ("depthwise", "pointwise")]  # fmt: skip
-    return {"halves": [half_a, half_b], "layers": n_layers, "n": steps, "contrasts": contrasts}
+    return {"halves": [half_a, half_b], "layers": len(find_depthwise_convs(create_model(model))), "n": steps,
+            "contrasts": contrasts}  # fmt: skip
+
+
+def layer_steps(config: ExperimentConfig, n_layers: int) -> list[int]:
+    """The numbers of first depthwise layers layer-split copies: the config's ``split_layers`` where it names them
+    (each between 1 and ``n_layers``), else n = 1 and then every ``n_layers / layer_groups`` up to all of them.
+
+    Raises:
+        TrainingConfigError: a ``split_layers`` entry outside 1..n_layers.
+
+    Example:
+        >>> layer_steps(ExperimentConfig.from_dict({"scale": "full"}), 16)
+        [1, 4, 8, 12, 16]
+    """
+    if config.split_layers is not None:
+        wrong = [n for n in config.split_layers if not 1 <= n <= n_layers]
+        if wrong:
+            raise TrainingConfigError(f"split_layers {wrong} lie outside 1..{n_layers}, the depthwise layers of "
+                                      f"{config.model}.")  # fmt: skip
+        return sorted(set(config.split_layers))
+    groups = config.scale.layer_groups
+    return sorted({1, *(round(i * n_layers / groups) for i in range(1, groups + 1))})

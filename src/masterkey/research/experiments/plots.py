@@ -43,12 +43,15 @@ def _plot(experiment: str, model: str, summary: Sequence[dict[str, Any]], path: 
     # the pilot and the sweep draw every cell as a curve; the others draw from-scratch cells as reference lines
     tuning = experiment in TUNING_EXPERIMENTS
     scratch = {} if tuning else {r["group"]: r for r in summary if r["filters"] == "none"}
-    if all(r["x"] is not None for r in summary):  # curves against x, the from-scratch cells as reference lines
-        curves = [g for g in groups if any(r["group"] == g and (tuning or r["filters"] != "none") for r in summary)]
-        xs_all = sorted({r["x"] for r in summary})
+    # cells without an x beside curves (source-size's controls) are reference lines, as from scratch is
+    references = [r for r in summary if r["x"] is None] if any(r["x"] is not None for r in summary) else []
+    summary_x = [r for r in summary if r["x"] is not None]
+    if summary_x:  # curves against x, the from-scratch cells as reference lines
+        curves = [g for g in groups if any(r["group"] == g and (tuning or r["filters"] != "none") for r in summary_x)]
+        xs_all = sorted({r["x"] for r in summary_x})
         step = min((b - a for a, b in zip(xs_all, xs_all[1:])), default=1.0)
         for i, group in enumerate(curves):
-            rows = [r for r in summary if r["group"] == group and (tuning or r["filters"] != "none")]
+            rows = [r for r in summary_x if r["group"] == group and (tuning or r["filters"] != "none")]
             offset = 0.0 if tuning else (i - (len(curves) - 1) / 2) * 0.06 * step  # error bars stay readable
             ax.errorbar([r["x"] + offset for r in rows], [r["mean"] for r in rows], yerr=[r["std"] for r in rows],
                         marker="o", capsize=3,
@@ -57,6 +60,9 @@ def _plot(experiment: str, model: str, summary: Sequence[dict[str, Any]], path: 
             ax.axhline(row["mean"], color="black", linestyle="--", linewidth=1,
                        label=f"from scratch ({row['dataset']}): {row['mean']:.3f} ± {row['std']:.3f}")  # fmt: skip
             ax.axhspan(row["mean"] - row["std"], row["mean"] + row["std"], color="black", alpha=0.06)
+        for i, row in enumerate(references):
+            ax.axhline(row["mean"], color=f"C{len(curves) + i}", linestyle="-.", linewidth=1,
+                       label=f"{row['label']} ({row['dataset']}): {row['mean']:.3f} ± {row['std']:.3f}")  # fmt: skip
     else:  # grouped bars: one group per target, one bar per source, the value written on each bar
         labels = list(dict.fromkeys(r["label"] for r in summary))
         width = 0.8 / len(labels)

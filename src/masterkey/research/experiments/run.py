@@ -18,14 +18,14 @@ from ...errors import TrainingConfigError
 from ...training import BUILTIN_DATASETS
 from ..plans import confirmatory_contrasts, mark_exploratory, plan_record
 from .across_architectures import across_architectures
-from .config import ExperimentConfig, Scale, _scale_from
+from .config import TUNING_EXPERIMENTS, ExperimentConfig, Scale, _scale_from
 from .cross_family import cross_family
 from .layer_split import layer_split
 from .plots import _plot, plot_learning_curves
 from .runner import _Runner
 from .source_size import source_size
-from .statistics import _chance_levels, paired_contrasts, summarize
-from .tables import confirmatory_table, contrast_table, markdown_table
+from .statistics import _chance_levels, paired_contrasts, summarize, time_to_reach
+from .tables import confirmatory_table, contrast_table, markdown_table, time_to_reach_table
 from .transfer_matrix import transfer_matrix
 from .tuning import best_learning_rates, lr_sweep, regime
 
@@ -131,6 +131,9 @@ def run_experiment(
         "summary": summary, "table": markdown_table(summary).splitlines(), "runs": records,
         "contrasts": contrasts, "contrast_table": contrast_table(contrasts).splitlines(),
     }  # fmt: skip
+    if name not in TUNING_EXPERIMENTS:  # how much faster each arm gets where from scratch ends
+        reach = time_to_reach(records)
+        results.update(time_to_reach=reach, time_to_reach_table=time_to_reach_table(reach).splitlines())
     if plan is not None:
         results["plan"] = {**plan, "plan": asdict(plan["plan"]) if plan["plan"] else None}
         results["confirmatory"] = confirmatory

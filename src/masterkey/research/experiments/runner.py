@@ -111,10 +111,11 @@ class _Runner:
                      run.output_dir, run.final.accuracy, run.train_time_s, self.finished, self.submitted)  # fmt: skip
 
     def cell(self, group: str, label: str, *, x: float | None = None, seeds: Sequence[int] | None = None,
-             pair: str | None = None, **options: Any) -> None:  # fmt: skip
+             pair: str | None = None, source_seed: int | None = None, **options: Any) -> None:  # fmt: skip
         """Every seed (of the scale, or ``seeds``) of one cell of the grid. The learning rate is the config's for this
         dataset and ``label`` where it names one. ``pair`` names the from-scratch cell this one is compared with
-        (default: the dataset's and model's)."""
+        (default: the dataset's and model's). ``source_seed`` records the source network whose filters these runs
+        use (:meth:`Scale.source_groups`): a cell over several sources is called once per source, with its seeds."""
         chosen = self.config.learning_rate(group, label)
         if chosen is None:
             chosen = self.config.learning_rate(options["dataset_name"], label)
@@ -128,6 +129,8 @@ class _Runner:
                       "learning_rate": rate}  # fmt: skip
             if pair is not None:
                 record["pair"] = pair
+            if source_seed is not None:
+                record["source_seed"] = source_seed
             self.pending.append((record, self.train(folder, seed=seed, **options)))
 
     def results(self) -> list[dict[str, Any]]:
@@ -140,6 +143,7 @@ class _Runner:
                 "accuracy": run.final.accuracy, "eval_loss": run.final.eval_loss, "train_loss": run.final.train_loss,
                 "num_labels": run.num_labels, "eval_split": run.eval_split, "train_time_s": run.train_time_s,
                 "trainable_percent": run.trainable_percent, "run": run.output_dir, "history": run.accuracy_history,
+                "steps": run.completed_steps,
                 "finished_at": _finished_at(run.output_dir),
                 **learning_check(run),
             })  # fmt: skip
@@ -149,16 +153,20 @@ class _Runner:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
 
-    def source_models(self, sources: Mapping[str, Mapping[str, Any]]) -> dict[str, Path]:
-        """Train source networks from scratch (name -> options), every parameter trainable, one seed (the scale's
-        ``source_seed``: their filters are the "given" filters of the transfer), side by side with ``jobs``; returns
-        their output folders once all have finished. A source trains for its dataset's epochs where the scale names
-        them, else ``source_epochs``, at the learning rate of the from-scratch arm on its dataset where the config
-        names one (it is trained as that arm is)."""
+    def source_models(self, sources: Mapping[str, Mapping[str, Any]], *,
+                      source_seed: int | None = None) -> dict[str, Path]:  # fmt: skip
+        """Train source networks from scratch (name -> options), every parameter trainable, with one seed
+        (``source_seed``, one of :meth:`Scale.source_groups`; the scale's ``source_seed`` by default: their filters are
+        the "given" filters of the transfer), side by side with ``jobs``; returns their output folders once all have
+        finished. A source trains for its dataset's epochs where the scale names them, else ``source_epochs``, at the
+        learning rate of the from-scratch arm on its dataset where the config names one (it is trained as that arm
+        is). Under the scale's ``source_seeds`` each network's folder names its seed."""
         s = self.scale
+        seed = s.source_seed if source_seed is None else source_seed
         folders, futures = {}, []
         for name, options in sources.items():
-            folder = self.out_dir / "sources" / slugify(name)
+            slug = slugify(name) if s.source_seeds is None else f"{slugify(name)}__source{seed}"
+            folder = self.out_dir / "sources" / slug
             dataset = options.get("dataset_name")
             options = {"max_train_samples": s.source_train_samples,
                        "num_train_epochs": s.epochs(dataset, source=True), **options}  # fmt: skip
@@ -166,7 +174,7 @@ class _Runner:
             if rate is not None:
                 options.setdefault("learning_rate", rate)
             reused = self.reused
-            futures.append(self.train(folder, filters="none", trainable="all", seed=s.source_seed,
+            futures.append(self.train(folder, filters="none", trainable="all", seed=seed,
                                       max_train_steps=s.source_max_steps, **options))  # fmt: skip
             if self.reused == reused:  # trained anew: the runs that use its filters are stale, the others are not
                 self.stale_sources.add(folder)
@@ -192,9 +200,9 @@ class _Runner:
                                      (folder / "results.json").stat().st_mtime > run.stat().st_mtime
                                      for folder in used)  # fmt: skip
 
-    def source_model(self, name: str, **options: Any) -> Path:
+    def source_model(self, name: str, *, source_seed: int | None = None, **options: Any) -> Path:
         """:meth:`source_models` of one network."""
-        return self.source_models({name: options})[name]
+        return self.source_models({name: options}, source_seed=source_seed)[name]
 
 
 def _finished_at(output_dir: str | Path) -> float | None:

@@ -9,9 +9,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from ...training import BuiltinDataset, RunResults
+from ..intervals import paired_difference
 
 _logger = logging.getLogger(__name__)
 
@@ -50,16 +50,15 @@ def learning_check(result: RunResults | Mapping[str, Any]) -> dict[str, Any]:
             "converged": None if rise is None else bool(rise < CONVERGED_RISE), "last_rise": rise}  # fmt: skip
 
 
-def paired_difference(differences: Sequence[float]) -> dict[str, Any]:
-    """Paired differences (one per seed) summed up: their mean and 95% t interval (the mean itself with one pair), how
-    many pairs, and ``real`` when the interval excludes 0 (never with a single pair)."""
-    values = np.asarray(differences, dtype=float)
-    mean = low = high = float(values.mean())
-    if len(values) > 1:
-        half = float(scipy_stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / math.sqrt(len(values)))
-        low, high = mean - half, mean + half
-    return {"mean": mean, "low": low, "high": high, "pairs": len(values),
-            "real": bool(len(values) > 1 and (low > 0 or high < 0))}  # fmt: skip
+def _source_of(*runs: Mapping[str, Any] | None) -> Any:
+    """The source network a pair of runs depends on: the first run's ``source_seed``, else the second's."""
+    return next((r["source_seed"] for r in runs if r is not None and r.get("source_seed") is not None), None)
+
+
+def _clusters(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any] | None]]) -> list[Any] | None:
+    """The source of each pair, or ``None`` when no run of them names one."""
+    sources = [_source_of(a, b) for a, b in pairs]
+    return None if all(s is None for s in sources) else sources
 
 
 def summarize(
@@ -75,7 +74,7 @@ def summarize(
     def pair(row: Mapping[str, Any]) -> tuple[str, ...]:  # the from-scratch cell a cell is compared with
         return (row["dataset"], row["model"], row.get("pair", ""))
 
-    scratch = {pair(rows[0]): {r["seed"]: r["accuracy"] for r in rows}
+    scratch = {pair(rows[0]): {r["seed"]: r for r in rows}
                for rows in cells.values() if rows[0]["filters"] == "none"}  # fmt: skip
     summary = []
     for (group, label), rows in cells.items():
@@ -92,9 +91,10 @@ def summarize(
         if "exploratory" in rows[0]:  # under an analysis plan: runs of seeds or cells it does not name
             row["exploratory"] = any(r["exploratory"] for r in rows)
         base = scratch.get(pair(rows[0]), {})
-        pairs = [(r["accuracy"] - base[r["seed"]]) for r in rows if r["seed"] in base]
+        pairs = [(r, base[r["seed"]]) for r in rows if r["seed"] in base]
         if rows[0]["filters"] != "none" and pairs:
-            row["vs_scratch"] = paired_difference(pairs)
+            row["vs_scratch"] = paired_difference([a["accuracy"] - b["accuracy"] for a, b in pairs],
+                                                  clusters=_clusters(pairs))  # fmt: skip
         summary.append(row)
     return summary
 
@@ -102,24 +102,25 @@ def summarize(
 def paired_contrasts(records: Sequence[Mapping[str, Any]], pairs: Sequence[Sequence[Sequence[str]]]) -> list[dict[str, Any]]:
     """Cell A minus cell B for each ``[[group_a, label_a], [group_b, label_b]]`` of ``pairs``, paired by seed (the
     same seed: the same initial weights and data order), as :func:`summarize` does against from scratch: the mean,
-    its 95% interval, how many seeds both cells have, and ``real`` when the interval excludes 0. A pair whose cells
-    share no seed is left out.
+    its 95% interval (over source networks where the runs name several: :func:`paired_difference`), how many seeds
+    both cells have, and ``real`` when the interval excludes 0. A pair whose cells share no seed is left out.
 
     Example:
         >>> paired_contrasts(results["runs"], [[["AnB depthwise", "n=16"], ["AnB pointwise", "n=16"]]])
         [{'a': 'AnB depthwise, n=16', 'b': 'AnB pointwise, n=16', 'mean': 0.212, 'low': -0.182, ...}]
     """
-    accuracy: dict[tuple[str, str], dict[int, float]] = {}
+    runs: dict[tuple[str, str], dict[int, Mapping[str, Any]]] = {}
     for r in records:
-        accuracy.setdefault((r["group"], r["label"]), {})[r["seed"]] = r["accuracy"]
+        runs.setdefault((r["group"], r["label"]), {})[r["seed"]] = r
     out = []
     for a, b in pairs:
-        cell_a, cell_b = accuracy.get(tuple(a), {}), accuracy.get(tuple(b), {})
-        seeds = sorted(set(cell_a) & set(cell_b))
-        if not seeds:
+        cell_a, cell_b = runs.get(tuple(a), {}), runs.get(tuple(b), {})
+        matched = [(cell_a[s], cell_b[s]) for s in sorted(set(cell_a) & set(cell_b))]
+        if not matched:
             continue
         out.append({"a": ", ".join(a), "b": ", ".join(b),
-                    **paired_difference([cell_a[s] - cell_b[s] for s in seeds])})  # fmt: skip
+                    **paired_difference([x["accuracy"] - y["accuracy"] for x, y in matched],
+                                        clusters=_clusters(matched))})  # fmt: skip
     return out
 
 
@@ -134,3 +135,76 @@ def _chance_levels(records: Sequence[dict[str, Any]], datasets: Mapping[str, Bui
         if classes:
             levels[r["dataset"]] = 1.0 / classes
     return levels
+
+
+def steps_to_reach(history: Sequence[float | None], total_steps: int, target: float, *,
+                   chance: float = 0.0) -> float | None:  # fmt: skip
+    """The training step at which a run's accuracy first reached ``target``, linearly interpolated between the ends of
+    its epochs (``history``: accuracy after each epoch, over ``total_steps`` steps in all; before the first step the
+    accuracy is taken as ``chance``); ``None`` when it never did.
+
+    Example:
+        >>> round(steps_to_reach([0.5, 0.8, 0.9], 300, 0.85), 6)  # halfway through the third epoch
+        250.0
+    """
+    per_epoch = total_steps / max(len(history), 1)
+    previous_step, previous = 0.0, chance
+    for i, accuracy in enumerate(history):
+        if accuracy is None:
+            continue
+        step = (i + 1) * per_epoch
+        if accuracy >= target:
+            if accuracy == previous:
+                return step
+            return previous_step + max(0.0, target - previous) / (accuracy - previous) * (step - previous_step)
+        previous_step, previous = step, accuracy
+    return None
+
+
+def time_to_reach(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """What a practitioner weighs: for each cell beside a from-scratch cell (the pairing of :func:`summarize`), the
+    training steps (and seconds of training) each run needs to reach the accuracy from scratch ends at with the same
+    seed, and that as a share of the steps from scratch itself needs to first reach it (paired by seed; the interval
+    over seeds, or over source networks where the runs name several). Runs that never reach it are counted, not
+    averaged. From the per-epoch accuracies in the records (``history``, ``steps``, ``train_time_s``); cells without
+    them are left out.
+
+    Example:
+        >>> time_to_reach(results["runs"])[0]
+        {'group': 'animal-mnist', 'label': 'imagenet-lite0 (frozen)', 'reached': 5, 'n': 5, 'steps_mean': 512.3, ...}
+    """
+    def usable(r: Mapping[str, Any]) -> bool:
+        return bool(r.get("history")) and bool(r.get("steps")) and r["history"][-1] is not None
+
+    def pair(r: Mapping[str, Any]) -> tuple[str, ...]:
+        return (r["dataset"], r["model"], r.get("pair", ""))
+
+    scratch: dict[tuple[str, ...], dict[int, Mapping[str, Any]]] = {}
+    for r in records:
+        if r["filters"] == "none" and usable(r):
+            scratch.setdefault(pair(r), {})[r["seed"]] = r
+    cells: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in records:
+        if r["filters"] != "none" and usable(r) and r["seed"] in scratch.get(pair(r), {}):
+            cells.setdefault((r["group"], r["label"]), []).append(r)
+    out = []
+    for (group, label), rows in cells.items():
+        steps, seconds, shares, sources = [], [], [], []
+        for r in rows:
+            base = scratch[pair(r)][r["seed"]]
+            target, chance = base["history"][-1], float(r.get("chance") or 0.0)
+            own = steps_to_reach(r["history"], r["steps"], target, chance=chance)
+            reference = steps_to_reach(base["history"], base["steps"], target, chance=chance)
+            if own is None or not reference:
+                continue
+            steps.append(own)
+            seconds.append(r["train_time_s"] * own / r["steps"])
+            shares.append(own / reference)
+            sources.append(r.get("source_seed"))
+        row: dict[str, Any] = {"group": group, "label": label, "reached": len(steps), "n": len(rows)}
+        if steps:
+            clusters = None if all(s is None for s in sources) else sources
+            row.update(steps_mean=float(np.mean(steps)), seconds_mean=float(np.mean(seconds)),
+                       share_of_scratch=paired_difference(shares, clusters=clusters))  # fmt: skip
+        out.append(row)
+    return out

@@ -65,3 +65,21 @@ def confirmatory_table(rows: Sequence[Mapping[str, Any]], plan: AnalysisPlan | N
                      f"[{r['family_low']:+.3f}, {r['family_high']:+.3f}] | {r['p_holm']:.3g} | "
                      f"{'**yes**' if r['holds'] else 'no'} | {r['pairs']} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def time_to_reach_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """:func:`~.statistics.time_to_reach` as a Markdown table: per cell, how many runs reached from scratch's final
+    accuracy, the mean steps and seconds of training they took, and that as a share of from scratch's steps with its
+    95% interval; empty without any."""
+    if not rows:
+        return ""
+    lines = ["| group | filters | reached scratch's final accuracy | steps (mean) | training s (mean) | "
+             "share of scratch's steps, 95% CI |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        if not r["reached"]:
+            lines.append(f"| {r['group']} | {r['label']} | 0/{r['n']} | | | |")
+            continue
+        share = r["share_of_scratch"]
+        lines.append(f"| {r['group']} | {r['label']} | {r['reached']}/{r['n']} | {r['steps_mean']:.0f} | "
+                     f"{r['seconds_mean']:.0f} | {share['mean']:.2f} [{share['low']:.2f}, {share['high']:.2f}] |")
+    return "\n".join(lines)

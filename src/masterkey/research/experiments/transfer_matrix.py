@@ -17,21 +17,37 @@ _logger = logging.getLogger(__name__)
 
 
 def transfer_matrix(run: _Runner) -> dict[str, Any]:
-    """Frozen filters from each source on each built-in dataset, against from scratch."""
+    """Frozen filters from each source on each built-in dataset, against from scratch. Each dataset's own bank comes
+    from the source networks of the scale's :meth:`~.config.Scale.source_groups` (one, or several: each serves its
+    share of the seeds)."""
     model, bank = run.config.model, run.config.bank
-    trained = run.source_models({f"{model}-{d}": {"dataset_name": d} for d in run.config.datasets})
-    own_banks = {d: str(source_bank(trained[f"{model}-{d}"], name="source", dataset=d, model=model))
-                 for d in run.config.datasets}  # fmt: skip
-    for dataset, folder in own_banks.items():  # kept beside the results: the cards are built from them
-        load_master_filters(folder).save_pretrained(run.out_dir / "banks" / slugify(dataset))
-    sources, extra = transfer_matrix_arms(run.config, own_banks)
+    groups = run.scale.source_groups()
+    own_banks: dict[int, dict[str, str]] = {}  # source seed -> dataset -> bank folder
+    for source_seed, _ in groups:
+        trained = run.source_models({f"{model}-{d}": {"dataset_name": d} for d in run.config.datasets},
+                                    source_seed=source_seed)  # fmt: skip
+        own_banks[source_seed] = {d: str(source_bank(trained[f"{model}-{d}"], name="source", dataset=d, model=model))
+                                  for d in run.config.datasets}  # fmt: skip
+    for i, (source_seed, _) in enumerate(groups):  # kept beside the results: the cards are built from the first
+        for dataset, folder in own_banks[source_seed].items():
+            tag = slugify(dataset) if i == 0 else f"{slugify(dataset)}__source{source_seed}"
+            load_master_filters(folder).save_pretrained(run.out_dir / "banks" / tag)
+    sources, extra = transfer_matrix_arms(run.config, own_banks[groups[0][0]])
+    sourced = {f"{d} bank (frozen)" for d in run.config.datasets}  # the arms whose filters depend on the source
     longer = main_arms(bank, ("none", "bank"))  # compared with each other at the longer budget
     targets = run.config.datasets[: run.scale.max_targets]
     extra_targets = [t for t in targets
                      if run.config.extra_banks_datasets is None or t in run.config.extra_banks_datasets]  # fmt: skip
     for target in targets:
         for label, filters in sources.items():
-            run.cell(target, label, filters=filters, mapping=run.config.mapping, dataset_name=target)
+            if label not in sourced:
+                run.cell(target, label, filters=filters, mapping=run.config.mapping, dataset_name=target)
+                continue
+            dataset = label.removesuffix(" bank (frozen)")
+            for source_seed, seeds in groups:
+                run.cell(target, label, filters=own_banks[source_seed][dataset], mapping=run.config.mapping,
+                         dataset_name=target, seeds=seeds,
+                         source_seed=source_seed if run.scale.source_seeds else None)  # fmt: skip
         if target in run.config.long_epochs:
             epochs = run.config.long_epochs[target]
             for label, filters in longer.items():
@@ -47,8 +63,9 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
     contrasts = [[[target, f"{bank} (frozen)"], [target, "random (frozen)"]] for target in targets]
     contrasts += [[[target, fitted], [target, f"{bank} (frozen)"]] for target in targets]
     contrasts += [[[target, label], [target, f"{bank} (frozen)"]] for target in extra_targets for label in extra]
-    return {"sources": sources, "own_banks": own_banks, "extra_banks": extra,
-            "long_epochs": dict(run.config.long_epochs), "contrasts": contrasts}
+    return {"sources": sources, "own_banks": own_banks[groups[0][0]],
+            "source_networks": {str(seed): banks for seed, banks in own_banks.items()}, "extra_banks": extra,
+            "long_epochs": dict(run.config.long_epochs), "contrasts": contrasts}  # fmt: skip
 
 
 def transfer_matrix_arms(

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from .layer_split import split_halves
 from .runner import _model_epochs, _Runner
 from .transfer_matrix import main_arms
 
@@ -20,6 +22,7 @@ def regime(run: _Runner) -> dict[str, Any]:
     ``pilot_resolutions`` and each of its ``pilot_epochs`` budgets, the first seed, scored on a validation split held
     out of the training data (never the test split). The chosen epochs go into the scale's ``dataset_epochs``."""
     seed = run.scale.tuning_seeds
+    run.datasets.update(split_halves([run.config.target, *run.config.datasets]))  # layer-split's class halves
     if run.config.tuning_models:
         dataset = run.config.target
         for model in run.config.tuning_models[: run.scale.max_targets]:
@@ -47,13 +50,14 @@ def lr_sweep(run: _Runner) -> dict[str, Any]:
     the first seed, scored on a validation split held out of the training data (never the test split). The best
     rate per arm and dataset is in ``details["best"]``; the config's ``learning_rates`` takes it."""
     seed = run.scale.tuning_seeds
+    run.datasets.update(split_halves([run.config.target, *run.config.datasets]))  # layer-split's class halves
     arms = {**main_arms(run.config.bank, run.config.sweep_arms),
             **{f"{b} (frozen)": b for b in run.config.sweep_banks}}  # fmt: skip
     if run.config.tuning_models:
         dataset = run.config.target
         for model in run.config.tuning_models[: run.scale.max_targets]:
             for label, filters in arms.items():
-                for rate in run.config.sweep_learning_rates:
+                for rate in _rates(run, model, label):
                     run.cell(f"{model}: {label}", f"lr={rate:g}", x=rate, seeds=seed, model=model, filters=filters,
                              mapping="depth", learning_rate=rate, num_train_epochs=_model_epochs(run, model, dataset),
                              validation_from_train=True, dataset_name=dataset, pair=f"{model} lr={rate:g}")  # fmt: skip
@@ -61,11 +65,46 @@ def lr_sweep(run: _Runner) -> dict[str, Any]:
                 "learning_rates": list(run.config.sweep_learning_rates), "scored_on": "validation"}
     for dataset in run.config.datasets[: run.scale.max_targets]:
         for label, filters in arms.items():
-            for rate in run.config.sweep_learning_rates:
+            for rate in _rates(run, dataset, label):
                 run.cell(f"{dataset}: {label}", f"lr={rate:g}", x=rate, seeds=seed, filters=filters,
                          mapping=run.config.mapping, learning_rate=rate, validation_from_train=True,
                          dataset_name=dataset, pair=f"lr={rate:g}")  # fmt: skip
     return {"arms": list(arms), "learning_rates": list(run.config.sweep_learning_rates), "scored_on": "validation"}
+
+
+def _rates(run: _Runner, key: str, label: str) -> list[float]:
+    """The rates an arm tries: the sweep's, and the config's ``sweep_extra_rates`` for it."""
+    extra = run.config.sweep_extra_rates.get(key, {}).get(label, ())
+    return sorted({*run.config.sweep_learning_rates, *extra})
+
+
+def edge_extensions(records: Sequence[Mapping[str, Any]],
+                    rates: Sequence[float]) -> dict[str, dict[str, tuple[float, ...]]]:  # fmt: skip
+    """Where the sweep's choice (:func:`best_learning_rates`) lies at an edge of the swept range ``rates``: the one
+    step beyond it each such arm must try before any test-split run (a step is the ratio of the range's first two
+    rates), as ``ExperimentConfig.sweep_extra_rates`` takes them. An arm whose best rate is already a step beyond the
+    range is not extended again; ``{}`` when every choice lies inside.
+
+    Example:
+        >>> edge_extensions(runs, [2e-3, 4e-3, 8e-3])  # the bank's best was 8e-3
+        {'tf_efficientnet_lite0': {'imagenet-lite0 (frozen)': (0.016,)}}
+    """
+    grid = sorted(rates)
+    if len(grid) < 2:
+        return {}
+    step = grid[1] / grid[0]
+    tried: dict[tuple[str, str], set[float]] = {}
+    for r in records:
+        key, arm = r["group"].split(": ", 1)
+        tried.setdefault((key, arm), set()).add(r["learning_rate"])
+    out: dict[str, dict[str, tuple[float, ...]]] = {}
+    for key, arms in best_learning_rates(records).items():
+        for arm, rate in arms.items():
+            beyond = grid[0] / step if math.isclose(rate, grid[0]) else grid[-1] * step if math.isclose(
+                rate, grid[-1]) else None  # fmt: skip
+            if beyond is not None and not any(math.isclose(beyond, t) for t in tried[key, arm]):
+                out.setdefault(key, {})[arm] = (float(f"{beyond:.6g}"),)
+    return out
 
 
 def best_learning_rates(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
@@ -89,10 +128,11 @@ def best_learning_rates(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[
     return {dataset: {arm: rate for arm, (_, rate) in arms.items()} for dataset, arms in best.items()}
 
 
-def chosen_budgets(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """The regime pilot's choice per architecture (a pilot with ``tuning_models``): the smallest budget at which
-    from scratch converged (:func:`learning_check`: its accuracy rose by less than ``CONVERGED_RISE`` over its last
-    two epochs), else the largest budget tried, in the form ``ExperimentConfig.model_epochs`` takes.
+def chosen_budgets(records: Sequence[Mapping[str, Any]], *, by: str = "model") -> dict[str, int]:
+    """The regime pilot's choice per architecture (a pilot with ``tuning_models``), or with ``by="dataset"`` per
+    dataset (a pilot of ``datasets``): the smallest budget at which from scratch converged (:func:`learning_check`:
+    its accuracy rose by less than ``CONVERGED_RISE`` over its last two epochs), else the largest budget tried, in the
+    form ``ExperimentConfig.model_epochs`` (or the scale's ``dataset_epochs``) takes.
 
     Example:
         >>> chosen_budgets(run_experiment("regime", {"tuning_models": ["convnext_atto"]})["runs"])
@@ -100,6 +140,6 @@ def chosen_budgets(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """
     budgets: dict[str, list[tuple[int, bool]]] = {}
     for r in records:
-        budgets.setdefault(r["model"], []).append((int(r["x"]), bool(r.get("converged"))))
-    return {model: min((e for e, converged in tried if converged), default=max(e for e, _ in tried))
-            for model, tried in budgets.items()}  # fmt: skip
+        budgets.setdefault(r[by], []).append((int(r["x"]), bool(r.get("converged"))))
+    return {key: min((e for e, converged in tried if converged), default=max(e for e, _ in tried))
+            for key, tried in budgets.items()}  # fmt: skip
