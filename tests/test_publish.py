@@ -89,7 +89,7 @@ def test_cards_build_on_a_fresh_clone_into_a_new_folder_and_state_a_licence(tmp_
 def test_card_metadata_carries_a_result_only_beside_a_baseline_that_learned(tmp_path):
     import json
 
-    from masterkey.research.cards import _card_rows, experiment_card_results
+    from masterkey.research.cards import BANK_METRIC, SCRATCH_METRIC, _card_rows, experiment_card_results
 
     def run(filters, label, seed, accuracy, learned):
         return {"group": "animal-mnist", "label": label, "x": None, "seed": seed, "dataset": "animal-mnist",
@@ -105,7 +105,9 @@ def test_card_metadata_carries_a_result_only_beside_a_baseline_that_learned(tmp_
             "experiment": "transfer-matrix", "model": "tf_efficientnet_lite0", "runs": runs, "details": {},
             "scale": {"name": "x", "seeds": [0, 1, 2], "resolution": 64}, "wall_time_s": 60, "command": "cmd"}))  # fmt: skip
         found = experiment_card_results(tmp_path / name, "imagenet-lite0")
-        assert [(r.dataset_name, r.metric_value) for r in found.results] == ([("animal-mnist", 0.81)] if learned else [])
+        # the bank's number with from scratch's beside it (same seeds), or none beside a baseline that did not learn
+        assert [(r.dataset_name, r.metric_name, r.metric_value) for r in found.results] == (
+            [("animal-mnist", BANK_METRIC, 0.81), ("animal-mnist", SCRATCH_METRIC, 0.71)] if learned else [])
         assert ("⚠ did not learn" in found.table) is not learned and "**+0.100 [+0.100, +0.100]**" in found.table
         assert "wall time 1.0 min. Reproduce" in found.sections[0][1]
     # a resumed experiment says its wall time covers only what it trained itself
@@ -164,8 +166,8 @@ def test_cards_compare_a_longer_budget_with_scratch_at_that_budget():
     data = {"experiment": "transfer-matrix", "runs": runs, "command": "c", "wall_time_s": 60.0,
             "scale": {"name": "mine", "seeds": [0, 1, 2], "resolution": 64}}  # fmt: skip
     found = _card_rows(data, "bank")
-    assert sorted((r.dataset_name, r.metric_value) for r in found.results) == [
-        ("digits", 0.91), ("digits (12 epochs)", 0.96)]
+    assert [(r.dataset_name, r.metric_value) for r in found.results] == [
+        ("digits", 0.91), ("digits", 0.81), ("digits (12 epochs)", 0.96), ("digits (12 epochs)", 0.95)]
     rows = found.table.splitlines()
     assert "0.810 ± 0.010" in rows[0] and "+0.100" in rows[0]  # beside its own scratch
     assert "0.950 ± 0.000" in rows[1] and "+0.010" in rows[1]
@@ -192,13 +194,13 @@ def test_card_metadata_names_other_architectures_variants_and_mapping_rules_apar
                 runs.append(run(model, "bank (mapping=size)", "bank", s, 0.9, pair))
     data = {"experiment": "across-architectures", "model": "tf_efficientnet_lite0", "runs": runs, "command": "c",
             "wall_time_s": 60.0, "scale": {"name": "mine", "seeds": [0, 1, 2], "resolution": 64}}  # fmt: skip
-    names = [r.dataset_name for r in _card_rows(data, "bank").results]
+    names = [r.dataset_name for r in _card_rows(data, "bank").results][::2]  # each with from scratch beside it
     assert names == ["animal-mnist (mobilenetv3_large_100, bank (mapping=depth))",
                      "animal-mnist (mobilenetv3_large_100, bank (mapping=size))",
                      "animal-mnist (convnext_atto)", "animal-mnist (convnext_atto, ls=1)"]  # fmt: skip
     # the experiment's own model needs no name
     own = {**data, "runs": [{**r, "model": "tf_efficientnet_lite0"} for r in runs if r["model"] == "convnext_atto"]}
-    assert [r.dataset_name for r in _card_rows(own, "bank").results] == ["animal-mnist", "animal-mnist (ls=1)"]
+    assert [r.dataset_name for r in _card_rows(own, "bank").results][::2] == ["animal-mnist", "animal-mnist (ls=1)"]
 
 
 def test_card_metadata_keeps_one_result_per_dataset_the_plainest(tmp_path):
@@ -230,7 +232,7 @@ def test_card_metadata_keeps_one_result_per_dataset_the_plainest(tmp_path):
             "experiment": name, "model": "m", "runs": runs, "details": {}, "command": "c", "wall_time_s": 60,
             "scale": {"name": "x", "seeds": [0, 1, 2], "resolution": 64}}))  # fmt: skip
     found = experiment_card_results(tmp_path, "bank")
-    assert [(r.dataset_name, r.metric_value) for r in found.results] == [("animal-mnist", 0.95)]
+    assert [(r.dataset_name, r.metric_value) for r in found.results] == [("animal-mnist", 0.95), ("animal-mnist", 0.9)]
     rows = [line for line in found.table.splitlines() if line.startswith(("| across", "| transfer"))]
     assert len(rows) == 3  # every row: ConvNeXt, 6 and 12 epochs
     assert "| `m` (12 epochs) | bank |" in found.table and "| `convnext_atto` | bank |" in found.table
@@ -246,3 +248,41 @@ def test_card_metadata_keeps_one_result_per_dataset_the_plainest(tmp_path):
     kept = one_per_dataset([result("digits", "digits", 0.9), result("digits", "digits", 0.8),
                             result("animal-mnist (x)", "animal-mnist", 0.7), result("animal-mnist", "animal-mnist", 0.6)])
     assert [(r.dataset_name, r.metric_value) for r in kept] == [("digits", 0.9), ("animal-mnist", 0.6)]
+    # from scratch's number beside a bank's goes with it, kept or dropped
+    from masterkey.research.cards import SCRATCH_METRIC
+
+    def scratch(name, dataset, value):
+        return EvalResult(task_type="image-classification", dataset_type=dataset, dataset_name=name,
+                          dataset_split="test", metric_type="accuracy", metric_value=value,
+                          metric_name=SCRATCH_METRIC)  # fmt: skip
+
+    kept = one_per_dataset([result("digits (x)", "digits", 0.9), scratch("digits (x)", "digits", 0.85),
+                            result("digits", "digits", 0.8), scratch("digits", "digits", 0.7)])
+    assert [r.metric_value for r in kept] == [0.8, 0.7]
+
+
+def test_a_cards_headline_is_the_primary_arm_of_a_plan_in_force(tmp_path):
+    """An experiment under an analysis plan in force comes first in the card's metadata, with its confirmatory cell;
+    its exploratory cells are marked so in the table."""
+    import json
+
+    from masterkey.research.cards import BANK_METRIC, experiment_card_results
+
+    def run(experiment, label, filters, seed, acc, exploratory=None):
+        row = {"group": "digits", "label": label, "x": None, "seed": seed, "dataset": "digits", "model": "m",
+               "filters": filters, "accuracy": acc, "train_loss": 0.3, "learned": True, "converged": True,
+               "chance": 0.1, "num_labels": 10}  # fmt: skip
+        return row if exploratory is None else {**row, "exploratory": exploratory}
+
+    old = [run("a", l, f, s, a) for l, f, a in (("from scratch", "none", 0.9), ("bank", "bank", 0.99)) for s in range(3)]
+    new = [run("z", l, f, s, a, e) for l, f, a, e in (("from scratch", "none", 0.95, False), ("bank", "bank", 0.96, False),
+                                                    ("bank, other rate", "bank", 0.97, True)) for s in range(3)]
+    for name, runs, plan in (("a-earlier", old, None), ("z-planned", new, {"plan": {"experiment": "transfer-matrix"}})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({
+            "experiment": "transfer-matrix", "model": "m", "runs": runs, "details": {}, "command": "c",
+            "wall_time_s": 60, "scale": {"name": "x", "seeds": [0, 1, 2], "resolution": 64},
+            **({"plan": plan} if plan else {})}))  # fmt: skip
+    found = experiment_card_results(tmp_path, "bank")
+    assert [(r.metric_name, r.metric_value) for r in found.results][0] == (BANK_METRIC, 0.96)
+    assert "| bank, other rate (exploratory) |" in found.table and "| bank (exploratory) |" not in found.table

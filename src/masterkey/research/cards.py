@@ -56,7 +56,8 @@ from .experiments import (
     summarize,
 )
 
-__all__ = ["write_hub_cards", "write_universal_cards", "experiment_card_results", "CardResults", "one_per_dataset"]
+__all__ = ["write_hub_cards", "write_universal_cards", "experiment_card_results", "CardResults", "one_per_dataset",
+           "BANK_METRIC", "SCRATCH_METRIC"]
 
 _logger = logging.getLogger(__name__)
 
@@ -140,10 +141,18 @@ _RESULTS_HEADER = (
     "Accuracy of downstream models trained with this bank frozen in their depthwise convolutions (test split, mean "
     "± std over seeds), beside the same model trained from scratch with the same seeds, the paired difference with "
     "its 95% interval (bold where it excludes 0) and chance (1 / classes). Measured by `masterkey experiment`; "
-    "the sections below hold each experiment's whole table and the command that reproduces it.\n\n"
+    "the sections below hold each experiment's whole table and the command that reproduces it. The metadata "
+    "(`model-index`) gives one result per dataset, the primary arm of an analysis plan where there is one, with "
+    "from scratch's accuracy beside it; arms a plan did not name are marked exploratory.\n\n"
     "| experiment | target | model | arm | accuracy | from scratch | Δ vs scratch, 95% CI | chance | seeds |\n"
     "|---|---|---|---|---|---|---|---|---|"
 )
+
+
+#: The two metrics of every ``model-index`` entry a card gets from an experiment: the bank's accuracy, and from
+#: scratch's with the same seeds beside it (the Hub shows both in the entry's table).
+BANK_METRIC = "accuracy, this bank frozen"
+SCRATCH_METRIC = "accuracy, from scratch (same seeds)"
 
 
 def experiment_card_results(experiments_dir: str | Path, filters: str) -> CardResults:
@@ -158,35 +167,50 @@ def experiment_card_results(experiments_dir: str | Path, filters: str) -> CardRe
     Example:
         >>> results, table, sections = experiment_card_results("outputs/experiments", "imagenet-lite0")
     """
-    results, rows, sections = [], [], []
+    planned, unplanned, rows, sections = [], [], [], []
     for path in sorted(Path(experiments_dir).glob("*/results.json")):
         try:
-            found = _card_rows(json.loads(path.read_text(encoding="utf-8")), filters)
+            data = json.loads(path.read_text(encoding="utf-8"))
+            found = _card_rows(data, filters)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError) as e:
             raise ResultsFormatError(
                 f"{path} is not the results.json of a masterkey experiment ({type(e).__name__}: {e}); run the "
                 "experiment again, or point --experiments at the folder that `masterkey experiment` wrote."
             ) from None
-        results += found.results
+        # an experiment under an analysis plan in force comes first: its primary arm is the card's headline
+        (planned if (data.get("plan") or {}).get("plan") else unplanned).extend(found.results)
         rows += found.table.splitlines()
         sections += found.sections
-    return CardResults(one_per_dataset(results), "\n".join([_RESULTS_HEADER, *rows]) if rows else "", sections)
+    results = one_per_dataset(planned, plainest=False)  # a plan's cells in its order: the primary arm first
+    covered = {(r.task_type, r.dataset_type, r.dataset_split) for r in results}
+    results += [r for r in one_per_dataset(unplanned) if (r.task_type, r.dataset_type, r.dataset_split) not in covered]
+    return CardResults(results, "\n".join([_RESULTS_HEADER, *rows]) if rows else "", sections)
 
 
-def one_per_dataset(results: Sequence[EvalResult]) -> list[EvalResult]:
-    """One eval result per task, dataset and split, the plainest (named by its dataset alone: the bank in the
-    experiments' own model at their main budget) where there is one, else the first; in their order. The Hub's
-    model-index groups results by task, dataset and split, not by name, so two results on one dataset would become
-    one entry with two unnamed accuracies; the card's table keeps every row.
+def one_per_dataset(results: Sequence[EvalResult], *, plainest: bool = True) -> list[EvalResult]:
+    """One result per task, dataset and split, the plainest (named by its dataset alone: the bank in the
+    experiments' own model at their main budget) where there is one, else (or with ``plainest=False``) the first; in
+    their order. A result is the
+    bank's metric with the :data:`SCRATCH_METRIC` results right after it (from scratch beside it), kept or dropped
+    together. The Hub's model-index groups results by task, dataset and split, not by name, so two results on one
+    dataset would become one entry with two accuracies of different cells; the card's table keeps every row.
 
     Example:
         >>> one_per_dataset(experiment_card_results("docs/experiments", "imagenet-lite0").results)
     """
-    chosen: dict[tuple, EvalResult] = {}
-    for r in sorted(results, key=lambda r: r.dataset_name != r.dataset_type):  # stable: plain ones first
-        chosen.setdefault((r.task_type, r.dataset_type, r.dataset_split), r)
-    kept = {id(r) for r in chosen.values()}
-    return [r for r in results if id(r) in kept]
+    cells: list[list[EvalResult]] = []
+    for r in results:
+        if r.metric_name == SCRATCH_METRIC and cells:
+            cells[-1].append(r)
+        else:
+            cells.append([r])
+    chosen: dict[tuple, int] = {}
+    order = range(len(cells))
+    for i in sorted(order, key=lambda i: cells[i][0].dataset_name != cells[i][0].dataset_type) if plainest else order:
+        head = cells[i][0]  # stable: plain ones first, else the first
+        chosen.setdefault((head.task_type, head.dataset_type, head.dataset_split), i)
+    kept = set(chosen.values())
+    return [r for i, cell in enumerate(cells) if i in kept for r in cell]
 
 
 def _baselines_that_learned(runs: Sequence[dict[str, Any]], chance: Mapping[str, float]) -> dict[tuple, bool]:
@@ -214,22 +238,25 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
     scratch = {(row["dataset"], row["model"], row["pair"]): row for row in summary if row["filters"] == "none"}
     learned = _baselines_that_learned(data["runs"], chance)
     results, lines = [], []
-    rows = [row for row in summary if row["filters"] == filters]
+    # the primary arms of a plan in force first (its confirmatory cells), then the rest in the table's order
+    rows = sorted((row for row in summary if row["filters"] == filters), key=lambda row: row.get("exploratory", True))
     for r in rows:
         key = (r["dataset"], r["model"], r["pair"])
-        base_learned = learned.get(key, False)
-        if base_learned:  # no number goes into the metadata beside a from-scratch baseline that failed to learn
-            results.append(EvalResult(task_type="image-classification", dataset_type=r["dataset"],
-                                      dataset_name=_result_name(r, rows, data), dataset_split="test",
-                                      metric_type="accuracy",
-                                      metric_value=round(r["mean"], 3), metric_name="accuracy"))  # fmt: skip
-        base, diff = scratch.get(key), r.get("vs_scratch")
+        base_learned, base = learned.get(key, False), scratch.get(key)
+        if base_learned and base is not None:  # no number goes into the metadata beside a baseline that did not learn
+            name = _result_name(r, rows, data)
+            results += [EvalResult(task_type="image-classification", dataset_type=r["dataset"], dataset_name=name,
+                                   dataset_split="test", metric_type="accuracy", metric_value=round(value, 3),
+                                   metric_name=metric)
+                        for metric, value in ((BANK_METRIC, r["mean"]), (SCRATCH_METRIC, base["mean"]))]  # fmt: skip
+        diff = r.get("vs_scratch")
         delta = format_difference(diff)
         baseline = "" if base is None else f"{base['mean']:.3f} ± {base['std']:.3f}"
         baseline += "" if base_learned else " ⚠ did not learn"
         level = f"{chance[r['dataset']]:.2f}" if r["dataset"] in chance else ""
         model = f"`{r['model']}`" + (f" ({r['pair']})" if r["pair"] else "")
-        lines.append(f"| {data['experiment']} | {r['dataset']} | {model} | {r['label']} | "
+        label = f"{r['label']} (exploratory)" if r.get("exploratory") else r["label"]
+        lines.append(f"| {data['experiment']} | {r['dataset']} | {model} | {label} | "
                      f"{r['mean']:.3f} ± {r['std']:.3f} | {baseline} | {delta} | {level} | {r['n']} |")  # fmt: skip
     sections = []
     if lines:
