@@ -484,3 +484,20 @@ def test_key_correlation_is_the_dot_product_of_the_unit_keys():
     corr = key_correlation()
     expected = (learned_keys() * idealized_keys(7)).reshape(8, -1).sum(1)
     assert corr == pytest.approx(expected.tolist()) and min(abs(c) for c in corr) > 0.8
+
+
+def test_injection_from_a_bank_of_another_librarys_model_finds_its_layers_by_structure():
+    """The keys fitted to torchvision's ImageNet MobileNetV2 go into timm's mobilenetv2_100 layer for layer: each
+    target takes the source layer the structural mapping gives it (the same architecture: one to one), although no
+    module name is shared."""
+    from masterkey.mapping import resolve_mapping
+
+    bank = masterkey.load_master_filters("imagenet-mobilenetv2")
+    model = masterkey.inject_universal("mobilenetv2_100", source=bank, num_classes=5)
+    targets = masterkey.find_depthwise_convs(model, feature_strides=True)
+    expected = resolve_mapping(bank, targets, "depth")
+    report = model.masterkey_report
+    assert [(e.target, e.source) for e in report.entries] == list(expected.items())
+    assert len(set(expected.values())) == len(bank) == 17 and not report.unused
+    assert all(not any("channels" in t for t in e.transforms) for e in report.entries)  # same widths: no resampling
+    assert report.mapping == "fit of the source, by structure (depth)"

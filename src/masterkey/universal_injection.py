@@ -21,7 +21,7 @@ from .fitting import LayerFit, UniversalFit, fit_universal
 from .hub import load_master_filters
 from .inject import InjectionEntry, InjectionPlan, check_trainable, inject
 from .keys import LEARNED_SIZE, NUM_KEYS, keys_for
-from .mapping import select_channels
+from .mapping import resolve_mapping, select_channels
 
 __all__ = ["KeyAffine", "inject_universal", "export_universal"]
 
@@ -69,9 +69,11 @@ def inject_universal(
     :func:`masterkey.keys.keys_for` for ``keys``):
 
     - with a ``source`` bank (or its :class:`UniversalFit`), ``k``, ``a`` and ``b`` are those of the source's fit:
-      a target conv takes the source layer of the same name and channel count when there is one, otherwise the
-      source layer at the nearest relative depth, its channels spread evenly over the target's
-      (``source channel = c * C_source // C_target``). ``a`` carries over unchanged across kernel sizes: all keys have
+      a target conv takes the source layer the bank's structural mapping gives it (``mapping="depth"``: the same
+      kernel size first, then the nearest feature-map scale, then the nearest position at that scale; two copies of
+      one architecture map one to one whatever their module names), or, for a ready :class:`UniversalFit`, the layer
+      of the same name and channel count, else the one at the nearest relative depth; its channels are spread evenly
+      over the target's (``source channel = c * C_source // C_target``). ``a`` carries over unchanged across kernel sizes: all keys have
       L2 norm 1, so the kernel keeps its source's contrast;
     - without a source, a deterministic rule: channel ``c`` takes key ``c mod 8`` with ``a = 1`` and ``b = 0``, so
       every layer uses all 8 keys equally, each kernel at unit norm.
@@ -103,13 +105,17 @@ def inject_universal(
     if learn_affine not in (False, True, "shift"):
         raise ArgumentError(f"learn_affine={learn_affine!r}: choose False, True (scale and shift) or 'shift'.")
     keys_for(keys, LEARNED_SIZE)  # checks the key set name before anything is loaded or fitted
-    fit, source_label = _resolve_source(source)
+    fit, source_label, bank = _resolve_source(source)
     affines: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # (a, b) of each injected conv, for KeyAffine
 
     def plan(model: nn.Module) -> InjectionPlan:
         result = InjectionPlan(entries=[])
         used = set()
-        for target in find_depthwise_convs(model):
+        targets = find_depthwise_convs(model, feature_strides=bank is not None)
+        # a bank's source layers by structure, as from_pretrained_filters(mapping="depth") maps its kernels
+        by_structure = resolve_mapping(bank, targets, "depth") if bank is not None else {}
+        layers = {layer.name: layer for layer in fit.layers} if fit is not None else {}
+        for target in targets:
             spec = target.spec
             h, w = spec.kernel_size
             if h != w or h % 2 == 0:
@@ -124,7 +130,7 @@ def inject_universal(
                 source_name = None
                 transforms.append("key = channel mod 8, a = 1, b = 0")
             else:
-                layer = _nearest_layer(fit, spec)
+                layer = layers.get(by_structure.get(target.name) or "") or _nearest_layer(fit, spec)
                 channels = select_channels(layer.num_filters, spec.out_channels)
                 key, a, b = layer.key[channels], layer.a[channels], layer.b[channels]
                 key, a = key.clamp(min=0), torch.where(key < 0, 0.0, a)  # a constant source filter is b alone
@@ -160,7 +166,8 @@ def inject_universal(
         model,
         plan=plan,
         source=f"the 8 universal keys ({keys}), {source_label}",
-        mapping="key = channel mod 8" if fit is None else "fit of the source, nearest relative depth",
+        mapping="key = channel mod 8" if fit is None else "fit of the source, by structure (depth)" if bank is not None
+        else "fit of the source, nearest relative depth",
         strict=False,
         freeze=freeze,
         trainable=trainable,
@@ -170,21 +177,23 @@ def inject_universal(
     )
 
 
-def _resolve_source(source: FilterBank | UniversalFit | str | Path | None) -> tuple[UniversalFit | None, str]:
-    """The source's fit and how the report names it."""
+def _resolve_source(
+    source: FilterBank | UniversalFit | str | Path | None,
+) -> tuple[UniversalFit | None, str, FilterBank | None]:
+    """The source's fit, how the report names it, and the bank it was fitted to (``None`` for a ready fit)."""
     if source is None:
-        return None, "no source"
+        return None, "no source", None
     if isinstance(source, UniversalFit):
         if source.num_keys != NUM_KEYS:
             raise FitError(
                 f"The source fit uses {source.num_keys} custom keys; universal injection needs a fit to the 8 "
                 "universal keys (keys='learned' or 'idealized')."
             )
-        return source, f"assignment from a fit of {source.num_filters} filters"
+        return source, f"assignment from a fit of {source.num_filters} filters", None
     if not isinstance(source, FilterBank):
         source = load_master_filters(source)
     # the learned keys where the source is 7x7: they describe trained filters best
-    return fit_universal(source, keys="learned"), f"assignment fitted to {source!r}"
+    return fit_universal(source, keys="learned"), f"assignment fitted to {source!r}", source
 
 
 def export_universal(model: nn.Module) -> nn.Module:
