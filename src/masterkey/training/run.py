@@ -25,10 +25,10 @@ import math
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 import torch
 from accelerate import Accelerator, PartialState
@@ -498,39 +498,9 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
     accelerator = _make_accelerator(config, output_dir)
     threads = _set_cpu_threads(accelerator, config)
     identity = {**run_identity(config), "num_processes": accelerator.num_processes}
-
-    # the folder and the checkpoint are checked by every process before any process writes
-    checkpoint = find_checkpoint(config.resume_from_checkpoint, output_dir, identity)
-    clear = check_output_dir(
-        output_dir, identity, overwrite=config.overwrite_output_dir, resume=config.resume_from_checkpoint,
-        checkpoint=checkpoint,
-    )  # fmt: skip
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        claim_output_dir(output_dir, identity, clear=clear)
-    accelerator.wait_for_everyone()
-
+    checkpoint = _claim(accelerator, config, output_dir, identity)
     with accelerator.main_process_first():
-        dsd = load_image_dataset(
-            config.dataset_name,
-            config_name=config.dataset_config_name,
-            train_dir=config.train_dir,
-            validation_dir=config.validation_dir,
-            extra_datasets=extras.datasets,
-        )
-        splits = prepare_splits(
-            dsd,
-            image_column=config.image_column_name,
-            label_column=config.label_column_name,
-            train_val_split=config.train_val_split,
-            validation_from_train=config.validation_from_train,
-            max_train_samples=config.max_train_samples,
-            max_eval_samples=config.max_eval_samples,
-            seed=config.seed,
-            source=config.dataset_name or config.train_dir,
-        )
-        set_seed(config.seed)  # the same initial weights with and without filters
-        model, filters = _build_model(config, splits.num_labels, extras)
+        splits, model, filters = _load(config, extras)
         metric = load_accuracy_metric()
     _check_images(accelerator, config, splits, extras)
 
@@ -561,34 +531,25 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
                                  reuse_freed_memory=_reuse_freed_memory(config, accelerator.device))  # fmt: skip
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     max_steps = config.max_train_steps or config.num_train_epochs * steps_per_epoch
-    num_epochs = math.ceil(max_steps / steps_per_epoch)
-    scheduler = get_scheduler(
+    scheduler = accelerator.prepare(get_scheduler(
         config.lr_scheduler_type,
         optimizer=optimizer.optimizer,
         num_warmup_steps=config.num_warmup_steps * accelerator.num_processes,
         num_training_steps=max_steps * accelerator.num_processes,
-    )
-    scheduler = accelerator.prepare(scheduler)
+    ))  # fmt: skip
 
     if config.with_tracking:
         accelerator.init_trackers("masterkey-transfer", config=_tracker_config(config))
-
-    state = LoopState(max_steps=max_steps, num_epochs=num_epochs)
+    state = LoopState(max_steps=max_steps, num_epochs=math.ceil(max_steps / steps_per_epoch))
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
         state.restore(read_checkpoint_state(checkpoint))
         state.last_checkpoint = str(checkpoint)
         if accelerator.is_main_process:
             logger.info(f"resumed from {checkpoint} (step {state.completed_steps}, epoch {state.epoch})")
-
-    id_log = None
-    if config.log_sample_ids and accelerator.is_main_process:
-        id_log = (output_dir / "sample_ids.jsonl").open("a")
-        if checkpoint is not None:
-            id_log.write(json.dumps({"resumed_from_step": state.completed_steps}) + "\n")
     top_k = 5 if splits.num_labels > 5 else 1
 
-    def on_epoch_end(epoch: int) -> dict[str, Any]:
+    def on_epoch_end(epoch: int, id_log: IO[str] | None) -> dict[str, Any]:
         return evaluate_model(accelerator, model, eval_loader, metric, top_k=top_k, id_log=id_log, epoch=epoch,
                               channels_last=config.channels_last)  # fmt: skip
 
@@ -597,32 +558,8 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
         save_checkpoint(accelerator, folder, state.to_dict(identity), total_limit=config.checkpoints_total_limit)
         state.last_checkpoint = str(folder)
 
-    try:
-        training_loop(
-            accelerator,
-            train_model,
-            optimizer,
-            scheduler,
-            train_loader,
-            state,
-            on_epoch_end=on_epoch_end,
-            checkpointing_steps=config.checkpointing_steps,
-            on_checkpoint=save,
-            log_sample_ids=config.log_sample_ids,
-            progress=not config.disable_tqdm,
-            id_log=id_log,
-            with_tracking=config.with_tracking,
-            channels_last=config.channels_last,
-            transposed_depthwise=config.transposed_depthwise_backward,
-            reuse_memory=config.reuse_freed_memory,
-        )
-    except BaseException:  # a run stopped by an error (divergence, a broken image) still closes its trackers
-        if config.with_tracking:
-            accelerator.end_training()
-        raise
-    finally:
-        if id_log is not None:
-            id_log.close()
+    _run_loop(accelerator, config, output_dir, train_model, optimizer, scheduler, train_loader, state,
+              resumed=checkpoint is not None, on_epoch_end=on_epoch_end, save=save)  # fmt: skip
 
     compile_time = _compile_time(state) if config.torch_compile else None
     results = None
@@ -650,16 +587,8 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
             versions=library_versions(),
         )
         results = record.to_dict()
-        unwrapped = accelerator.unwrap_model(model)
-        save_model(unwrapped, output_dir, label_names=splits.label_names, data_config=data_config)
-        repo_id = _repo_id(config, output_dir) if config.push_to_hub else None
-        transfer_card(results, repo_id=repo_id).save(str(output_dir / "README.md"))
-        write_json(output_dir / RESULTS_NAME, results)
-        logger.info(summary(results))
-        if config.push_to_hub:
-            url = push_folder(output_dir, repo_id, token=config.hub_token, commit_message=PUSH_COMMIT_MESSAGE,
-                              ignore_patterns=PUSH_IGNORE_PATTERNS)  # fmt: skip
-            logger.info(f"pushed to {url}")
+        _write_outputs(accelerator, config, output_dir, model, results, label_names=splits.label_names,
+                       data_config=data_config)  # fmt: skip
     accelerator.wait_for_everyone()
     if config.with_tracking:
         accelerator.end_training()
@@ -667,6 +596,102 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
         results = json.loads((output_dir / RESULTS_NAME).read_text())
     accelerator.free_memory()
     return results
+
+
+def _claim(accelerator: Accelerator, config: TrainingConfig, output_dir: Path,
+           identity: dict[str, Any]) -> Path | None:  # fmt: skip
+    """Check the output folder and the checkpoint to resume from (every process, before any process writes), then
+    claim the folder for this run (the main process); returns the checkpoint, or ``None``."""
+    checkpoint = find_checkpoint(config.resume_from_checkpoint, output_dir, identity)
+    clear = check_output_dir(
+        output_dir, identity, overwrite=config.overwrite_output_dir, resume=config.resume_from_checkpoint,
+        checkpoint=checkpoint,
+    )  # fmt: skip
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        claim_output_dir(output_dir, identity, clear=clear)
+    accelerator.wait_for_everyone()
+    return checkpoint
+
+
+def _load(config: TrainingConfig, extras: _Extras) -> tuple[PreparedSplits, torch.nn.Module, dict[str, Any]]:
+    """The run's data splits, and its model with the filters injected (seeded first: the same initial weights with
+    and without filters)."""
+    dsd = load_image_dataset(
+        config.dataset_name,
+        config_name=config.dataset_config_name,
+        train_dir=config.train_dir,
+        validation_dir=config.validation_dir,
+        extra_datasets=extras.datasets,
+    )
+    splits = prepare_splits(
+        dsd,
+        image_column=config.image_column_name,
+        label_column=config.label_column_name,
+        train_val_split=config.train_val_split,
+        validation_from_train=config.validation_from_train,
+        max_train_samples=config.max_train_samples,
+        max_eval_samples=config.max_eval_samples,
+        seed=config.seed,
+        source=config.dataset_name or config.train_dir,
+    )
+    set_seed(config.seed)  # the same initial weights with and without filters
+    model, filters = _build_model(config, splits.num_labels, extras)
+    return splits, model, filters
+
+
+def _run_loop(accelerator: Accelerator, config: TrainingConfig, output_dir: Path, model: torch.nn.Module,
+              optimizer: torch.optim.Optimizer, scheduler: Any, train_loader: Any, state: LoopState, *,
+              resumed: bool, on_epoch_end: Any, save: Any) -> None:  # fmt: skip
+    """:func:`training_loop` with the run's settings, the sample-id log open around it (``--log_sample_ids``), and
+    the trackers closed when it stops on an error."""
+    id_log = None
+    if config.log_sample_ids and accelerator.is_main_process:
+        id_log = (output_dir / "sample_ids.jsonl").open("a")
+        if resumed:
+            id_log.write(json.dumps({"resumed_from_step": state.completed_steps}) + "\n")
+    try:
+        training_loop(
+            accelerator,
+            model,
+            optimizer,
+            scheduler,
+            train_loader,
+            state,
+            on_epoch_end=lambda epoch: on_epoch_end(epoch, id_log),
+            checkpointing_steps=config.checkpointing_steps,
+            on_checkpoint=save,
+            log_sample_ids=config.log_sample_ids,
+            progress=not config.disable_tqdm,
+            id_log=id_log,
+            with_tracking=config.with_tracking,
+            channels_last=config.channels_last,
+            transposed_depthwise=config.transposed_depthwise_backward,
+            reuse_memory=config.reuse_freed_memory,
+        )
+    except BaseException:  # a run stopped by an error (divergence, a broken image) still closes its trackers
+        if config.with_tracking:
+            accelerator.end_training()
+        raise
+    finally:
+        if id_log is not None:
+            id_log.close()
+
+
+def _write_outputs(accelerator: Accelerator, config: TrainingConfig, output_dir: Path, model: torch.nn.Module,
+                   results: dict[str, Any], *, label_names: Sequence[str],
+                   data_config: dict[str, Any]) -> None:  # fmt: skip
+    """The main process's outputs of a finished run: the model, its card, ``results.json``, the summary in the log,
+    and the push to the Hub (``--push_to_hub``)."""
+    save_model(accelerator.unwrap_model(model), output_dir, label_names=label_names, data_config=data_config)
+    repo_id = _repo_id(config, output_dir) if config.push_to_hub else None
+    transfer_card(results, repo_id=repo_id).save(str(output_dir / "README.md"))
+    write_json(output_dir / RESULTS_NAME, results)
+    logger.info(summary(results))
+    if config.push_to_hub:
+        url = push_folder(output_dir, repo_id, token=config.hub_token, commit_message=PUSH_COMMIT_MESSAGE,
+                          ignore_patterns=PUSH_IGNORE_PATTERNS)  # fmt: skip
+        logger.info(f"pushed to {url}")
 
 
 def _training_record(state: LoopState, checkpoint: Path | None) -> dict[str, Any]:
