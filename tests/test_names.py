@@ -229,3 +229,25 @@ def test_fitted_and_its_old_spelling_inject_the_same_kernels(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(*kernels, strict=True))
     with pytest.raises(BankNotFoundError, match="fitted:<bank>"):
         resolve_filters(f"{FITTED_PREFIX}{tmp_path / 'no-bank'}", target)
+
+
+def test_runs_and_results_recorded_under_the_deprecated_fitted_spelling_are_the_same_as_under_the_new_one(tmp_path):
+    """The experiments now name their fitted arm fitted:<bank>: a run recorded as universal-<bank> is still read back
+    (--resume), and its results still reach the cards."""
+    import warnings
+
+    from masterkey.names import canonical_filters
+    from masterkey.training import make_config
+    from masterkey.training.config import run_identity
+    from masterkey.training.outputs import same_run
+
+    assert canonical_filters("universal-imagenet-lite0") == "fitted:imagenet-lite0"
+    for kept in ("universal-learned-8", "universal-idealized", "imagenet-lite0", "none", None, "fitted:x"):
+        assert canonical_filters(kept) == kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # quietly: no FutureWarning from comparing records
+        canonical_filters("universal-imagenet-lite0")
+    new = run_identity(make_config(model="tf_efficientnet_lite0", filters="fitted:imagenet-lite0"))
+    old = run_identity(make_config(model="tf_efficientnet_lite0", filters="universal-imagenet-lite0"))
+    assert old != new and same_run(old, new) and same_run(new, old)
+    assert not same_run({**old, "filters": "fitted:imagenet-lite1"}, new)

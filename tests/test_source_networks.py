@@ -224,3 +224,12 @@ def test_a_choice_at_an_edge_of_the_range_is_swept_one_step_further_once():
     # swept further: the beyond-step lost for "low" (the edge stays, tried), won for "high" (not extended again)
     runs += [record("low", 1e-3, 0.85), record("high", 1.6e-2, 0.95)]
     assert edge_extensions(runs, rates) == {}
+
+
+def test_tables_say_over_how_many_source_networks_an_interval_runs():
+    from masterkey.research.experiments import contrast_table
+
+    row = {"a": "x, n=8", "b": "y, n=8", **paired_difference([0.1, 0.2, 0.15, 0.12], clusters=[1, 2, 1, 2])}
+    assert contrast_table([row]).splitlines()[-1].endswith("| 4 (2 source networks) |")
+    plain = {"a": "x, n=8", "b": "y, n=8", **paired_difference([0.1, 0.2, 0.15, 0.12])}
+    assert contrast_table([plain]).splitlines()[-1].endswith("| 4 |")

@@ -45,7 +45,7 @@ import warnings
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
@@ -54,6 +54,7 @@ from .errors import UnknownNameError
 from .hub import BUILTIN_BANKS
 
 __all__ = [
+    "canonical_filters",
     "FITTED_PREFIX",
     "LEGACY_FITTED_PREFIX",
     "SCRATCH_NAMES",
@@ -269,6 +270,26 @@ def parse_filters(spec: str | Path | None, *, named: Iterable[str] = ()) -> Filt
         return FiltersSpec(spec, "bank", bank=parse_bank(spec))
     except UnknownNameError:
         raise _unknown(spec, "filters", _filters_forms(named), choices) from None
+
+
+def canonical_filters(spec: Any) -> Any:
+    """``spec`` in the current spelling where it is the deprecated ``universal-<bank>`` (``fitted:<bank>``), quietly;
+    anything else unchanged. Recorded runs and results compare their filters through it, so a run recorded under the
+    old spelling is the same run under the new one.
+
+    Example:
+        >>> canonical_filters("universal-imagenet-lite0"), canonical_filters("universal-learned-8")
+        ('fitted:imagenet-lite0', 'universal-learned-8')
+    """
+    if not isinstance(spec, str) or not spec.startswith(LEGACY_FITTED_PREFIX):
+        return spec
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            parsed = parse_filters(spec)
+        except UnknownNameError:
+            return spec
+    return parsed.canonical if parsed.deprecated else spec
 
 
 def parse_dataset(name: str | Path, *, builtin: Collection[str]) -> DatasetRef:

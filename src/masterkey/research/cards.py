@@ -41,6 +41,7 @@ from ..keys import (
     key_correlation,
     universal_bank,
 )
+from ..names import FITTED_PREFIX, canonical_filters
 from ..publishing import publish_bank
 from ..sources import IMAGENET_SOURCES
 from ..training import BUILTIN_DATASETS
@@ -239,7 +240,9 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
     learned = _baselines_that_learned(data["runs"], chance)
     results, lines = [], []
     # the primary arms of a plan in force first (its confirmatory cells), then the rest in the table's order
-    rows = sorted((row for row in summary if row["filters"] == filters), key=lambda row: row.get("exploratory", True))
+    wanted = canonical_filters(filters)  # results recorded under a deprecated spelling of the spec count too
+    rows = sorted((row for row in summary if canonical_filters(row["filters"]) == wanted),
+                  key=lambda row: row.get("exploratory", True))  # fmt: skip
     for r in rows:
         key = (r["dataset"], r["model"], r["pair"])
         base_learned, base = learned.get(key, False), scratch.get(key)
@@ -357,8 +360,8 @@ def write_universal_cards(
     """Write the Hub folders ``universal-learned-8`` and ``universal-idealized-8`` (``filters.safetensors``,
     ``config.json``, ``README.md``) under ``out_dir``; returns their paths. The cards' tables are computed here;
     with ``experiments_dir`` the cards also carry the experiments' results for ``--filters universal-<kind>`` (and,
-    on the idealized card, ``universal-imagenet-lite0``, whose keys are rendered from the idealized definitions at
-    3x3 and 5x5). ``lite0_explained`` is :func:`masterkey.analysis.explained_table` of the ImageNet lite0 bank
+    on the idealized card, ``fitted:imagenet-lite0``, formerly ``universal-imagenet-lite0``, whose keys are rendered
+    from the idealized definitions at 3x3 and 5x5). ``lite0_explained`` is :func:`masterkey.analysis.explained_table` of the ImageNet lite0 bank
     (computed here when not given).
 
     Example:
@@ -413,7 +416,7 @@ def write_universal_cards(
         }
         results = []
         if experiments_dir is not None:
-            specs = [f"universal-{kind}"] + (["universal-imagenet-lite0"] if kind == "idealized" else [])
+            specs = [f"universal-{kind}"] + ([f"{FITTED_PREFIX}imagenet-lite0"] if kind == "idealized" else [])
             tables = []
             for spec in specs:
                 found = experiment_card_results(experiments_dir, spec)

@@ -104,8 +104,9 @@ NAMED_FILTERS: dict[str, FilterResolver] = {
     "universal-idealized": _universal("idealized"),
 }
 #: Deprecated: the legacy prefix ``universal-`` (:data:`masterkey.names.LEGACY_FITTED_PREFIX`), kept under this name
-#: because the experiments name their fitted arm with it, so that their recorded runs keep their identity (``--resume``)
-#: and their results still reach the cards. New code writes ``masterkey.names.FITTED_PREFIX + bank`` (``fitted:``).
+#: for code that imported it. New code writes ``masterkey.names.FITTED_PREFIX + bank`` (``fitted:``), as the
+#: experiments do; runs and results recorded under the old spelling compare equal through
+#: :func:`masterkey.names.canonical_filters` (``--resume`` reads them back, the cards find them).
 FITTED_PREFIX = LEGACY_FITTED_PREFIX
 
 

@@ -33,6 +33,7 @@ from .. import models
 from ..cards import render_card, results_table
 from ..constants import LIBRARY_VERSION
 from ..errors import TrainingConfigError
+from ..names import canonical_filters
 from .config import CARD_KEYS, IDENTITY_ADDED_SINCE
 
 __all__ = [
@@ -124,8 +125,11 @@ def same_run(saved: Any, identity: Mapping[str, Any], *, ignore: Collection[str]
     if not isinstance(saved, Mapping):
         return False
     saved = {**{k: v for k, v in IDENTITY_ADDED_SINCE.items() if k in identity}, **saved}  # older files lack them
-    want = {k: v for k, v in _as_json(identity).items() if k not in ignore}
-    return {k: v for k, v in _as_json(saved).items() if k not in ignore} == want
+
+    def comparable(config: Mapping[str, Any]) -> dict[str, Any]:  # a deprecated filters spelling is the same run
+        return {k: canonical_filters(v) if k == "filters" else v for k, v in _as_json(config).items() if k not in ignore}
+
+    return comparable(saved) == comparable(identity)
 
 
 def _differences(want: Mapping[str, Any], got: Mapping[str, Any]) -> list[str]:

@@ -19,6 +19,13 @@ def format_difference(difference: Mapping[str, Any] | None) -> str:
     return f"**{text}**" if difference["real"] else text
 
 
+def _pairs(row: Mapping[str, Any]) -> str:
+    """How many seeds a contrast pairs, and over how many source networks its interval runs where the runs named
+    several (:func:`masterkey.research.intervals.paired_difference`)."""
+    sources = row.get("sources")
+    return f"{row['pairs']} ({sources} source networks)" if sources and sources > 1 else str(row["pairs"])
+
+
 def contrast_table(contrasts: Sequence[Mapping[str, Any]]) -> str:
     """:func:`paired_contrasts` as a Markdown table (the interval bold where it excludes 0); empty without any."""
     if not contrasts:
@@ -26,7 +33,7 @@ def contrast_table(contrasts: Sequence[Mapping[str, Any]]) -> str:
     lines = ["| cell A | minus cell B | Δ (A − B), 95% CI | seeds |", "|---|---|---|---|"]
     for c in contrasts:
         b = f"{c['b']} (exploratory)" if c.get("exploratory") else c["b"]
-        lines.append(f"| {c['a']} | {b} | {format_difference(c)} | {c['pairs']} |")
+        lines.append(f"| {c['a']} | {b} | {format_difference(c)} | {_pairs(c)} |")
     return "\n".join(lines)
 
 
@@ -63,7 +70,7 @@ def confirmatory_table(rows: Sequence[Mapping[str, Any]], plan: AnalysisPlan | N
             continue
         lines.append(f"| {r['name']} | {r['mean']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}] | "
                      f"[{r['family_low']:+.3f}, {r['family_high']:+.3f}] | {r['p_holm']:.3g} | "
-                     f"{'**yes**' if r['holds'] else 'no'} | {r['pairs']} |")  # fmt: skip
+                     f"{'**yes**' if r['holds'] else 'no'} | {_pairs(r)} |")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from ...errors import TrainingConfigError
 from ...hub import load_master_filters
 from ...training import slugify
-from ...training.filters import FITTED_PREFIX
+from ...names import FITTED_PREFIX
 from .config import ExperimentConfig
 from .runner import _Runner, source_bank
 
