@@ -11,7 +11,7 @@ from ..._timm import create_model
 from ...bank import FilterBank
 from ...extract import DepthwiseConv, find_depthwise_convs
 from ...hub import load_master_filters
-from ...mapping import resolve_mapping
+from ...mapping import STRUCTURAL_MAPPINGS, resolve_mapping
 from .config import variant_of
 from .runner import _Runner
 
@@ -25,8 +25,9 @@ def across_architectures(run: _Runner) -> dict[str, Any]:
     targets, dataset, bank = run.config.architectures, run.config.target, run.config.bank
     source = load_master_filters(bank)
     trained: dict[str, list[str]] = {}
+    structural = any(m in STRUCTURAL_MAPPINGS for m in run.config.mappings)  # a forward pass only where a rule needs it
     for model in targets[: run.scale.max_targets]:
-        convs = find_depthwise_convs(create_model(model), feature_strides=True)
+        convs = find_depthwise_convs(create_model(model), feature_strides=structural)
         mappings = distinct_mappings(source, convs, run.config.mappings)
         cells = {"from scratch": ("none", "depth"),
                  **{f"{bank} (frozen, mapping={m})": (bank, m) for m in mappings},
