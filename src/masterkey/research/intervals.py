@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["paired_difference"]
+__all__ = ["paired_difference", "source_clusters"]
 
 
 def paired_difference(differences: Sequence[float], *, clusters: Sequence[Any] | None = None,
@@ -49,3 +49,16 @@ def paired_difference(differences: Sequence[float], *, clusters: Sequence[Any] |
             p = 0.0
     return {"mean": mean, "low": low, "high": high, **out, "p": p,
             "real": bool(len(values) > 1 and (low > 0 or high < 0))}  # fmt: skip
+
+
+def source_clusters(pairs: Sequence[Sequence[Mapping[str, Any] | None]]) -> list[Any] | None:
+    """The source network each pair of runs depends on (its first run's ``source_seed``, else the second's), as
+    :func:`paired_difference` takes ``clusters``; ``None`` when no run of them names one.
+
+    Example:
+        >>> source_clusters([({"source_seed": 7}, {}), ({"source_seed": 8}, {})])
+        [7, 8]
+    """
+    sources = [next((r["source_seed"] for r in pair if r is not None and r.get("source_seed") is not None), None)
+               for pair in pairs]  # fmt: skip
+    return None if all(s is None for s in sources) else sources

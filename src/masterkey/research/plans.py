@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrainingConfigError
-from .intervals import paired_difference
+from .intervals import paired_difference, source_clusters
 
 __all__ = [
     "AnalysisPlan",
@@ -239,9 +239,7 @@ def confirmatory_contrasts(records: Sequence[Mapping[str, Any]], plan: AnalysisP
     for contrast, (a, b) in zip(plan.primary, plan.primary_pairs()):
         seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
         differences = [runs[a][s]["accuracy"] - runs[b][s]["accuracy"] for s in seeds]
-        sources = [next((r["source_seed"] for r in (runs[a][s], runs[b][s]) if r.get("source_seed") is not None),
-                        None) for s in seeds]  # fmt: skip
-        clusters = None if all(c is None for c in sources) else sources
+        clusters = source_clusters([(runs[a][s], runs[b][s]) for s in seeds])
         test = paired_difference(differences, clusters=clusters) if seeds else {
             "mean": None, "pairs": 0, "p": 1.0, "low": None, "high": None}  # fmt: skip
         family = paired_difference(differences, clusters=clusters, level=plan.alpha / max(m, 1)) if seeds else test

@@ -98,9 +98,9 @@ def layer_split(run: _Runner) -> dict[str, Any]:
     run.datasets.update({half.name: half for half in halves})
     half_a, half_b = (half.name for half in halves)
     origins = {tag: half for tag, half in (("AnB", half_a), ("BnB", half_b)) if tag in run.config.split_arms}
-    steps = layer_steps(run.config, len(find_depthwise_convs(create_model(model))))
+    n_layers = len(find_depthwise_convs(create_model(model)))
+    steps = layer_steps(run.config, n_layers)
     run.cell("from scratch on B", "n=0", x=0, filters="none", dataset_name=half_b)  # n = 0 is the same for every arm
-    several = run.scale.source_seeds is not None
     for source_seed, seeds in run.scale.source_groups():
         trained = run.source_models({f"{model}-{half}": {"dataset_name": half} for half in origins.values()},
                                     source_seed=source_seed)  # fmt: skip
@@ -114,14 +114,13 @@ def layer_split(run: _Runner) -> dict[str, Any]:
                 run.filters[pw] = resolve
                 for label, filters in ((f"{tag} depthwise", dw), (f"{tag} pointwise", pw)):
                     run.cell(label, f"n={n}", x=n, filters=filters, no_strict=True, dataset_name=half_b, seeds=seeds,
-                             source_seed=source_seed if several else None)  # fmt: skip
+                             source_seed=source_seed)  # fmt: skip
     # the pointwise control, paired by seed; and, with both arms, AnB against BnB (co-adaptation)
     contrasts = [[[f"{tag} depthwise", f"n={n}"], [f"{tag} pointwise", f"n={n}"]] for n in steps for tag in origins]
     if len(origins) == 2:
         contrasts += [[[f"AnB {kind}", f"n={n}"], [f"BnB {kind}", f"n={n}"]]
                       for n in steps for kind in ("depthwise", "pointwise")]  # fmt: skip
-    return {"halves": [half_a, half_b], "layers": len(find_depthwise_convs(create_model(model))), "n": steps,
-            "contrasts": contrasts}  # fmt: skip
+    return {"halves": [half_a, half_b], "layers": n_layers, "n": steps, "contrasts": contrasts}
 
 
 def layer_steps(config: ExperimentConfig, n_layers: int) -> list[int]:

@@ -114,8 +114,9 @@ class _Runner:
              pair: str | None = None, source_seed: int | None = None, **options: Any) -> None:  # fmt: skip
         """Every seed (of the scale, or ``seeds``) of one cell of the grid. The learning rate is the config's for this
         dataset and ``label`` where it names one. ``pair`` names the from-scratch cell this one is compared with
-        (default: the dataset's and model's). ``source_seed`` records the source network whose filters these runs
-        use (:meth:`Scale.source_groups`): a cell over several sources is called once per source, with its seeds."""
+        (default: the dataset's and model's). ``source_seed`` is the source network whose filters these runs use
+        (:meth:`Scale.source_groups`): a cell over several sources is called once per source, with its seeds, and
+        under the scale's ``source_seeds`` each run records it."""
         chosen = self.config.learning_rate(group, label)
         if chosen is None:
             chosen = self.config.learning_rate(options["dataset_name"], label)
@@ -129,7 +130,7 @@ class _Runner:
                       "learning_rate": rate}  # fmt: skip
             if pair is not None:
                 record["pair"] = pair
-            if source_seed is not None:
+            if source_seed is not None and self.scale.source_seeds is not None:
                 record["source_seed"] = source_seed
             self.pending.append((record, self.train(folder, seed=seed, **options)))
 

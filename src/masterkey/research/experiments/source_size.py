@@ -43,7 +43,6 @@ def source_size(run: _Runner) -> dict[str, Any]:
     controls = main_arms(run.config.bank, run.config.source_size_controls)
     for label, filters in controls.items():
         run.cell(group, label, filters=filters, mapping=run.config.mapping, dataset_name=target)
-    several = run.scale.source_seeds is not None
     for source_seed, seeds in run.scale.source_groups():
         trained = run.source_models({f"{model}-{source}-{fraction:g}": {"dataset_name": source,
                                                                          "max_train_samples": count}
@@ -52,7 +51,7 @@ def source_size(run: _Runner) -> dict[str, Any]:
             folder = trained[f"{model}-{source}-{fraction:g}"]
             bank = source_bank(folder, name=f"{fraction:.0%} of {source}", dataset=source, model=model)
             run.cell(group, label, x=fraction, filters=str(bank), dataset_name=target, seeds=seeds,
-                     source_seed=source_seed if several else None)  # fmt: skip
+                     source_seed=source_seed)  # fmt: skip
     # paired by seed: every share against the others' largest, and against each control
     labels = list(arms)
     contrasts = [[[group, labels[-1]], [group, other]] for other in labels[:-1]]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ...training import BuiltinDataset, RunResults
-from ..intervals import paired_difference
+from ..intervals import paired_difference, source_clusters
 
 _logger = logging.getLogger(__name__)
 
@@ -50,17 +50,6 @@ def learning_check(result: RunResults | Mapping[str, Any]) -> dict[str, Any]:
             "converged": None if rise is None else bool(rise < CONVERGED_RISE), "last_rise": rise}  # fmt: skip
 
 
-def _source_of(*runs: Mapping[str, Any] | None) -> Any:
-    """The source network a pair of runs depends on: the first run's ``source_seed``, else the second's."""
-    return next((r["source_seed"] for r in runs if r is not None and r.get("source_seed") is not None), None)
-
-
-def _clusters(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any] | None]]) -> list[Any] | None:
-    """The source of each pair, or ``None`` when no run of them names one."""
-    sources = [_source_of(a, b) for a, b in pairs]
-    return None if all(s is None for s in sources) else sources
-
-
 def summarize(
     records: Sequence[dict[str, Any]], *, chance: Mapping[str, float] | None = None
 ) -> list[dict[str, Any]]:
@@ -94,7 +83,7 @@ def summarize(
         pairs = [(r, base[r["seed"]]) for r in rows if r["seed"] in base]
         if rows[0]["filters"] != "none" and pairs:
             row["vs_scratch"] = paired_difference([a["accuracy"] - b["accuracy"] for a, b in pairs],
-                                                  clusters=_clusters(pairs))  # fmt: skip
+                                                  clusters=source_clusters(pairs))  # fmt: skip
         summary.append(row)
     return summary
 
@@ -120,7 +109,7 @@ def paired_contrasts(records: Sequence[Mapping[str, Any]], pairs: Sequence[Seque
             continue
         out.append({"a": ", ".join(a), "b": ", ".join(b),
                     **paired_difference([x["accuracy"] - y["accuracy"] for x, y in matched],
-                                        clusters=_clusters(matched))})  # fmt: skip
+                                        clusters=source_clusters(matched))})  # fmt: skip
     return out
 
 
@@ -189,7 +178,7 @@ def time_to_reach(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             cells.setdefault((r["group"], r["label"]), []).append(r)
     out = []
     for (group, label), rows in cells.items():
-        steps, seconds, shares, sources = [], [], [], []
+        steps, seconds, shares, pairs = [], [], [], []
         for r in rows:
             base = scratch[pair(r)][r["seed"]]
             target, chance = base["history"][-1], float(r.get("chance") or 0.0)
@@ -200,11 +189,10 @@ def time_to_reach(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             steps.append(own)
             seconds.append(r["train_time_s"] * own / r["steps"])
             shares.append(own / reference)
-            sources.append(r.get("source_seed"))
+            pairs.append((r, base))
         row: dict[str, Any] = {"group": group, "label": label, "reached": len(steps), "n": len(rows)}
         if steps:
-            clusters = None if all(s is None for s in sources) else sources
             row.update(steps_mean=float(np.mean(steps)), seconds_mean=float(np.mean(seconds)),
-                       share_of_scratch=paired_difference(shares, clusters=clusters))  # fmt: skip
+                       share_of_scratch=paired_difference(shares, clusters=source_clusters(pairs)))  # fmt: skip
         out.append(row)
     return out

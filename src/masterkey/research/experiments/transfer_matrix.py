@@ -46,8 +46,7 @@ def transfer_matrix(run: _Runner) -> dict[str, Any]:
             dataset = label.removesuffix(" bank (frozen)")
             for source_seed, seeds in groups:
                 run.cell(target, label, filters=own_banks[source_seed][dataset], mapping=run.config.mapping,
-                         dataset_name=target, seeds=seeds,
-                         source_seed=source_seed if run.scale.source_seeds else None)  # fmt: skip
+                         dataset_name=target, seeds=seeds, source_seed=source_seed)  # fmt: skip
         if target in run.config.long_epochs:
             epochs = run.config.long_epochs[target]
             for label, filters in longer.items():
