@@ -183,6 +183,45 @@ def test_resume_keeps_finished_runs_and_trains_the_rest(tmp_path):
     assert other["reused_runs"] == 2  # only the from-scratch cell (2 seeds), which runs before the sources
 
 
+def test_retrain_measures_some_cells_again_and_reads_the_rest_from_earlier_results(tmp_path, capsys):
+    """Published results whose run folders are gone: the globs' runs train into a fresh folder, every other run's
+    record is the earlier one, and the summary covers both."""
+    first = run_experiment("source-size", scale="quick", seeds=[0, 1], out_dir=tmp_path / "earlier")
+    earlier = tmp_path / "earlier" / "source-size" / "results.json"
+    assert cli.main(["experiment", "source-size", "--scale", "quick", "--seeds", "0", "1", "--out",
+                     str(tmp_path / "again"), "--retrain", "digits__from-scratch__*", "--earlier-results",
+                     str(earlier)]) == 0  # fmt: skip
+    again = json.loads((tmp_path / "again" / "source-size" / "results.json").read_text())
+    trained = sorted(p.name for p in (tmp_path / "again" / "source-size" / "runs").iterdir())
+    assert trained == ["digits__from-scratch__seed0", "digits__from-scratch__seed1"]
+    assert again["earlier_results"] == {"path": str(earlier), "retrain": ["digits__from-scratch__*"],
+                                        "runs_read": len(first["runs"]) - 2}  # fmt: skip
+    assert "--retrain 'digits__from-scratch__*' --earlier-results" in again["command"]
+    by_run = {Path(r["run"]).name: r for r in first["runs"]}
+    for record in again["runs"]:
+        name = Path(record["run"]).name
+        if name in trained:
+            assert record["run"].startswith(str(tmp_path / "again"))
+        else:
+            assert record == by_run[name]  # the earlier record, as it was
+    assert [r["label"] for r in again["summary"]] == [r["label"] for r in first["summary"]]
+    # an earlier record of another run (here another rate) is refused, and so is a glob that matches nothing
+    changed = json.loads(earlier.read_text())
+    changed["runs"][-1]["learning_rate"] = 0.5
+    (tmp_path / "changed.json").write_text(json.dumps(changed))
+    with pytest.raises(TrainingConfigError, match="is another run: learning_rate 0.5 there"):
+        run_experiment("source-size", scale="quick", seeds=[0, 1], out_dir=tmp_path / "again",
+                       retrain=["digits__from-scratch__*"], earlier_results=tmp_path / "changed.json", resume=True)
+    with pytest.raises(TrainingConfigError, match="matched no run"):
+        run_experiment("source-size", scale="quick", seeds=[0, 1], out_dir=tmp_path / "again", resume=True,
+                       retrain=["digits__from-scratch__*", "no-such-cell*"], earlier_results=earlier)
+    with pytest.raises(TrainingConfigError, match="retrain needs earlier_results"):
+        run_experiment("source-size", scale="quick", out_dir=tmp_path / "again", retrain=["*"])
+    with pytest.raises(TrainingConfigError, match="not a results.json of the experiment 'transfer-matrix'"):
+        run_experiment("transfer-matrix", scale="quick", out_dir=tmp_path / "again", retrain=["*"],
+                       earlier_results=earlier)
+
+
 def test_resume_retrains_only_the_runs_that_use_a_source_trained_anew(tmp_path):
     """Another learning rate for from scratch on Animal-MNIST retrains that source network and the run that freezes
     its bank; the digits source and every other run (from scratch, the ImageNet bank, the digits bank, ...) are read

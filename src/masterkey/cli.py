@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -242,6 +243,12 @@ def _add_experiment(p: argparse.ArgumentParser) -> None:
                    help="keep runs that finished in --out with the same configuration (continue an interrupted run)")
     p.add_argument("--jobs", type=_positive_int, default=1,
                    help="runs trained at a time, each in its own process (2 with --cpu-threads 1 on 2 CPU cores)")
+    p.add_argument("--retrain", nargs="+", default=(), metavar="GLOB",
+                   help="train only the runs whose folder names match these globs (e.g. '*__random-frozen__*'); "
+                   "the other runs' records come from --earlier-results")
+    p.add_argument("--earlier-results", type=Path, metavar="RESULTS_JSON",
+                   help="an earlier results.json of the experiment, whose records stand in for the runs that "
+                   "--retrain leaves out")
 
 
 def _run_experiment(args: argparse.Namespace) -> int:
@@ -254,9 +261,12 @@ def _run_experiment(args: argparse.Namespace) -> int:
             f"--out {args.out}", args.seeds and f"--seeds {' '.join(map(str, args.seeds))}",
             args.cpu_threads and f"--cpu-threads {args.cpu_threads}", args.resume and "--resume",
             args.jobs > 1 and f"--jobs {args.jobs}",
+            args.retrain and "--retrain " + " ".join(shlex.quote(g) for g in args.retrain),
+            args.earlier_results and f"--earlier-results {args.earlier_results}",
         ) if part)  # fmt: skip
         results = run_experiment(name, args.config, scale=scale, out_dir=args.out, seeds=args.seeds,
                                  cpu_threads=args.cpu_threads, resume=args.resume, jobs=args.jobs,
+                                 retrain=args.retrain, earlier_results=args.earlier_results,
                                  command=command)  # fmt: skip
         print(f"\n{name} ({results['wall_time_s'] / 60:.1f} min): {args.out / name}")
         print("\n".join(results["table"]))

@@ -288,15 +288,17 @@ def _result_name(row: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], data
 
 def _wall_time(data: Mapping[str, Any]) -> str:
     """The experiment's wall time, saying which runs it covers where ``--resume`` read some back from earlier runs."""
-    minutes, reused, total = data["wall_time_s"] / 60, data.get("reused_runs", 0), len(data["runs"])
+    earlier = (data.get("earlier_results") or {}).get("runs_read", 0)
+    minutes, reused, total = data["wall_time_s"] / 60, data.get("reused_runs", 0) + earlier, len(data["runs"])
     if not reused:
         return f"wall time {minutes:.1f} min"
+    how = "--resume" + (", and the records of earlier results for the runs not retrained" if earlier else "")
     train_minutes = sum(r.get("train_time_s", 0) for r in data["runs"]) / 60
     training = f"the {total} runs' own training time adds up to {train_minutes:.0f} min"
     if reused >= total:  # the last invocation trained nothing: its wall time says nothing about the experiment
-        return f"{training}; the last invocation only read them back (--resume)"
+        return f"{training}; the last invocation only read them back ({how})"
     return (f"wall time {minutes:.1f} min for the last invocation, which read {reused} runs and source networks "
-            f"back from earlier ones (--resume); {training}")  # fmt: skip
+            f"back from earlier ones ({how}); {training}")  # fmt: skip
 
 
 def _reproduce(data: Mapping[str, Any]) -> str:

@@ -57,6 +57,25 @@ def _apply_plan(
     return record, mark_exploratory(records, record["plan"])
 
 
+def _earlier_records(name: str, retrain: Sequence[str], path: str | Path | None) -> list[dict[str, Any]]:
+    """The run records of the earlier ``results.json`` at ``path`` (of the experiment ``name``) for ``retrain``."""
+    if not retrain:
+        if path is not None:
+            raise TrainingConfigError("earlier_results is only read with retrain: name the runs to train again.")
+        return []
+    if path is None:
+        raise TrainingConfigError("retrain needs earlier_results: the results.json whose records stand in for the "
+                                  "runs not trained again.")  # fmt: skip
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise TrainingConfigError(f"Cannot read the earlier results {str(path)!r}: {e}") from None
+    if not isinstance(data, Mapping) or data.get("experiment") != name or not isinstance(data.get("runs"), list):
+        raise TrainingConfigError(f"{str(path)!r} is not a results.json of the experiment {name!r}: give the one "
+                                  f"`masterkey experiment {name}` wrote.")  # fmt: skip
+    return data["runs"]
+
+
 def _plan_experiment(path: str | Path) -> str | None:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -75,6 +94,8 @@ def run_experiment(
     cpu_threads: int | None = None,
     resume: bool = False,
     jobs: int = 1,
+    retrain: Sequence[str] = (),
+    earlier_results: str | Path | None = None,
     command: str | None = None,
 ) -> dict[str, Any]:
     """Run one experiment of :data:`EXPERIMENTS` and write its results, config, plot and command under
@@ -88,8 +109,15 @@ def run_experiment(
     once a source network is trained anew, every later run is trained too, since it may use that network's filters.
     ``jobs`` trains that many runs at a time, each in its own process (with ``cpu_threads=1``, one per core).
 
+    ``retrain`` with ``earlier_results`` measures some cells again without the rest: only the runs whose folder names
+    match one of the globs in ``retrain`` train; every other run's record is read from ``earlier_results`` (an
+    earlier ``results.json`` of this experiment, whose run folders may be gone), after checking it is the same cell,
+    seed, filters and rate. The summary, contrasts and plots then cover them all, and ``results["earlier_results"]``
+    says which records came from where.
+
     Raises:
-        TrainingConfigError: an unknown experiment, scale or config key.
+        TrainingConfigError: an unknown experiment, scale or config key; ``retrain`` without ``earlier_results``, a
+            glob that matches no run, or a run neither retrained nor recorded earlier.
 
     Example:
         >>> run_experiment("across-architectures", scale="quick", out_dir="outputs/experiments")["summary"]
@@ -104,12 +132,16 @@ def run_experiment(
         config = replace(config, scale=_scale_from(scale))
     if seeds is not None:
         config = replace(config, scale=replace(config.scale, seeds=tuple(seeds)))
+    earlier = _earlier_records(name, retrain, earlier_results)
     folder = Path(out_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
-    run = _Runner(name, config, folder, cpu_threads, resume, jobs)
+    run = _Runner(name, config, folder, cpu_threads, resume, jobs, retrain=retrain, earlier=earlier)
     start = time.perf_counter()
     try:
         details = EXPERIMENTS[name](run)
+        if run.unmatched_globs():
+            raise TrainingConfigError(f"--retrain {' '.join(run.unmatched_globs())} matched no run of {name}; its run "
+                                      "folders are named <group>__<arm>__seed<N> (see the earlier results' runs).")
         records = run.results()
     finally:
         run.close()
@@ -131,6 +163,9 @@ def run_experiment(
         "summary": summary, "table": markdown_table(summary).splitlines(), "runs": records,
         "contrasts": contrasts, "contrast_table": contrast_table(contrasts).splitlines(),
     }  # fmt: skip
+    if retrain:
+        results["earlier_results"] = {"path": str(earlier_results), "retrain": list(retrain),
+                                      "runs_read": run.earlier_read}
     if name not in TUNING_EXPERIMENTS:  # how much faster each arm gets where from scratch ends
         reach = time_to_reach(records)
         results.update(time_to_reach=reach, time_to_reach_table=time_to_reach_table(reach).splitlines())

@@ -3,6 +3,7 @@ its learning check."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import multiprocessing
@@ -16,7 +17,7 @@ from typing import Any
 from torch import nn
 
 from ...bank import FilterBank
-from ...errors import WorkerError
+from ...errors import TrainingConfigError, WorkerError
 from ...extract import extract_filters
 from ...training import (
     BUILTIN_DATASETS,
@@ -28,6 +29,7 @@ from ...training import (
     train_transfer,
 )
 from ...training.config import run_identity
+from ...names import canonical_filters
 from ...training.outputs import finished_run
 from .config import ExperimentConfig, Scale
 from .statistics import learning_check
@@ -41,12 +43,20 @@ class _Runner:
 
     With ``jobs`` > 1 the runs of the cells go to that many worker processes (spawned, one run each), so ``jobs``
     one-thread runs share a CPU's cores; :meth:`results` waits for them. Source networks are trained before the runs
-    that use their filters (:meth:`source_models` waits for them)."""
+    that use their filters (:meth:`source_models` waits for them).
+
+    With ``retrain`` (folder-name globs) and ``earlier`` (the run records of an earlier ``results.json`` of the same
+    experiment, whose run folders may be gone), only the runs that match a glob train; every other run's record is
+    the earlier one, checked to be the same cell, seed, filters and rate. Source networks train as usual."""
 
     def __init__(self, experiment: str, config: ExperimentConfig, out_dir: Path, cpu_threads: int | None,
-                 resume: bool, jobs: int = 1):  # fmt: skip
+                 resume: bool, jobs: int = 1, *, retrain: Sequence[str] = (),
+                 earlier: Sequence[Mapping[str, Any]] = ()):  # fmt: skip
         self.experiment, self.config, self.out_dir, self.cpu_threads = experiment, config, out_dir, cpu_threads
         self.resume, self.reused = resume, 0
+        self.retrain, self.matched = tuple(retrain), set()  # the globs, and those that matched a run
+        self.earlier_read = 0  # runs whose record is the earlier one
+        self.earlier = {Path(r["run"]).name: r for r in earlier}  # run folder name -> earlier record
         self.sources: set[Path] = set()  # the source networks' folders
         self.stale_sources: set[Path] = set()  # source networks trained anew: runs using their filters retrain
         self.pending: list[tuple[dict[str, Any], Any]] = []  # (record without results, result or future)
@@ -132,12 +142,49 @@ class _Runner:
                 record["pair"] = pair
             if source_seed is not None and self.scale.source_seeds is not None:
                 record["source_seed"] = source_seed
+            if self.retrain and not self._retrains(folder.name):
+                self.pending.append((record, _Earlier(self._earlier_record(folder.name, record))))
+                continue
             self.pending.append((record, self.train(folder, seed=seed, **options)))
+
+    def _retrains(self, name: str) -> bool:
+        """Whether the run folder ``name`` matches a ``retrain`` glob (and which did, to report globs that never do)."""
+        matched = {glob for glob in self.retrain if fnmatch.fnmatchcase(name, glob)}
+        self.matched |= matched
+        return bool(matched)
+
+    def _earlier_record(self, name: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The earlier record of the run ``name``, which must be the run the cell ``record`` asks for now."""
+        earlier = self.earlier.get(name)
+        if earlier is None:
+            raise TrainingConfigError(
+                f"The run {name!r} matches no --retrain glob ({', '.join(self.retrain)}) and the earlier results hold "
+                "no record of it: add a glob that matches it, or give the results.json that recorded it."
+            )
+        # filters inside the experiment's folder (a source network's bank) compare by their place in it
+        folders = (str(Path(earlier["run"]).parent.parent), str(self.out_dir))
+        differ = [key for key in ("group", "label", "seed", "dataset", "model", "filters", "learning_rate")
+                  if _comparable(key, earlier.get(key), folders[0]) != _comparable(key, record.get(key), folders[1])]
+        if differ:
+            raise TrainingConfigError(
+                f"The earlier record of {name!r} is another run: "
+                + "; ".join(f"{k} {earlier.get(k)!r} there, {record.get(k)!r} now" for k in differ)
+                + ". Add a --retrain glob that matches it to train it under the config now."
+            )
+        self.earlier_read += 1
+        return dict(earlier)
+
+    def unmatched_globs(self) -> list[str]:
+        """The ``retrain`` globs that matched no run of the grid (a typo retrains nothing)."""
+        return [glob for glob in self.retrain if glob not in self.matched]
 
     def results(self) -> list[dict[str, Any]]:
         """One record per run, in the order the cells were given (waiting for runs still training)."""
         records = []
         for record, result in self.pending:
+            if isinstance(result, _Earlier):
+                records.append({**record, **result.record})  # as measured then
+                continue
             run = RunResults.from_dict(_wait(result) if isinstance(result, Future) else result)
             records.append({
                 **record,
@@ -204,6 +251,22 @@ class _Runner:
     def source_model(self, name: str, *, source_seed: int | None = None, **options: Any) -> Path:
         """:meth:`source_models` of one network."""
         return self.source_models({name: options}, source_seed=source_seed)[name]
+
+
+class _Earlier:
+    """A run's record read from an earlier ``results.json`` (see :class:`_Runner`'s ``retrain``)."""
+
+    def __init__(self, record: dict[str, Any]):
+        self.record = record
+
+
+def _comparable(key: str, value: Any, experiment_dir: str) -> Any:
+    """A record's value as two records of the same run compare it: a deprecated filters spelling is the same, and a
+    path inside the experiment's folder (``experiment_dir``) is relative to it."""
+    if key != "filters":
+        return value
+    value = canonical_filters(value)
+    return value.replace(experiment_dir, "<experiment>") if isinstance(value, str) else value
 
 
 def _finished_at(output_dir: str | Path) -> float | None:
