@@ -60,6 +60,10 @@ experiment-layer-split: EXPERIMENT_CONFIG := benchmarks/configs/layer-split-with
 experiment-across-architectures: EXPERIMENT_CONFIG := benchmarks/configs/across-architectures-64px.json
 experiment-source-size: EXPERIMENT_CONFIG := benchmarks/configs/source-size-64px.json
 
+# apply_lr_sweep.py ARGS ($(1)) exits with status 3 where a choice lay at an edge of the swept range, after naming the
+# step beyond it in the config: the sweep ($(2)) trains that step (--resume keeps the rest), and the choice is made again
+APPLY_SWEEP = $(PY) benchmarks/apply_lr_sweep.py $(1) || { [ $$? -eq 3 ] && $(2) && $(PY) benchmarks/apply_lr_sweep.py $(1); }
+
 # cross-family tunes every target first (the pilot's budgets, then each arm's rate, on a validation split), then runs
 # the grid its committed plan (docs/experiments/cross-family/plan.json) names; tuning and grid live in one folder
 CROSS_FAMILY := benchmarks/configs/cross-family-64px.json
@@ -73,9 +77,7 @@ experiment-cross-family: $(STAMP)
 	$(call CROSS_FAMILY_RUN,regime)
 	$(PY) benchmarks/apply_lr_sweep.py --regime $(CROSS_FAMILY_OUT)/regime/results.json $(CROSS_FAMILY)
 	$(call CROSS_FAMILY_RUN,lr-sweep)
-	# exit status 3: a choice lay at an edge of the range; the config now names the step beyond it: sweep it, choose again
-	$(PY) benchmarks/apply_lr_sweep.py $(CROSS_FAMILY_OUT)/lr-sweep/results.json $(CROSS_FAMILY) || { [ $$? -eq 3 ] && \
-		$(call CROSS_FAMILY_RUN,lr-sweep) && $(PY) benchmarks/apply_lr_sweep.py $(CROSS_FAMILY_OUT)/lr-sweep/results.json $(CROSS_FAMILY); }
+	$(call APPLY_SWEEP,$(CROSS_FAMILY_OUT)/lr-sweep/results.json $(CROSS_FAMILY),$(call CROSS_FAMILY_RUN,lr-sweep))
 	$(call CROSS_FAMILY_RUN,cross-family)
 	for part in regime lr-sweep cross-family; do mkdir -p docs/experiments/cross-family/$$part; \
 		cp $(CROSS_FAMILY_OUT)/$$part/results.json $(CROSS_FAMILY_OUT)/$$part/config.json \
@@ -93,8 +95,7 @@ confirmatory: experiment-confirm-verdict-1 experiment-confirm-verdict-2 experime
 
 experiment-confirm-verdict-1: $(STAMP)
 	$(call CONFIRM,confirm-verdict-1-digits-sweep,lr-sweep,confirm-verdict-1)
-	$(PY) benchmarks/apply_lr_sweep.py outputs/confirm-verdict-1/lr-sweep/results.json benchmarks/configs/confirm-verdict-1-digits-sweep.json \
-		|| { [ $$? -eq 3 ] && $(call CONFIRM,confirm-verdict-1-digits-sweep,lr-sweep,confirm-verdict-1); }
+	$(call APPLY_SWEEP,outputs/confirm-verdict-1/lr-sweep/results.json benchmarks/configs/confirm-verdict-1-digits-sweep.json,$(call CONFIRM,confirm-verdict-1-digits-sweep,lr-sweep,confirm-verdict-1))
 	$(PY) benchmarks/apply_lr_sweep.py outputs/confirm-verdict-1/lr-sweep/results.json benchmarks/configs/confirm-verdict-1.json
 	$(PY) benchmarks/apply_lr_sweep.py --model tf_efficientnet_lite0 --dataset animal-mnist \
 		docs/experiments/cross-family/lr-sweep/results.json benchmarks/configs/confirm-verdict-1.json
@@ -105,9 +106,7 @@ experiment-confirm-verdict-2: $(STAMP)
 	$(call CONFIRM,confirm-verdict-2,regime,confirm-verdict-2)
 	$(PY) benchmarks/apply_lr_sweep.py --regime outputs/confirm-verdict-2/regime/results.json benchmarks/configs/confirm-verdict-2.json
 	$(call CONFIRM,confirm-verdict-2,lr-sweep,confirm-verdict-2)
-	$(PY) benchmarks/apply_lr_sweep.py --one-rate outputs/confirm-verdict-2/lr-sweep/results.json benchmarks/configs/confirm-verdict-2.json \
-		|| { [ $$? -eq 3 ] && $(call CONFIRM,confirm-verdict-2,lr-sweep,confirm-verdict-2) && \
-		$(PY) benchmarks/apply_lr_sweep.py --one-rate outputs/confirm-verdict-2/lr-sweep/results.json benchmarks/configs/confirm-verdict-2.json; }
+	$(call APPLY_SWEEP,--one-rate outputs/confirm-verdict-2/lr-sweep/results.json benchmarks/configs/confirm-verdict-2.json,$(call CONFIRM,confirm-verdict-2,lr-sweep,confirm-verdict-2))
 	$(call CONFIRM,confirm-verdict-2,layer-split,confirm-verdict-2)
 	$(call CONFIRM_KEEP,confirm-verdict-2,regime lr-sweep layer-split)
 
@@ -115,9 +114,7 @@ experiment-confirm-verdict-3: $(STAMP)
 	$(call CONFIRM,confirm-verdict-3,regime,confirm-verdict-3)
 	$(PY) benchmarks/apply_lr_sweep.py --regime outputs/confirm-verdict-3/regime/results.json benchmarks/configs/confirm-verdict-3.json
 	$(call CONFIRM,confirm-verdict-3,lr-sweep,confirm-verdict-3)
-	$(PY) benchmarks/apply_lr_sweep.py outputs/confirm-verdict-3/lr-sweep/results.json benchmarks/configs/confirm-verdict-3.json \
-		|| { [ $$? -eq 3 ] && $(call CONFIRM,confirm-verdict-3,lr-sweep,confirm-verdict-3) && \
-		$(PY) benchmarks/apply_lr_sweep.py outputs/confirm-verdict-3/lr-sweep/results.json benchmarks/configs/confirm-verdict-3.json; }
+	$(call APPLY_SWEEP,outputs/confirm-verdict-3/lr-sweep/results.json benchmarks/configs/confirm-verdict-3.json,$(call CONFIRM,confirm-verdict-3,lr-sweep,confirm-verdict-3))
 	$(PY) benchmarks/apply_lr_sweep.py --model tf_efficientnet_lite0 --dataset animal-mnist \
 		docs/experiments/cross-family/lr-sweep/results.json benchmarks/configs/confirm-verdict-3.json
 	$(call CONFIRM,confirm-verdict-3,source-size,confirm-verdict-3)
