@@ -101,6 +101,21 @@ def test_cards_never_write_outside_the_output_folder(run, tmp_path, bank_dir):
     assert not escaped.exists() and not any(p.name.startswith("x-") for p in tmp_path.rglob("*-dw"))
 
 
+def test_a_dataset_card_takes_the_bank_kept_beside_the_results_over_the_trained_folder(run, tmp_path, bank_dir):
+    # a --retrain invocation trains the source networks again; the kept copy is the bank the read-back runs froze
+    experiments = tmp_path / "experiments" / "transfer-matrix"
+    kept = masterkey.FilterBank.from_tensors({"a": torch.randn(4, 1, 3, 3)})
+    kept.save_pretrained(experiments / "banks" / "digits")
+    results = {"experiment": "transfer-matrix", "model": "x", "summary": [], "runs": [], "table": [], "scale": {},
+               "details": {"own_banks": {"digits": str(bank_dir)}}}  # fmt: skip
+    (experiments / "results.json").write_text(json.dumps(results))
+    result = run("cards", "--out", str(tmp_path / "cards"), "--experiments", str(tmp_path / "experiments"))
+    assert result.returncode == 0, result.stderr
+    card = masterkey.FilterBank.from_pretrained(tmp_path / "cards" / "x-digits-dw")
+    assert torch.equal(card["a"], kept["a"])
+    assert not torch.equal(card["a"], masterkey.FilterBank.from_pretrained(bank_dir)["a"])
+
+
 def test_results_without_a_summary_are_a_typed_error(run, tmp_path):
     experiments = tmp_path / "experiments" / "source-size"
     experiments.mkdir(parents=True)

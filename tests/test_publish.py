@@ -286,3 +286,16 @@ def test_a_cards_headline_is_the_primary_arm_of_a_plan_in_force(tmp_path):
     found = experiment_card_results(tmp_path, "bank")
     assert [(r.metric_name, r.metric_value) for r in found.results][0] == (BANK_METRIC, 0.96)
     assert "| bank, other rate (exploratory) |" in found.table and "| bank (exploratory) |" not in found.table
+
+
+def test_a_dataset_bank_card_finds_its_runs_read_back_from_another_experiment_folder():
+    """After --retrain the source network's bank is in the new experiment folder while the runs that froze it, read
+    back from the earlier results, name it in the earlier one: the card takes the spec they recorded."""
+    from masterkey.research.cards import _recorded_spec
+
+    runs = [{"filters": "imagenet-lite0", "run": "earlier/transfer-matrix/runs/digits__imagenet-lite0-frozen__seed0"},
+            {"filters": "earlier/transfer-matrix/sources/lite0-digits/bank-all",
+             "run": "earlier/transfer-matrix/runs/digits__digits-bank-frozen__seed0"}]  # fmt: skip
+    assert _recorded_spec(runs, "again/transfer-matrix/sources/lite0-digits/bank-all") == runs[1]["filters"]
+    assert _recorded_spec(runs, "again/transfer-matrix/sources/lite0-animal/bank-all") == (
+        "again/transfer-matrix/sources/lite0-animal/bank-all")  # no run froze it: its own folder

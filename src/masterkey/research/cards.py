@@ -115,18 +115,35 @@ def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None =
                     f"{matrix} names a bank {name!r} that is not a plain folder name; the transfer-matrix results "
                     "name their model and datasets with letters, digits, '.', '_' and '-' only."
                 )
-            # the trained bank itself, or (on a clone without the training outputs) its copy beside the results
+            # the copy kept beside the results first: it is the bank their runs froze, also where a later
+            # invocation (--retrain reads runs back) trained the source networks again; else the trained bank itself
             kept = matrix.parent / "banks" / dataset
             if not Path(folder).is_dir() and not kept.is_dir():
                 raise ResultsFormatError(
                     f"The bank transfer-matrix trained on {dataset!r} is neither at {folder} nor kept at {kept}; run "
                     "`masterkey experiment transfer-matrix` again (it keeps its banks beside its results)."
                 )
-            bank = load_master_filters(folder if Path(folder).is_dir() else kept)
+            bank = load_master_filters(kept if kept.is_dir() else folder)
             if not bank.config.get("source_license") and dataset in BUILTIN_DATASETS:  # banks from before licences
                 bank = FilterBank(dict(bank.items()), {**bank.config, "source_license": BUILTIN_DATASETS[dataset].license})
-            written.append(publish(bank, name, folder, [("What the 8 universal keys explain", explained_table(bank))]))
+            spec = _recorded_spec(data["runs"], folder)
+            written.append(publish(bank, name, spec, [("What the 8 universal keys explain", explained_table(bank))]))
     return written
+
+
+def _recorded_spec(runs: list[Mapping[str, Any]], folder: str) -> str:
+    """The ``filters`` spec under which ``runs`` recorded the source network's bank at ``folder``
+    (``<experiment>/sources/<network>/bank-all``): a run read back from earlier results (``--retrain``) names it inside
+    the experiment folder it ran in, which can be another than the one that trained ``folder``."""
+    path = Path(folder)
+    if len(path.parents) < 3:
+        return folder
+    inside = path.relative_to(path.parents[2])  # sources/<network>/bank-all
+    for record in runs:
+        recorded, run = record.get("filters"), record.get("run")
+        if isinstance(recorded, str) and run and Path(recorded) == Path(run).parent.parent / inside:
+            return recorded
+    return folder
 
 
 class CardResults(NamedTuple):
