@@ -166,7 +166,7 @@ def test_layer_split_needs_a_builtin_dataset(tmp_path):
         run_experiment("layer-split", {"split_dataset": "user/my-photos"}, out_dir=tmp_path)
 
 
-def test_resume_keeps_finished_runs_and_trains_the_rest(tmp_path):
+def test_resume_keeps_finished_runs_and_trains_the_rest(tmp_path, caplog):
     """An interrupted grid continues: runs that finished with the same configuration are read back, not retrained."""
     first = run_experiment("source-size", scale="quick", seeds=[0, 1], out_dir=tmp_path)
     n_runs = len(first["runs"]) + 3  # the cells' runs and the 3 source networks
@@ -176,6 +176,19 @@ def test_resume_keeps_finished_runs_and_trains_the_rest(tmp_path):
     assert again["reused_runs"] == n_runs - 1
     assert [r["accuracy"] for r in again["runs"]] == [r["accuracy"] for r in first["runs"]]
     assert (missing / "results.json").is_file()
+    # a run whose filters landed elsewhere than today's mapping rules put them (recorded under an earlier rule: the
+    # configuration is the same) trains again, and the log says where they differ
+    bank_run = Path(next(r["run"] for r in first["runs"] if r["filters"] != "none")) / "results.json"
+    recorded = json.loads(bank_run.read_text())
+    injected = recorded["filters"]["injected"]
+    assert len(injected) > 1 and injected[0]["source"] != injected[1]["source"]
+    injected[0]["source"] = injected[1]["source"]
+    bank_run.write_text(json.dumps(recorded))
+    with caplog.at_level(logging.WARNING, logger="masterkey"):
+        third = run_experiment("source-size", scale="quick", seeds=[0, 1], out_dir=tmp_path, resume=True)
+    assert third["reused_runs"] == n_runs - 1
+    assert f"1 of {len(injected)} targets differ; {injected[0]['target']} took {injected[1]['source']} then" in caplog.text
+    assert json.loads(bank_run.read_text())["filters"]["injected"][0]["source"] == injected[0]["target"]
     # sources trained anew (another configuration) make the runs that use their filters stale, even where the runs'
     # own settings match: here every bank run
     other = run_experiment("source-size", {"scale": {"name": "quick", "seeds": [0, 1], "source_train_samples": 24}},

@@ -55,10 +55,11 @@ from .loop import (
     training_loop,
 )
 from .results import FinalMetrics, ParameterCounts, RunResults
-from .run import slugify, train_transfer
+from .run import injection_plan, slugify, train_transfer
 
 __all__ = [
     "train_transfer",
+    "injection_plan",
     "TrainingConfig",
     "ModelArguments",
     "DataArguments",

@@ -84,7 +84,7 @@ from .outputs import (
 )
 from .results import FinalMetrics, ParameterCounts, RunResults
 
-__all__ = ["train_transfer", "slugify", "comparison_table", "summary"]
+__all__ = ["train_transfer", "injection_plan", "slugify", "comparison_table", "summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -349,6 +349,24 @@ def _build_model(config: TrainingConfig, num_labels: int, extras: _Extras) -> tu
         "parameters": report.parameters,
         "body": body,
     }
+
+
+def injection_plan(
+    config: TrainingConfig, *, num_labels: int, extra_filters: Mapping[str, FilterResolver] | None = None
+) -> list[dict[str, Any]]:
+    """Where ``config``'s filters land in its model under today's mapping rules, without training: the list a run
+    records as ``results.json``'s ``filters.injected`` (target, source, kernel, transforms), empty for ``none``. A
+    change of a mapping rule changes no configuration, so this is how a finished run's record is checked against
+    the code that would train it now.
+
+    Example:
+        >>> config = make_config(model="mobilenetv2_100", filters="imagenet-mobilenetv2", mapping="depth")
+        >>> plan = injection_plan(config, num_labels=10)
+        >>> plan[0]["target"], plan[0]["source"], plan[0]["transforms"]
+        ('blocks.0.0.conv_dw', 'features.1.conv.0.0', ['copied'])
+    """
+    _, filters = _build_model(config, num_labels, _Extras({}, dict(extra_filters or {})))
+    return filters["injected"]
 
 
 def _place_model(model: torch.nn.Module, device: torch.device, *, channels_last: bool) -> torch.nn.Module:

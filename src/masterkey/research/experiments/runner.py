@@ -24,6 +24,7 @@ from ...training import (
     BuiltinDataset,
     ResolvedFilters,
     RunResults,
+    injection_plan,
     make_config,
     slugify,
     train_transfer,
@@ -93,12 +94,13 @@ class _Runner:
 
     def train(self, output_dir: Path, **options: Any) -> Any:
         """One training run into ``output_dir``; ``options`` are :func:`train_transfer`'s keyword arguments. With
-        ``resume``, a run that already finished there with the same configuration is not trained again. Returns the
-        run's results, or with ``jobs`` a future of them."""
+        ``resume``, a run that already finished there with the same configuration, its filters injected as today's
+        rules inject them, is not trained again. Returns the run's results, or with ``jobs`` a future of them."""
         settings = self.settings(output_dir, **options)
         if self.resume and not self._stale(settings.get("filters"), output_dir):
-            done = finished_run(output_dir, run_identity(make_config(**settings)))
-            if done is not None:
+            config = make_config(**settings)
+            done = finished_run(output_dir, run_identity(config))
+            if done is not None and self._injects_as_recorded(config, done, output_dir):
                 self.reused += 1
                 _logger.info("%s: finished before with the same configuration, read back", output_dir)
                 return done
@@ -109,6 +111,25 @@ class _Runner:
             future.add_done_callback(self._log_finished)
             return future
         return train_transfer(extra_datasets=self.datasets, extra_filters=self.filters, **settings)
+
+    def _injects_as_recorded(self, config: Any, done: Mapping[str, Any], output_dir: Path) -> bool:
+        """Whether the filters of the run that finished in ``output_dir`` land today where they landed then. A mapping
+        rule that changed between two invocations changes no configuration, so the run's identity cannot tell; its
+        recorded ``filters.injected`` can. A run recorded under other rules trains again, and says why."""
+        recorded = (done.get("filters") or {}).get("injected")
+        if not recorded:  # from scratch injects nothing
+            return True
+        now = injection_plan(config, num_labels=RunResults.from_dict(done).num_labels, extra_filters=self.filters)
+        then, today = ({e["target"]: e for e in plan} for plan in (recorded, now))
+        if then == today:
+            return True
+        differ = sorted(t for t in then.keys() | today.keys() if then.get(t) != today.get(t))
+        first = differ[0]
+        _logger.warning("%s: finished before, but today's mapping rules inject its filters otherwise (%d of %d targets "
+                        "differ; %s took %s then, %s now): training it again", output_dir, len(differ),
+                        len(then.keys() | today.keys()), first, (then.get(first) or {}).get("source"),
+                        (today.get(first) or {}).get("source"))  # fmt: skip
+        return False
 
     def _log_finished(self, future: Future) -> None:
         """A worker's run ended: one line with its accuracy, time and the count (the workers show no progress bars,
