@@ -201,6 +201,11 @@ def test_retrain_measures_some_cells_again_and_reads_the_rest_from_earlier_resul
     record is the earlier one, and the summary covers both."""
     first = run_experiment("source-size", scale="quick", seeds=[0, 1], out_dir=tmp_path / "earlier")
     earlier = tmp_path / "earlier" / "source-size" / "results.json"
+    # what a label meant then goes on with the records read back, not with the runs trained again
+    scratch_label = next(r["label"] for r in first["runs"] if r["filters"] == "none")
+    bank_label = next(r["label"] for r in first["runs"] if r["filters"] != "none")
+    notes = {scratch_label: "trained under another recipe", bank_label: "trained under an earlier mapping rule"}
+    earlier.write_text(json.dumps({**json.loads(earlier.read_text()), "label_notes": notes}))
     assert cli.main(["experiment", "source-size", "--scale", "quick", "--seeds", "0", "1", "--out",
                      str(tmp_path / "again"), "--retrain", "digits__from-scratch__*", "--earlier-results",
                      str(earlier)]) == 0  # fmt: skip
@@ -210,6 +215,7 @@ def test_retrain_measures_some_cells_again_and_reads_the_rest_from_earlier_resul
     assert again["earlier_results"] == {"path": str(earlier), "retrain": ["digits__from-scratch__*"],
                                         "runs_read": len(first["runs"]) - 2}  # fmt: skip
     assert "--retrain 'digits__from-scratch__*' --earlier-results" in again["command"]
+    assert again["label_notes"] == {bank_label: notes[bank_label]}
     by_run = {Path(r["run"]).name: r for r in first["runs"]}
     for record in again["runs"]:
         name = Path(record["run"]).name

@@ -201,6 +201,12 @@ def test_card_metadata_names_other_architectures_variants_and_mapping_rules_apar
     # the experiment's own model needs no name
     own = {**data, "runs": [{**r, "model": "tf_efficientnet_lite0"} for r in runs if r["model"] == "convnext_atto"]}
     assert [r.dataset_name for r in _card_rows(own, "bank").results][::2] == ["animal-mnist", "animal-mnist (ls=1)"]
+    # a label whose rule was renamed since its runs trained is marked, and its note is under the experiment's table
+    found = _card_rows({**data, "label_notes": {"bank (mapping=depth)": "the earlier rule, today's stage"}}, "bank")
+    marked = [row for row in found.table.splitlines() if "†" in row]
+    assert len(marked) == 3 and all("bank (mapping=depth) †" in row for row in marked)
+    assert "† bank (mapping=depth): the earlier rule, today's stage" in found.sections[0][1]
+    assert "†" not in _card_rows(data, "bank").table
 
 
 def test_card_metadata_keeps_one_result_per_dataset_the_plainest(tmp_path):

@@ -248,13 +248,17 @@ def _baselines_that_learned(runs: Sequence[dict[str, Any]], chance: Mapping[str,
 
 
 def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
-    """What one experiment's results give the card of ``filters``."""
+    """What one experiment's results give the card of ``filters``. A ``label_notes`` entry of the results (label ->
+    text: what a label meant when its runs trained, where a rule was renamed since) marks the label's rows † and
+    adds its text under the experiment's table."""
     if data["experiment"] in TUNING_EXPERIMENTS:  # scored on a validation split held out of train: no test result
         return CardResults([], "", [])
     chance = results_chance(data)
     summary = summarize(data["runs"], chance=chance)
     scratch = {(row["dataset"], row["model"], row["pair"]): row for row in summary if row["filters"] == "none"}
     learned = _baselines_that_learned(data["runs"], chance)
+    # what a label meant when its runs trained, where that differs from what it means today (a renamed rule)
+    notes: Mapping[str, str] = data.get("label_notes") or {}
     results, lines = [], []
     # the primary arms of a plan in force first (its confirmatory cells), then the rest in the table's order
     wanted = canonical_filters(filters)  # results recorded under a deprecated spelling of the spec count too
@@ -276,6 +280,7 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
         level = f"{chance[r['dataset']]:.2f}" if r["dataset"] in chance else ""
         model = f"`{r['model']}`" + (f" ({r['pair']})" if r["pair"] else "")
         label = f"{r['label']} (exploratory)" if r.get("exploratory") else r["label"]
+        label += " †" if r["label"] in notes else ""
         lines.append(f"| {data['experiment']} | {r['dataset']} | {model} | {label} | "
                      f"{r['mean']:.3f} ± {r['std']:.3f} | {baseline} | {delta} | {level} | {r['n']} |")  # fmt: skip
     sections = []
@@ -285,6 +290,8 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
         sections.append((
             f"Experiment: {data['experiment']}",
             markdown_table(summary) + (f"\n\nPaired by seed:\n\n{contrasts}" if contrasts else "")
+            + "".join(f"\n\n† {label}: {text}" for label, text in notes.items()
+                      if any(r["label"] == label for r in rows))  # fmt: skip
             + f"\n\nScale `{scale['name']}`: {len(scale['seeds'])} seeds, "
             f"{scale['resolution']}px, {_wall_time(data)}. {_reproduce(data)}",
         ))  # fmt: skip

@@ -57,12 +57,15 @@ def _apply_plan(
     return record, mark_exploratory(records, record["plan"])
 
 
-def _earlier_records(name: str, retrain: Sequence[str], path: str | Path | None) -> list[dict[str, Any]]:
-    """The run records of the earlier ``results.json`` at ``path`` (of the experiment ``name``) for ``retrain``."""
+def _earlier_records(
+    name: str, retrain: Sequence[str], path: str | Path | None
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The run records of the earlier ``results.json`` at ``path`` (of the experiment ``name``) for ``retrain``, and
+    its ``label_notes`` (what a label meant when its runs trained), which go on with the records read from it."""
     if not retrain:
         if path is not None:
             raise TrainingConfigError("earlier_results is only read with retrain: name the runs to train again.")
-        return []
+        return [], {}
     if path is None:
         raise TrainingConfigError("retrain needs earlier_results: the results.json whose records stand in for the "
                                   "runs not trained again.")  # fmt: skip
@@ -73,7 +76,7 @@ def _earlier_records(name: str, retrain: Sequence[str], path: str | Path | None)
     if not isinstance(data, Mapping) or data.get("experiment") != name or not isinstance(data.get("runs"), list):
         raise TrainingConfigError(f"{str(path)!r} is not a results.json of the experiment {name!r}: give the one "
                                   f"`masterkey experiment {name}` wrote.")  # fmt: skip
-    return data["runs"]
+    return data["runs"], dict(data.get("label_notes") or {})
 
 
 def _plan_experiment(path: str | Path) -> str | None:
@@ -132,7 +135,7 @@ def run_experiment(
         config = replace(config, scale=_scale_from(scale))
     if seeds is not None:
         config = replace(config, scale=replace(config.scale, seeds=tuple(seeds)))
-    earlier = _earlier_records(name, retrain, earlier_results)
+    earlier, notes = _earlier_records(name, retrain, earlier_results)
     folder = Path(out_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     run = _Runner(name, config, folder, cpu_threads, resume, jobs, retrain=retrain, earlier=earlier)
@@ -166,6 +169,9 @@ def run_experiment(
     if retrain:
         results["earlier_results"] = {"path": str(earlier_results), "retrain": list(retrain),
                                       "runs_read": run.earlier_read}
+        notes = {label: text for label, text in notes.items() if label in run.earlier_labels}
+        if notes:  # records read from the earlier results keep what their labels meant then
+            results["label_notes"] = notes
     if name not in TUNING_EXPERIMENTS:  # how much faster each arm gets where from scratch ends
         reach = time_to_reach(records)
         results.update(time_to_reach=reach, time_to_reach_table=time_to_reach_table(reach).splitlines())

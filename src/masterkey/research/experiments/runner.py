@@ -57,6 +57,7 @@ class _Runner:
         self.resume, self.reused = resume, 0
         self.retrain, self.matched = tuple(retrain), set()  # the globs, and those that matched a run
         self.earlier_read = 0  # runs whose record is the earlier one
+        self.earlier_labels: set[str] = set()  # the labels of those runs
         self.earlier = {Path(r["run"]).name: r for r in earlier}  # run folder name -> earlier record
         self.sources: set[Path] = set()  # the source networks' folders
         self.stale_sources: set[Path] = set()  # source networks trained anew: runs using their filters retrain
@@ -193,6 +194,7 @@ class _Runner:
                 + ". Add a --retrain glob that matches it to train it under the config now."
             )
         self.earlier_read += 1
+        self.earlier_labels.add(earlier["label"])
         return dict(earlier)
 
     def unmatched_globs(self) -> list[str]:
