@@ -171,3 +171,22 @@ def test_snippet_runs(code, hub_bank, tmp_path, monkeypatch):
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
         torch.set_num_threads(threads)
+
+
+def test_the_verdicts_quote_the_correction_across_every_published_interval():
+    """The README and the verdicts page say how many of the exploratory grids' paired intervals survive Holm and
+    Benjamini-Hochberg across all of them: the counts benchmarks/published_intervals.py computes from the published
+    results, so a changed result that changes them fails here until the text says so."""
+    from published_intervals import published_intervals  # benchmarks/: conftest puts it on the path
+
+    rows = published_intervals(DOCS / "experiments")
+    n, raw = len(rows), sum(r["real"] for r in rows)
+    holm, bh = sum(r["p_holm"] < 0.05 for r in rows), sum(r["q_bh"] < 0.05 for r in rows)
+    assert 0 < holm <= bh <= raw < n
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert f"{holm} of the {n} paired intervals those grids publish exclude 0" in readme
+    assert f"{raw} do uncorrected" in readme
+    page = " ".join((DOCS / "results" / "index.md").read_text(encoding="utf-8").split())
+    assert f"Of the {n} paired intervals the exploratory grids publish, {raw} exclude 0 uncorrected" in page
+    assert f"with Holm's correction across all {n} at 0.05, {holm} remain" in page
+    assert holm == bh, "the verdicts page says Benjamini-Hochberg keeps as many: say how many it keeps"

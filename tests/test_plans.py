@@ -8,7 +8,14 @@ import subprocess
 import pytest
 
 from masterkey.errors import TrainingConfigError
-from masterkey.research.plans import AnalysisPlan, confirmatory_contrasts, holm_adjust, mark_exploratory, plan_record
+from masterkey.research.plans import (
+    AnalysisPlan,
+    bh_adjust,
+    confirmatory_contrasts,
+    holm_adjust,
+    mark_exploratory,
+    plan_record,
+)
 
 PLAN = {
     "experiment": "cross-family",
@@ -86,9 +93,14 @@ def test_malformed_plans_are_refused_naming_the_field(change, message):
         AnalysisPlan.from_dict({**PLAN, **change})
 
 
-def test_holm_steps_down_and_keeps_the_order():
+def test_holm_steps_down_and_benjamini_hochberg_steps_up_both_keeping_the_order():
     assert holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm_adjust([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    # Benjamini-Hochberg: the i-th smallest of m times m / i, non-decreasing in p, capped at 1; never above Holm
+    assert bh_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.04, 0.04])
+    assert bh_adjust([0.9, 0.6]) == pytest.approx([0.9, 0.9])
+    ps = [0.001, 0.2, 0.013, 0.04, 0.5, 0.011]
+    assert all(q <= h + 1e-12 for q, h in zip(bh_adjust(ps), holm_adjust(ps)))
     assert holm_adjust([]) == []
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "CORRECTIONS",
     "plan_record",
     "holm_adjust",
+    "bh_adjust",
     "confirmatory_contrasts",
     "mark_exploratory",
 ]
@@ -213,6 +214,24 @@ def holm_adjust(p_values: Sequence[float]) -> list[float]:
     adjusted, running = [0.0] * m, 0.0
     for rank, i in enumerate(order):
         running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def bh_adjust(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (q-values; they control the false discovery rate, not the family-wise
+    error as :func:`holm_adjust` does), in the given order: the i-th smallest of m is multiplied by ``m / i`` (i from
+    1), made non-decreasing from the largest down, capped at 1.
+
+    Example:
+        >>> bh_adjust([0.01, 0.04, 0.03])
+        [0.03, 0.04, 0.04]
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i], reverse=True)
+    adjusted, running = [0.0] * m, 1.0
+    for rank, i in zip(range(m, 0, -1), order):
+        running = min(running, m * p_values[i] / rank)
         adjusted[i] = running
     return adjusted
 
