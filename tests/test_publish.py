@@ -241,7 +241,8 @@ def test_card_metadata_keeps_one_result_per_dataset_the_plainest(tmp_path):
     assert [(r.dataset_name, r.metric_value) for r in found.results] == [("animal-mnist", 0.95), ("animal-mnist", 0.9)]
     rows = [line for line in found.table.splitlines() if line.startswith(("| across", "| transfer"))]
     assert len(rows) == 3  # every row: ConvNeXt, 6 and 12 epochs
-    assert "| `m` (12 epochs) | bank |" in found.table and "| `convnext_atto` | bank |" in found.table
+    assert "| `m` (12 epochs) | bank (exploratory) |" in found.table  # no plan preceded these grids
+    assert "| `convnext_atto` | bank (exploratory) |" in found.table
     # two plain results on one dataset (a universal card's two arms): the first, the card's own arm, is kept
     from huggingface_hub import EvalResult
 
@@ -291,7 +292,14 @@ def test_a_cards_headline_is_the_primary_arm_of_a_plan_in_force(tmp_path):
             **({"plan": plan} if plan else {})}))  # fmt: skip
     found = experiment_card_results(tmp_path, "bank")
     assert [(r.metric_name, r.metric_value) for r in found.results][0] == (BANK_METRIC, 0.96)
-    assert "| bank, other rate (exploratory) |" in found.table and "| bank (exploratory) |" not in found.table
+    rows = found.table.splitlines()
+    assert any("| bank, other rate (exploratory) | 0.970" in row for row in rows)
+    assert any("| bank | 0.960" in row for row in rows)  # the plan's arm
+    assert any("| bank (exploratory) | 0.990" in row for row in rows)  # no plan preceded the earlier grid
+    titles = [title for title, _ in found.sections]
+    assert titles == ["Experiment: transfer-matrix (exploratory)", "Experiment: transfer-matrix"]
+    assert "No analysis plan preceded this grid" in found.sections[0][1]
+    assert "No analysis plan preceded this grid" not in found.sections[1][1]
 
 
 def test_a_dataset_bank_card_finds_its_runs_read_back_from_another_experiment_folder():

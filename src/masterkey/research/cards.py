@@ -161,7 +161,8 @@ _RESULTS_HEADER = (
     "its 95% interval (bold where it excludes 0) and chance (1 / classes). Measured by `masterkey experiment`; "
     "the sections below hold each experiment's whole table and the command that reproduces it. The metadata "
     "(`model-index`) gives one result per dataset, the primary arm of an analysis plan where there is one, with "
-    "from scratch's accuracy beside it; arms a plan did not name are marked exploratory.\n\n"
+    "from scratch's accuracy beside it; arms a plan did not name, and every result of a grid no plan preceded, are "
+    "marked exploratory.\n\n"
     "| experiment | target | model | arm | accuracy | from scratch | Δ vs scratch, 95% CI | chance | seeds |\n"
     "|---|---|---|---|---|---|---|---|---|"
 )
@@ -259,6 +260,7 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
     learned = _baselines_that_learned(data["runs"], chance)
     # what a label meant when its runs trained, where that differs from what it means today (a renamed rule)
     notes: Mapping[str, str] = data.get("label_notes") or {}
+    planned = bool((data.get("plan") or {}).get("plan"))  # else no plan preceded the grid: all of it is exploratory
     results, lines = [], []
     # the primary arms of a plan in force first (its confirmatory cells), then the rest in the table's order
     wanted = canonical_filters(filters)  # results recorded under a deprecated spelling of the spec count too
@@ -279,8 +281,8 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
         baseline += "" if base_learned else " ⚠ did not learn"
         level = f"{chance[r['dataset']]:.2f}" if r["dataset"] in chance else ""
         model = f"`{r['model']}`" + (f" ({r['pair']})" if r["pair"] else "")
-        label = f"{r['label']} (exploratory)" if r.get("exploratory") else r["label"]
-        label += " †" if r["label"] in notes else ""
+        label = r["label"] + (" †" if r["label"] in notes else "")
+        label += " (exploratory)" if r.get("exploratory") or not planned else ""
         lines.append(f"| {data['experiment']} | {r['dataset']} | {model} | {label} | "
                      f"{r['mean']:.3f} ± {r['std']:.3f} | {baseline} | {delta} | {level} | {r['n']} |")  # fmt: skip
     sections = []
@@ -288,10 +290,12 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
         scale = data["scale"]
         contrasts = contrast_table(paired_contrasts(data["runs"], (data.get("details") or {}).get("contrasts", ())))
         sections.append((
-            f"Experiment: {data['experiment']}",
+            f"Experiment: {data['experiment']}" + ("" if planned else " (exploratory)"),
             markdown_table(summary) + (f"\n\nPaired by seed:\n\n{contrasts}" if contrasts else "")
             + "".join(f"\n\n† {label}: {text}" for label, text in notes.items()
                       if any(r["label"] == label for r in rows))  # fmt: skip
+            + ("" if planned else "\n\nNo analysis plan preceded this grid: its intervals are exploratory, "
+               "uncorrected for the many it reports.")
             + f"\n\nScale `{scale['name']}`: {len(scale['seeds'])} seeds, "
             f"{scale['resolution']}px, {_wall_time(data)}. {_reproduce(data)}",
         ))  # fmt: skip
