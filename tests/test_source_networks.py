@@ -105,9 +105,14 @@ def test_time_to_reach_pairs_each_run_with_scratchs_final_accuracy_by_seed():
     # seed 0: the bank reaches 0.9 at the end of epoch 2 (step 50), scratch at the end of epoch 4 (step 100)
     # seed 1: the bank reaches 0.88 at the end of epoch 2 (step 50), scratch at 100
     assert row["steps_mean"] == pytest.approx(50.0) and row["seconds_mean"] == pytest.approx(25.0)
-    assert row["share_of_scratch"]["mean"] == pytest.approx(0.5)
+    assert row["epochs_mean"] == pytest.approx(2.0) and row["share_of_scratch"]["mean"] == pytest.approx(0.5)
     table = time_to_reach_table([row])
-    assert "| g | bank | 2/3 | 50 | 25 | 0.50 [0.50, 0.50] |" in table and time_to_reach_table([]) == ""
+    assert "| g | bank | 2/3 | 2.0 | 50 | 25 | 0.50 [0.50, 0.50] |" in table and time_to_reach_table([]) == ""
+    # records written before runs recorded their steps: the same measure in epochs, the steps left blank
+    (older,) = time_to_reach([{k: v for k, v in r.items() if k != "steps"} for r in records])
+    assert older["steps_mean"] is None and older["epochs_mean"] == pytest.approx(2.0)
+    assert older["share_of_scratch"] == row["share_of_scratch"] and older["seconds_mean"] == row["seconds_mean"]
+    assert "| g | bank | 2/3 | 2.0 |  | 25 | 0.50 [0.50, 0.50] |" in time_to_reach_table([older])
 
 
 def test_layer_steps_take_the_configs_choice_or_the_scales_groups():

@@ -152,18 +152,20 @@ def steps_to_reach(history: Sequence[float | None], total_steps: int, target: fl
 
 def time_to_reach(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """What a practitioner weighs: for each cell beside a from-scratch cell (the pairing of :func:`summarize`), the
-    training steps (and seconds of training) each run needs to reach the accuracy from scratch ends at with the same
-    seed, and that as a share of the steps from scratch itself needs to first reach it (paired by seed; the interval
-    over seeds, or over source networks where the runs name several). Runs that never reach it are counted, not
-    averaged. From the per-epoch accuracies in the records (``history``, ``steps``, ``train_time_s``); cells without
-    them are left out.
+    training (in epochs, in steps where the records hold them, and in seconds) each run needs to reach the accuracy
+    from scratch ends at with the same seed, and that as a share of what from scratch itself needs to first reach it
+    (paired by seed; the interval over seeds, or over source networks where the runs name several). A pair trains the
+    same epochs of the same data in batches of one size, so the share is the same counted in epochs or in steps; runs
+    recorded before their step counts were (no ``steps``) are measured in epochs. Runs that never reach it are counted,
+    not averaged. From the per-epoch accuracies in the records (``history``, ``train_time_s``, ``steps``); cells
+    without them are left out.
 
     Example:
         >>> time_to_reach(results["runs"])[0]
-        {'group': 'animal-mnist', 'label': 'imagenet-lite0 (frozen)', 'reached': 5, 'n': 5, 'steps_mean': 512.3, ...}
+        {'group': 'animal-mnist', 'label': 'imagenet-lite0 (frozen)', 'reached': 5, 'n': 5, 'epochs_mean': 3.1, ...}
     """
     def usable(r: Mapping[str, Any]) -> bool:
-        return bool(r.get("history")) and bool(r.get("steps")) and r["history"][-1] is not None
+        return bool(r.get("history")) and r["history"][-1] is not None
 
     def pair(r: Mapping[str, Any]) -> tuple[str, ...]:
         return (r["dataset"], r["model"], r.get("pair", ""))
@@ -178,21 +180,25 @@ def time_to_reach(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             cells.setdefault((r["group"], r["label"]), []).append(r)
     out = []
     for (group, label), rows in cells.items():
-        steps, seconds, shares, pairs = [], [], [], []
+        epochs, steps, seconds, shares, pairs = [], [], [], [], []
         for r in rows:
             base = scratch[pair(r)][r["seed"]]
             target, chance = base["history"][-1], float(r.get("chance") or 0.0)
-            own = steps_to_reach(r["history"], r["steps"], target, chance=chance)
-            reference = steps_to_reach(base["history"], base["steps"], target, chance=chance)
+            own = steps_to_reach(r["history"], len(r["history"]), target, chance=chance)  # in epochs
+            reference = steps_to_reach(base["history"], len(base["history"]), target, chance=chance)
             if own is None or not reference:
                 continue
-            steps.append(own)
-            seconds.append(r["train_time_s"] * own / r["steps"])
+            epochs.append(own)
+            fraction = own / len(r["history"])  # of the run's training
+            steps.append(fraction * r["steps"] if r.get("steps") else None)
+            seconds.append(r["train_time_s"] * fraction)
             shares.append(own / reference)
             pairs.append((r, base))
-        row: dict[str, Any] = {"group": group, "label": label, "reached": len(steps), "n": len(rows)}
-        if steps:
-            row.update(steps_mean=float(np.mean(steps)), seconds_mean=float(np.mean(seconds)),
+        row: dict[str, Any] = {"group": group, "label": label, "reached": len(epochs), "n": len(rows)}
+        if epochs:
+            row.update(epochs_mean=float(np.mean(epochs)),
+                       steps_mean=float(np.mean(steps)) if None not in steps else None,
+                       seconds_mean=float(np.mean(seconds)),
                        share_of_scratch=paired_difference(shares, clusters=source_clusters(pairs)))  # fmt: skip
         out.append(row)
     return out

@@ -76,17 +76,18 @@ def confirmatory_table(rows: Sequence[Mapping[str, Any]], plan: AnalysisPlan | N
 
 def time_to_reach_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """:func:`~.statistics.time_to_reach` as a Markdown table: per cell, how many runs reached from scratch's final
-    accuracy, the mean steps and seconds of training they took, and that as a share of from scratch's steps with its
-    95% interval; empty without any."""
+    accuracy, the mean epochs, steps (where recorded) and seconds of training they took, and that as a share of from
+    scratch's with its 95% interval; empty without any."""
     if not rows:
         return ""
-    lines = ["| group | filters | reached scratch's final accuracy | steps (mean) | training s (mean) | "
-             "share of scratch's steps, 95% CI |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| group | filters | reached scratch's final accuracy | epochs (mean) | steps (mean) | training s (mean) | "
+             "share of scratch's training, 95% CI |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         if not r["reached"]:
-            lines.append(f"| {r['group']} | {r['label']} | 0/{r['n']} | | | |")
+            lines.append(f"| {r['group']} | {r['label']} | 0/{r['n']} | | | | |")
             continue
         share = r["share_of_scratch"]
-        lines.append(f"| {r['group']} | {r['label']} | {r['reached']}/{r['n']} | {r['steps_mean']:.0f} | "
+        steps = "" if r.get("steps_mean") is None else f"{r['steps_mean']:.0f}"
+        lines.append(f"| {r['group']} | {r['label']} | {r['reached']}/{r['n']} | {r['epochs_mean']:.1f} | {steps} | "
                      f"{r['seconds_mean']:.0f} | {share['mean']:.2f} [{share['low']:.2f}, {share['high']:.2f}] |")
     return "\n".join(lines)
