@@ -70,11 +70,7 @@ def main() -> None:
             budgets = chosen_budgets(pilot["runs"])
             data["model_epochs"] = {**data.get("model_epochs", {}), **budgets}
         else:
-            budgets = chosen_budgets(pilot["runs"], by="dataset")
-            for dataset, epochs in list(budgets.items()):
-                parent, _, half = dataset.rpartition("-")
-                if half in ("A", "B"):
-                    budgets.setdefault(f"{parent}-{'B' if half == 'A' else 'A'}", epochs)
+            budgets = chosen_budgets(pilot["runs"], by="dataset")  # a class half's is its other half's too
             scale = data.setdefault("scale", {})
             scale["dataset_epochs"] = {**scale.get("dataset_epochs", {}), **budgets}
         print("epochs", json.dumps(budgets))

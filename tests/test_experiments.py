@@ -362,6 +362,22 @@ def test_learning_curves_show_every_arm_of_every_group(tmp_path):
     assert plot_learning_curves([{**r, "history": [0.5]} for r in runs], tmp_path / "none.png", title="t") is None
 
 
+def test_a_pilots_budget_per_dataset_is_the_smallest_that_converged_and_a_class_halfs_is_its_other_halfs_too():
+    from masterkey.research.experiments import chosen_budgets
+    from masterkey.research.experiments.layer_split import other_half
+
+    runs = [{"dataset": "animal-mnist-B", "x": 6, "converged": False},
+            {"dataset": "animal-mnist-B", "x": 12, "converged": True},
+            {"dataset": "animal-mnist-B", "x": 24, "converged": True},
+            {"dataset": "digits", "x": 10, "converged": False}, {"dataset": "digits", "x": 20, "converged": False}]
+    assert chosen_budgets(runs, by="dataset") == {"animal-mnist-B": 12, "animal-mnist-A": 12, "digits": 20}
+    # a half piloted itself keeps its own budget; a name that is no built-in's half has none
+    both = runs + [{"dataset": "animal-mnist-A", "x": 6, "converged": True}]
+    assert chosen_budgets(both, by="dataset")["animal-mnist-A"] == 6
+    assert (other_half("animal-mnist-A"), other_half("my-photos-B"), other_half("digits")) == ("animal-mnist-B", None,
+                                                                                             None)
+
+
 def test_regime_pilot_and_lr_sweep_cover_their_grid(experiments_dir):
     pilot = json.loads((experiments_dir / "regime" / "results.json").read_text())
     config = ExperimentConfig()

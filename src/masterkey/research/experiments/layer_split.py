@@ -45,6 +45,20 @@ def split_classes(dataset: str) -> tuple[BuiltinDataset, BuiltinDataset]:
     return halves[0], halves[1]
 
 
+def other_half(name: str) -> str | None:
+    """The other class half of ``name`` (``animal-mnist-B`` -> ``animal-mnist-A``: :func:`split_classes`), ``None``
+    for a name that is no class half of a built-in dataset.
+
+    Example:
+        >>> other_half("animal-mnist-B"), other_half("digits")
+        ('animal-mnist-A', None)
+    """
+    parent, _, tag = name.rpartition("-")
+    if tag not in ("A", "B") or parent not in BUILTIN_DATASETS:
+        return None
+    return f"{parent}-{'B' if tag == 'A' else 'A'}"
+
+
 def split_halves(names: Iterable[str]) -> dict[str, BuiltinDataset]:
     """The class halves (:func:`split_classes`) among ``names``: each ``<dataset>-A`` or ``<dataset>-B`` of a built-in
     dataset, by name, so that the regime pilot and the lr-sweep can tune on a half as layer-split trains on it.
@@ -55,9 +69,8 @@ def split_halves(names: Iterable[str]) -> dict[str, BuiltinDataset]:
     """
     names, halves = list(names), {}
     for name in names:
-        parent, _, tag = name.rpartition("-")
-        if tag in ("A", "B") and parent in BUILTIN_DATASETS:
-            halves.update({half.name: half for half in split_classes(parent)})
+        if other_half(name) is not None:
+            halves.update({half.name: half for half in split_classes(name.rpartition("-")[0])})
     return {name: halves[name] for name in names if name in halves}
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .layer_split import split_halves
+from .layer_split import other_half, split_halves
 from .runner import _model_epochs, _Runner
 from .transfer_matrix import main_arms
 
@@ -132,7 +132,9 @@ def chosen_budgets(records: Sequence[Mapping[str, Any]], *, by: str = "model") -
     """The regime pilot's choice per architecture (a pilot with ``tuning_models``), or with ``by="dataset"`` per
     dataset (a pilot of ``datasets``): the smallest budget at which from scratch converged (:func:`learning_check`:
     its accuracy rose by less than ``CONVERGED_RISE`` over its last two epochs), else the largest budget tried, in the
-    form ``ExperimentConfig.model_epochs`` (or the scale's ``dataset_epochs``) takes.
+    form ``ExperimentConfig.model_epochs`` (or the scale's ``dataset_epochs``) takes. A class half's budget is its
+    other half's too, where that was not piloted (:func:`other_half`: the layer split trains its source network on
+    the other half).
 
     Example:
         >>> chosen_budgets(run_experiment("regime", {"tuning_models": ["convnext_atto"]})["runs"])
@@ -141,5 +143,10 @@ def chosen_budgets(records: Sequence[Mapping[str, Any]], *, by: str = "model") -
     budgets: dict[str, list[tuple[int, bool]]] = {}
     for r in records:
         budgets.setdefault(r[by], []).append((int(r["x"]), bool(r.get("converged"))))
-    return {key: min((e for e, converged in tried if converged), default=max(e for e, _ in tried))
-            for key, tried in budgets.items()}  # fmt: skip
+    chosen = {key: min((e for e, converged in tried if converged), default=max(e for e, _ in tried))
+              for key, tried in budgets.items()}  # fmt: skip
+    if by == "dataset":
+        for name, epochs in list(chosen.items()):
+            if other_half(name) is not None:
+                chosen.setdefault(other_half(name), epochs)
+    return chosen
