@@ -20,6 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
+from masterkey.research.cards import experiment_results_paths
 from masterkey.research.experiments import TUNING_EXPERIMENTS
 from masterkey.research.experiments.plots import results_chance
 from masterkey.research.experiments.statistics import paired_contrasts, summarize
@@ -30,7 +31,7 @@ from masterkey.research.plans import bh_adjust, holm_adjust
 def published_intervals(folder: Path) -> list[dict]:
     """One row per published paired interval of the exploratory experiments under ``folder``."""
     rows = []
-    for path in sorted(folder.glob("*/results.json")):
+    for path in experiment_results_paths(folder):
         data = json.loads(path.read_text(encoding="utf-8"))
         if data["experiment"] in TUNING_EXPERIMENTS or (data.get("plan") or {}).get("plan"):
             continue

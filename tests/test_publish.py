@@ -284,8 +284,10 @@ def test_a_cards_headline_is_the_primary_arm_of_a_plan_in_force(tmp_path):
     old = [run("a", l, f, s, a) for l, f, a in (("from scratch", "none", 0.9), ("bank", "bank", 0.99)) for s in range(3)]
     new = [run("z", l, f, s, a, e) for l, f, a, e in (("from scratch", "none", 0.95, False), ("bank", "bank", 0.96, False),
                                                     ("bank, other rate", "bank", 0.97, True)) for s in range(3)]
-    for name, runs, plan in (("a-earlier", old, None), ("z-planned", new, {"plan": {"experiment": "transfer-matrix"}})):
-        (tmp_path / name).mkdir()
+    # the planned experiment kept with its tuning parts in one folder, as `make experiment-cross-family` keeps them
+    for name, runs, plan in (("a-earlier", old, None),
+                             ("z-planned/transfer-matrix", new, {"plan": {"experiment": "transfer-matrix"}})):
+        (tmp_path / name).mkdir(parents=True)
         (tmp_path / name / "results.json").write_text(json.dumps({
             "experiment": "transfer-matrix", "model": "m", "runs": runs, "details": {}, "command": "c",
             "wall_time_s": 60, "scale": {"name": "x", "seeds": [0, 1, 2], "resolution": 64},
@@ -300,6 +302,22 @@ def test_a_cards_headline_is_the_primary_arm_of_a_plan_in_force(tmp_path):
     assert titles == ["Experiment: transfer-matrix (exploratory)", "Experiment: transfer-matrix"]
     assert "No analysis plan preceded this grid" in found.sections[0][1]
     assert "No analysis plan preceded this grid" not in found.sections[1][1]
+
+
+def test_cards_read_each_experiments_results_one_or_two_folders_down_and_never_a_runs_own(tmp_path):
+    from masterkey.research.cards import experiment_results_paths
+
+    for path in ("transfer-matrix/results.json", "transfer-matrix/source-seed-0/results.json",
+                 "transfer-matrix/runs/digits__from-scratch__seed0/results.json",
+                 "cross-family/lr-sweep/results.json", "cross-family/lr-sweep/runs/x__seed1/results.json",
+                 "cross-family/cross-family/results.json", "cross-family/sources/net/results.json",
+                 "cross-family/plan.json", "notes/results.txt"):  # fmt: skip
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("{}")
+    found = [p.relative_to(tmp_path).as_posix() for p in experiment_results_paths(tmp_path)]
+    # an experiment's own earlier version stays out: the folder has results of its own
+    assert found == ["cross-family/cross-family/results.json", "cross-family/lr-sweep/results.json",
+                     "transfer-matrix/results.json"]  # fmt: skip
 
 
 def test_a_dataset_bank_card_finds_its_runs_read_back_from_another_experiment_folder():

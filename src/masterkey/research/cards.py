@@ -1,6 +1,7 @@
 """The result cards: every Hub folder masterkey builds from what its experiments measured (the research wing).
 
-- :func:`experiment_card_results`: the experiments' ``results.json`` as ``EvalResult`` rows and Markdown sections;
+- :func:`experiment_card_results`: the experiments' ``results.json`` (:func:`experiment_results_paths`) as
+  ``EvalResult`` rows and Markdown sections;
 - :func:`write_universal_cards`: the folders of the learned and idealized universal keys;
 - :func:`write_hub_cards` (``masterkey cards``): every bank masterkey publishes, results included.
 """
@@ -174,6 +175,27 @@ BANK_METRIC = "accuracy, this bank frozen"
 SCRATCH_METRIC = "accuracy, from scratch (same seeds)"
 
 
+#: Folders inside an experiment's folder that hold its runs' and source networks' own records, and kept banks
+_RUN_FOLDERS = frozenset({"runs", "sources", "banks"})
+
+
+def experiment_results_paths(experiments_dir: str | Path) -> list[Path]:
+    """Every experiment's ``results.json`` under ``experiments_dir``: one folder down (``transfer-matrix/``), or two
+    where a folder without results of its own keeps an experiment's parts together (``cross-family/cross-family/``,
+    ``confirm-verdict-1/lr-sweep/``); not the folders an experiment with results of its own keeps inside its folder
+    (earlier versions, its pilot), and never a single run's own ``results.json`` (under ``runs/``, ``sources/``,
+    ``banks/``).
+
+    Example:
+        >>> [p.relative_to("docs/experiments").as_posix() for p in experiment_results_paths("docs/experiments")][:2]
+        ['across-architectures/results.json', 'cross-family/regime/results.json']
+    """
+    folder = Path(experiments_dir)
+    parts = (p for p in folder.glob("*/*/results.json") if not (p.parent.parent / "results.json").is_file())
+    return sorted(p for p in (*folder.glob("*/results.json"), *parts)
+                  if not _RUN_FOLDERS & {p.parent.name, p.parent.parent.name})  # fmt: skip
+
+
 def experiment_card_results(experiments_dir: str | Path, filters: str) -> CardResults:
     """The card rows of one bank from the experiments' ``results.json`` files under ``experiments_dir``.
 
@@ -187,7 +209,7 @@ def experiment_card_results(experiments_dir: str | Path, filters: str) -> CardRe
         >>> results, table, sections = experiment_card_results("outputs/experiments", "imagenet-lite0")
     """
     planned, unplanned, rows, sections = [], [], [], []
-    for path in sorted(Path(experiments_dir).glob("*/results.json")):
+    for path in experiment_results_paths(experiments_dir):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             found = _card_rows(data, filters)
