@@ -196,6 +196,36 @@ def test_resume_keeps_finished_runs_and_trains_the_rest(tmp_path, caplog):
     assert other["reused_runs"] == 2  # only the from-scratch cell (2 seeds), which runs before the sources
 
 
+def test_resume_continues_a_run_cut_off_mid_way_from_its_last_epoch(tmp_path, offline_env, caplog):
+    """An invocation killed mid-run leaves the run's newest epoch checkpoint; --resume continues it from there and ends
+    with the accuracies of an uninterrupted run, which keeps no checkpoint once it has finished."""
+    from conftest import kill_at_checkpoint
+
+    config = tmp_path / "pilot.json"
+    config.write_text(json.dumps({"datasets": ["digits"], "pilot_resolutions": [32], "pilot_epochs": {"digits": [3]},
+                                  "scale": {"name": "quick", "seeds": [0], "max_train_steps": None,
+                                            "max_train_samples": 64, "max_eval_samples": 16}}))  # fmt: skip
+    args = ["experiment", "regime", "--config", str(config), "--cpu-threads", "1"]
+    assert cli.main([*args, "--out", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "regime" / "results.json").read_text())["runs"]
+    (name,) = [Path(r["run"]).name for r in whole]
+    assert not (tmp_path / "whole" / "regime" / "runs" / name / "checkpoints").exists()
+
+    cut = tmp_path / "cut" / "regime" / "runs" / name
+    kill_at_checkpoint([sys.executable, "-m", "masterkey", *args, "--out", str(tmp_path / "cut")],
+                       checkpoint=cut / "checkpoints" / "epoch_1", env=offline_env, cwd=tmp_path)  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="masterkey"):
+        assert cli.main([*args, "--out", str(tmp_path / "cut"), "--resume"]) == 0
+    assert f"continuing {cut} from its last checkpoint" in caplog.text
+    resumed = json.loads((cut / "results.json").read_text())
+    # from the end of the two epochs the cut invocation finished, of three
+    assert Path(resumed["resumed_from"]["checkpoint"]).name == "epoch_1"
+    assert resumed["resumed_from"]["step"] * 3 == resumed["completed_steps"] * 2
+    again = json.loads((tmp_path / "cut" / "regime" / "results.json").read_text())["runs"]
+    assert [r["history"] for r in again] == [r["history"] for r in whole]
+    assert not (cut / "checkpoints").exists()
+
+
 def test_retrain_measures_some_cells_again_and_reads_the_rest_from_earlier_results(tmp_path, capsys):
     """Published results whose run folders are gone: the globs' runs train into a fresh folder, every other run's
     record is the earlier one, and the summary covers both."""

@@ -8,6 +8,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -31,7 +32,7 @@ from ...training import (
 )
 from ...training.config import run_identity
 from ...names import canonical_filters
-from ...training.outputs import finished_run
+from ...training.outputs import CHECKPOINTS_DIR, find_checkpoint, finished_run
 from .config import ExperimentConfig, Scale
 from .statistics import learning_check
 
@@ -89,6 +90,9 @@ class _Runner:
             num_warmup_steps=s.num_warmup_steps,
             crop_scale=(0.5, 1.0),  # timm's default (0.08, 1) crops small images beyond recognition
             output_dir=str(output_dir), overwrite_output_dir=True, cpu_threads=self.cpu_threads,
+            # the newest epoch's state, so that --resume continues a run cut off mid-way where it stopped (resuming is
+            # exact: the weights of an uninterrupted run); dropped once the run has finished
+            checkpointing_steps="epoch", checkpoints_total_limit=1,
         )  # fmt: skip
         settings.update(options)
         return settings
@@ -105,13 +109,17 @@ class _Runner:
                 self.reused += 1
                 _logger.info("%s: finished before with the same configuration, read back", output_dir)
                 return done
-        _logger.info("%s: training %s", self.experiment, output_dir)
+        if self.resume and _resumable(output_dir, settings):
+            settings["resume_from_checkpoint"] = "latest"
+            _logger.info("%s: continuing %s from its last checkpoint", self.experiment, output_dir)
+        else:
+            _logger.info("%s: training %s", self.experiment, output_dir)
         if self.pool is not None:
             future = self.pool.submit(_train_in_worker, self.datasets, self.filters, settings)
             self.submitted += 1
             future.add_done_callback(self._log_finished)
             return future
-        return train_transfer(extra_datasets=self.datasets, extra_filters=self.filters, **settings)
+        return _finished(train_transfer(extra_datasets=self.datasets, extra_filters=self.filters, **settings))
 
     def _injects_as_recorded(self, config: Any, done: Mapping[str, Any], output_dir: Path) -> bool:
         """Whether the filters of the run that finished in ``output_dir`` land today where they landed then. A mapping
@@ -316,7 +324,25 @@ def _train_in_worker(datasets: Mapping[str, BuiltinDataset], filters: Mapping[st
     """One run in a worker process of :class:`_Runner` (its logging as the parent's: warnings and up; no progress
     bar, since several workers share one log: the parent logs each run's end)."""
     logging.basicConfig(level=logging.WARNING)
-    return train_transfer(extra_datasets=dict(datasets), extra_filters=dict(filters), disable_tqdm=True, **settings)
+    return _finished(train_transfer(extra_datasets=dict(datasets), extra_filters=dict(filters), disable_tqdm=True,
+                                    **settings))  # fmt: skip
+
+
+def _resumable(output_dir: Path, settings: Mapping[str, Any]) -> bool:
+    """Whether ``output_dir`` holds a checkpoint of this very run (an earlier invocation cut off mid-way), to continue
+    from. A checkpoint of another configuration is not: the run starts over, and replaces it."""
+    identity = {**run_identity(make_config(**settings)), "num_processes": 1}  # a grid's run is one process
+    try:
+        return find_checkpoint("latest", output_dir, identity) is not None
+    except TrainingConfigError:
+        return False
+
+
+def _finished(results: dict[str, Any]) -> dict[str, Any]:
+    """A finished run's results, its checkpoints removed: they served only to continue it (each holds the model and
+    the optimizer's state, tens of MB per run of a grid)."""
+    shutil.rmtree(Path(results["output_dir"]) / CHECKPOINTS_DIR, ignore_errors=True)
+    return results
 
 
 def source_bank(folder: Path, *, name: str, dataset: str, model: str, license: str | None = None) -> Path:
