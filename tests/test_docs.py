@@ -190,3 +190,36 @@ def test_the_verdicts_quote_the_correction_across_every_published_interval():
     assert f"Of the {n} paired intervals the exploratory grids publish, {raw} exclude 0 uncorrected" in page
     assert f"with Holm's correction across all {n} at 0.05, {holm} remain" in page
     assert holm == bh, "the verdicts page says Benjamini-Hochberg keeps as many: say how many it keeps"
+
+
+def test_the_how_much_faster_tables_quote_time_to_reach_of_the_published_runs():
+    """The shares on the results pages are what masterkey.research.experiments.time_to_reach computes from the
+    published runs (benchmarks/time_to_reach.py prints the whole table)."""
+    import json
+
+    from masterkey.research.experiments import time_to_reach
+
+    def share(row):
+        s = row["share_of_scratch"]
+        return f"{s['mean']:.2f} [{s['low']:.2f}, {s['high']:.2f}]" if row["reached"] > 1 else f"{s['mean']:.2f}"
+
+    for experiment, page in (("transfer-matrix", "transfer-matrix.md"), ("across-architectures",
+                                                                         "across-architectures.md")):  # fmt: skip
+        runs = json.loads((DOCS / "experiments" / experiment / "results.json").read_text(encoding="utf-8"))["runs"]
+        text = (DOCS / "results" / page).read_text(encoding="utf-8")
+        rows = [line for line in text.splitlines() if line.startswith("| ") and "/" in line.split("|")[3]]
+        assert rows, f"{page} has no how-much-faster table"
+        by_cell = {(r["group"], r["label"]): r for r in time_to_reach(runs)}
+        for line in rows:
+            group, label, reached = (cell.strip() for cell in line.split("|")[1:4])
+            if (group, label) not in by_cell:  # a line that sums several arms up
+                continue
+            row = by_cell[group, label]
+            assert reached.startswith(f"{row['reached']}/{row['n']}"), line
+            if row["reached"]:
+                assert share(row) in line, line
+    verdicts = " ".join((DOCS / "results" / "index.md").read_text(encoding="utf-8").split())
+    matrix = json.loads((DOCS / "experiments" / "transfer-matrix" / "results.json").read_text(encoding="utf-8"))
+    by_cell = {(r["group"], r["label"]): r for r in time_to_reach(matrix["runs"])}
+    for group in ("animal-mnist", "animal-mnist, 12 epochs"):
+        assert share(by_cell[group, "imagenet-lite0 (frozen)"]) in verdicts
