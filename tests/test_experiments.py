@@ -187,7 +187,8 @@ def test_resume_keeps_finished_runs_and_trains_the_rest(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="masterkey"):
         third = run_experiment("source-size", scale="quick", seeds=[0, 1], out_dir=tmp_path, resume=True)
     assert third["reused_runs"] == n_runs - 1
-    assert f"1 of {len(injected)} targets differ; {injected[0]['target']} took {injected[1]['source']} then" in caplog.text
+    differ = f"1 of {len(injected)} targets differ; {injected[0]['target']} took {injected[1]['source']} then"
+    assert differ in caplog.text
     assert json.loads(bank_run.read_text())["filters"]["injected"][0]["source"] == injected[0]["target"]
     # sources trained anew (another configuration) make the runs that use their filters stale, even where the runs'
     # own settings match: here every bank run

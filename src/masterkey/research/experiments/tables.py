@@ -80,8 +80,8 @@ def time_to_reach_table(rows: Sequence[Mapping[str, Any]]) -> str:
     scratch's with its 95% interval; empty without any."""
     if not rows:
         return ""
-    lines = ["| group | filters | reached scratch's final accuracy | epochs (mean) | steps (mean) | training s (mean) | "
-             "share of scratch's training, 95% CI |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| group | filters | reached scratch's final accuracy | epochs (mean) | steps (mean) | "
+             "training s (mean) | share of scratch's training, 95% CI |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         if not r["reached"]:
             lines.append(f"| {r['group']} | {r['label']} | 0/{r['n']} | | | | |")
