@@ -102,14 +102,14 @@ class _Runner:
         ``resume``, a run that already finished there with the same configuration, its filters injected as today's
         rules inject them, is not trained again. Returns the run's results, or with ``jobs`` a future of them."""
         settings = self.settings(output_dir, **options)
-        if self.resume and not self._stale(settings.get("filters"), output_dir):
-            config = make_config(**settings)
+        config = make_config(**settings) if self.resume else None
+        if config is not None and not self._stale(settings.get("filters"), output_dir):
             done = finished_run(output_dir, run_identity(config))
             if done is not None and self._injects_as_recorded(config, done, output_dir):
                 self.reused += 1
                 _logger.info("%s: finished before with the same configuration, read back", output_dir)
                 return done
-        if self.resume and _resumable(output_dir, settings):
+        if config is not None and _resumable(output_dir, run_identity(config)):
             settings["resume_from_checkpoint"] = "latest"
             _logger.info("%s: continuing %s from its last checkpoint", self.experiment, output_dir)
         else:
@@ -328,10 +328,11 @@ def _train_in_worker(datasets: Mapping[str, BuiltinDataset], filters: Mapping[st
                                     **settings))  # fmt: skip
 
 
-def _resumable(output_dir: Path, settings: Mapping[str, Any]) -> bool:
-    """Whether ``output_dir`` holds a checkpoint of this very run (an earlier invocation cut off mid-way), to continue
-    from. A checkpoint of another configuration is not: the run starts over, and replaces it."""
-    identity = {**run_identity(make_config(**settings)), "num_processes": 1}  # a grid's run is one process
+def _resumable(output_dir: Path, identity: Mapping[str, Any]) -> bool:
+    """Whether ``output_dir`` holds a checkpoint of the run of this ``identity`` (:func:`run_identity`; an earlier
+    invocation cut off mid-way), to continue from. A checkpoint of another configuration is not: the run starts over,
+    and replaces it."""
+    identity = {**identity, "num_processes": 1}  # a grid's run is one process
     try:
         return find_checkpoint("latest", output_dir, identity) is not None
     except TrainingConfigError:

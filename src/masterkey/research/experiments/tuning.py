@@ -147,6 +147,6 @@ def chosen_budgets(records: Sequence[Mapping[str, Any]], *, by: str = "model") -
               for key, tried in budgets.items()}  # fmt: skip
     if by == "dataset":
         for name, epochs in list(chosen.items()):
-            if other_half(name) is not None:
-                chosen.setdefault(other_half(name), epochs)
+            if (other := other_half(name)) is not None:
+                chosen.setdefault(other, epochs)
     return chosen
