@@ -46,6 +46,7 @@ LAYERS: list[set[str]] = [
     # the research wing: above the whole core, which never imports it
     {"research.intervals"},  # paired intervals, per seed or over source networks
     {"research.plans", "research.controls"},
+    {"research.verdicts"},  # verdicts worded by a plan's rules
     {"research.experiments.config"},
     {"research.experiments.statistics"},
     {"research.experiments.tables", "research.experiments.runner"},

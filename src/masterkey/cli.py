@@ -10,6 +10,7 @@ so that ``masterkey --help`` (and every parser) starts without importing torch o
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .constants import EXPERIMENT_NAMES, HUB_ORG, LIBRARY_VERSION, MAPPING_NAMES, SCALE_NAMES
-from .errors import ArgumentError, MasterKeyError
+from .errors import ArgumentError, MasterKeyError, ResultsFormatError
 
 __all__ = ["main", "COMMANDS"]
 
@@ -275,6 +276,25 @@ def _run_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_verdict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", type=Path, help="an experiment's results.json written under an analysis plan "
+                   "(docs/experiments/cross-family/cross-family/results.json)")
+
+
+def _run_verdict(args: argparse.Namespace) -> int:
+    from .research.verdicts import plan_verdict
+
+    try:
+        results = json.loads(args.results.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ResultsFormatError(f"Cannot read {str(args.results)!r}: {e}; give a results.json that "
+                                 "`masterkey experiment` wrote.") from None  # fmt: skip
+    if not isinstance(results, dict):
+        raise ResultsFormatError(f"{str(args.results)!r} is not a results.json of `masterkey experiment`.")
+    print(plan_verdict(results).markdown())
+    return 0
+
+
 #: What ``masterkey list`` lists (``masterkey.catalog.NAME_KINDS``, which a test keeps equal to this).
 LIST_KINDS = ("banks", "filters", "datasets", "zoo")
 
@@ -313,6 +333,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "publish": ("build a bank's Hub repo folder (card included) and push it", _add_publish, _run_publish),
     "cards": ("build the Hub folders of every bank masterkey publishes, results included", _add_cards, _run_cards),
     "experiment": ("run the paper's experiments (results.json, plots)", _add_experiment, _run_experiment),
+    "verdict": ("word an experiment's verdict by the rules of its analysis plan", _add_verdict, _run_verdict),
     "analyze": ("fit a bank to the 8 universal keys: report.json and PNG plots", _add_analyze, _run_analyze),
     "list": ("list the names masterkey knows: built-in banks, --filters specs, built-in datasets, the zoo", _add_list,
              _run_list),

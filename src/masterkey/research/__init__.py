@@ -5,5 +5,6 @@ fitting, training, bank publishing) and may import any of it; the core never imp
 (``tests/test_layers.py`` keeps it so).
 
 - :mod:`masterkey.research.experiments`: the grid runner, one module per experiment, statistics, tables, plots;
-- :mod:`masterkey.research.plans`: analysis plans committed before any test result, and the Holm correction.
+- :mod:`masterkey.research.plans`: analysis plans committed before any test result, and the Holm correction;
+- :mod:`masterkey.research.verdicts`: each planned experiment's verdict, worded by its plan's rules.
 """

@@ -17,6 +17,7 @@ from ...constants import EXPERIMENT_NAMES
 from ...errors import TrainingConfigError
 from ...training import BUILTIN_DATASETS
 from ..plans import confirmatory_contrasts, mark_exploratory, plan_record
+from ..verdicts import VERDICT_RULES, plan_verdict
 from .across_architectures import across_architectures
 from .config import TUNING_EXPERIMENTS, ExperimentConfig, Scale, _scale_from
 from .cross_family import cross_family
@@ -179,6 +180,8 @@ def run_experiment(
         results["plan"] = {**plan, "plan": asdict(plan["plan"]) if plan["plan"] else None}
         results["confirmatory"] = confirmatory
         results["confirmatory_table"] = confirmatory_table(confirmatory, plan["plan"]).splitlines()
+        if confirmatory and name in VERDICT_RULES:  # worded by the plan's rules, not after seeing the numbers
+            results["verdict"] = plan_verdict(results).to_dict()
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (folder / "command.txt").write_text(results["command"] + "\n")
     (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
