@@ -88,8 +88,10 @@ experiment-cross-family: $(STAMP)
 # are written into its config between the steps. Verdict 1's Animal-MNIST rates come from the cross-family sweep.
 CONFIRM = $(VENV)/bin/masterkey experiment $(2) --config benchmarks/configs/$(1).json --out outputs/$(3) \
 	--cpu-threads 1 --jobs $(EXPERIMENT_JOBS) --resume
+# (and the dataset banks a transfer matrix keeps beside its results: the cards publish them)
 CONFIRM_KEEP = for part in $(2); do mkdir -p docs/experiments/$(1)/$$part; cp outputs/$(1)/$$part/results.json \
-	outputs/$(1)/$$part/config.json outputs/$(1)/$$part/command.txt outputs/$(1)/$$part/*.png docs/experiments/$(1)/$$part/; done
+	outputs/$(1)/$$part/config.json outputs/$(1)/$$part/command.txt outputs/$(1)/$$part/*.png docs/experiments/$(1)/$$part/; \
+	if [ -d outputs/$(1)/$$part/banks ]; then cp -r outputs/$(1)/$$part/banks docs/experiments/$(1)/$$part/; fi; done
 
 confirmatory: experiment-confirm-verdict-1 experiment-confirm-verdict-2 experiment-confirm-verdict-3
 

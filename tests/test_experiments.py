@@ -17,6 +17,7 @@ from masterkey import cli
 from masterkey.errors import TrainingConfigError
 from masterkey.research.experiments import EXPERIMENTS, SCALES, ExperimentConfig, run_experiment
 from masterkey.research.cards import write_hub_cards
+from masterkey.research.verdicts import plan_verdict
 
 
 @pytest.fixture(scope="module")
@@ -672,6 +673,10 @@ def test_cross_family_runs_its_committed_plan_and_marks_what_came_after_explorat
     assert all(c["pairs"] == 2 and c["p_holm"] >= c["p"] for c in confirmatory)
     assert "mobilenetv2_100: own family (imagenet-mobilenetv2) - imagenet-lite0" in "\n".join(
         results["confirmatory_table"])
+    # the verdict, worded by the plan's rules (its two targets' statements, and within the family)
+    assert results["verdict"] == plan_verdict(results).to_dict()
+    assert [s.split(":")[0] for s in results["verdict"]["statements"]] == [
+        "In `tf_efficientnet_lite0`", "In `mobilenetv2_100`", "Within the family"]
     own_run = next(r["run"] for r in results["runs"]
                    if r["group"] == "mobilenetv2_100" and r["label"] == "imagenet-mobilenetv2 (frozen)")
     own = json.loads((Path(own_run) / "results.json").read_text())

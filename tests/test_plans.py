@@ -15,6 +15,7 @@ from masterkey.research.plans import (
     holm_adjust,
     mark_exploratory,
     plan_record,
+    planned_experiment,
 )
 
 PLAN = {
@@ -81,6 +82,13 @@ def test_a_plan_outside_git_or_missing_is_reported_or_refused(tmp_path):
     assert record["plan"] is None and "no git repository" in record["status"]
     with pytest.raises(TrainingConfigError, match="does not exist"):
         plan_record(tmp_path / "nowhere.json", first_result_at=None)
+    # which experiment a plan is about, read before anything is judged by it
+    assert planned_experiment(outside / "plan.json") == "cross-family"
+    (outside / "list.json").write_text("[1]")
+    assert planned_experiment(outside / "list.json") is None
+    (outside / "broken.json").write_text("{")
+    with pytest.raises(TrainingConfigError, match="Cannot read the analysis plan"):
+        planned_experiment(outside / "broken.json")
 
 
 @pytest.mark.parametrize(

@@ -331,3 +331,31 @@ def test_a_dataset_bank_card_finds_its_runs_read_back_from_another_experiment_fo
     assert _recorded_spec(runs, "again/transfer-matrix/sources/lite0-digits/bank-all") == runs[1]["filters"]
     assert _recorded_spec(runs, "again/transfer-matrix/sources/lite0-animal/bank-all") == (
         "again/transfer-matrix/sources/lite0-animal/bank-all")  # no run froze it: its own folder
+
+
+def test_dataset_bank_cards_publish_the_planned_transfer_matrix_and_say_its_rows_span_its_source_networks(tmp_path):
+    """Verdict 1's confirmatory transfer matrix (under a plan in force, 3 source networks per dataset bank) is the
+    one whose banks the cards publish, over the exploratory one; its arm's row spans every source network."""
+    import json
+
+    from masterkey.research.cards import dataset_banks_results, experiment_card_results
+
+    assert dataset_banks_results(tmp_path) is None
+    bank = "outputs/confirm-verdict-1/transfer-matrix/sources/lite0-digits-6111/bank-all"
+    runs = [{"group": "digits", "label": label, "x": None, "seed": seed, "dataset": "digits", "model": "m",
+             "filters": filters if source is None or source == 6111 else bank.replace("6111", str(source)),
+             "accuracy": acc + 0.001 * seed, "train_loss": 0.3, "learned": True, "converged": True, "chance": 0.1,
+             "num_labels": 10, "exploratory": label != "from scratch", **({} if source is None else {"source_seed": source})}
+            for label, filters, acc, per_seed in (("from scratch", "none", 0.9, False), ("digits bank (frozen)", bank, 0.95, True))
+            for seed, source in zip(range(6), (6111, 6112, 6113) * 2) if per_seed or source]  # fmt: skip
+    for folder, plan in (("transfer-matrix", None), ("confirm-verdict-1/transfer-matrix", {"experiment": "x"})):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "results.json").write_text(json.dumps({
+            "experiment": "transfer-matrix", "model": "m", "runs": runs, "details": {}, "command": "c",
+            "wall_time_s": 60, "scale": {"name": "x", "seeds": list(range(6)), "resolution": 64},
+            **({"plan": {"plan": plan}} if plan else {})}))  # fmt: skip
+    assert dataset_banks_results(tmp_path) == tmp_path / "confirm-verdict-1" / "transfer-matrix" / "results.json"
+    rows = [r for r in experiment_card_results(tmp_path, bank).table.splitlines() if "digits bank" in r]
+    assert rows and all("(over 3 source networks, this bank one of them)" in r and "| 6 |" in r for r in rows)
+    (tmp_path / "confirm-verdict-1" / "transfer-matrix" / "results.json").unlink()
+    assert dataset_banks_results(tmp_path) == tmp_path / "transfer-matrix" / "results.json"  # only the exploratory

@@ -79,7 +79,8 @@ def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None =
     """Build the Hub folder (filters, config, card) of every bank masterkey publishes, with the experiments' results
     on the cards when ``experiments_dir`` holds them (a card without any says so in its Results section): the ImageNet
     ``tf_efficientnet_lite0/1/2`` and torchvision ``mobilenet_v2`` banks, the learned and
-    idealized universal keys, and the banks the transfer-matrix experiment trained on the built-in datasets.
+    idealized universal keys, and the banks a transfer-matrix experiment trained on the built-in datasets (the
+    planned one where there is one: :func:`dataset_banks_results`).
 
     Example:
         >>> write_hub_cards("hub_cards", experiments_dir="outputs/experiments")  # or: masterkey cards --out hub_cards
@@ -102,8 +103,8 @@ def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None =
         sections = [*source.card_sections(), ("What the 8 universal keys explain", table)]
         written.append(publish(bank, source.folder_name, source.bank_name, sections))
     written += write_universal_cards(out_dir, experiments_dir=experiments_dir, lite0_explained=lite0_explained)
-    matrix = Path(experiments_dir or "") / "transfer-matrix" / "results.json"
-    if experiments_dir and matrix.is_file():
+    matrix = dataset_banks_results(experiments_dir) if experiments_dir else None
+    if matrix is not None:
         data = json.loads(matrix.read_text())
         try:
             own_banks = dict(data["details"]["own_banks"])
@@ -130,6 +131,28 @@ def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None =
             spec = _recorded_spec(data["runs"], folder)
             written.append(publish(bank, name, spec, [("What the 8 universal keys explain", explained_table(bank))]))
     return written
+
+
+def dataset_banks_results(experiments_dir: str | Path) -> Path | None:
+    """The transfer matrix whose dataset banks the cards publish: one run under an analysis plan in force (verdict 1's
+    confirmatory rerun, ``confirm-verdict-1/transfer-matrix/``) over the exploratory ``transfer-matrix/``; ``None``
+    without either. Its banks are the first source network's (``banks/<dataset>``); where the arm had several source
+    networks, the card's rows span them all and say so.
+
+    Example:
+        >>> dataset_banks_results("docs/experiments")
+        PosixPath('docs/experiments/transfer-matrix/results.json')
+    """
+    found: list[tuple[bool, Path]] = []
+    for path in experiment_results_paths(experiments_dir):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ResultsFormatError(f"{path} is not a readable results.json ({e}); run the experiment again.") from None
+        if isinstance(data, Mapping) and data.get("experiment") == "transfer-matrix":
+            found.append((bool((data.get("plan") or {}).get("plan")), path))
+    planned = [p for is_planned, p in found if is_planned]
+    return (planned or [p for _, p in found] or [None])[0]
 
 
 def _recorded_spec(runs: list[Mapping[str, Any]], folder: str) -> str:
@@ -288,6 +311,10 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
     wanted = canonical_filters(filters)  # results recorded under a deprecated spelling of the spec count too
     rows = sorted((row for row in summary if canonical_filters(row["filters"]) == wanted),
                   key=lambda row: row.get("exploratory", True))  # fmt: skip
+    sources: dict[tuple[str, str], set[int]] = {}  # the source networks each arm's runs froze the filters of
+    for run in data["runs"]:
+        if run.get("source_seed") is not None:
+            sources.setdefault((run["group"], run["label"]), set()).add(run["source_seed"])
     for r in rows:
         key = (r["dataset"], r["model"], r["pair"])
         base_learned, base = learned.get(key, False), scratch.get(key)
@@ -304,6 +331,8 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
         level = f"{chance[r['dataset']]:.2f}" if r["dataset"] in chance else ""
         model = f"`{r['model']}`" + (f" ({r['pair']})" if r["pair"] else "")
         label = r["label"] + (" †" if r["label"] in notes else "")
+        spanned = len(sources.get((r["group"], r["label"]), ()))
+        label += f" (over {spanned} source networks, this bank one of them)" if spanned > 1 else ""
         label += " (exploratory)" if r.get("exploratory") or not planned else ""
         lines.append(f"| {data['experiment']} | {r['dataset']} | {model} | {label} | "
                      f"{r['mean']:.3f} ± {r['std']:.3f} | {baseline} | {delta} | {level} | {r['n']} |")  # fmt: skip

@@ -39,6 +39,7 @@ __all__ = [
     "AnalysisPlan",
     "CORRECTIONS",
     "plan_record",
+    "planned_experiment",
     "holm_adjust",
     "bh_adjust",
     "confirmatory_contrasts",
@@ -149,6 +150,25 @@ def _git(args: Sequence[str], cwd: Path) -> str | None:
 
 def _iso(timestamp: float | None) -> str | None:
     return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+
+
+def planned_experiment(path: str | Path) -> str | None:
+    """The experiment the plan file at ``path`` names (its ``experiment``), as it is on disk: which experiment the plan
+    is about, so that the tuning runs an experiment's config also drives (its regime pilot, its lr-sweep) are not
+    judged by it. ``None`` for a file that is not a JSON object.
+
+    Raises:
+        TrainingConfigError: the file cannot be read or is not JSON.
+
+    Example:
+        >>> planned_experiment("docs/experiments/cross-family/plan.json")
+        'cross-family'
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise TrainingConfigError(f"Cannot read the analysis plan {str(path)!r}: {e}") from None
+    return data.get("experiment") if isinstance(data, Mapping) else None
 
 
 def plan_record(path: str | Path, *, first_result_at: float | None) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ...constants import EXPERIMENT_NAMES
-from ...errors import TrainingConfigError
+from ...errors import ResultsFormatError, TrainingConfigError
 from ...training import BUILTIN_DATASETS
-from ..plans import confirmatory_contrasts, mark_exploratory, plan_record
+from ..plans import confirmatory_contrasts, mark_exploratory, plan_record, planned_experiment
 from ..verdicts import VERDICT_RULES, plan_verdict
 from .across_architectures import across_architectures
 from .config import TUNING_EXPERIMENTS, ExperimentConfig, Scale, _scale_from
@@ -47,7 +47,7 @@ def _apply_plan(
     """The analysis plan's record (:func:`masterkey.research.plans.plan_record`) and ``records`` marked exploratory
     where the plan in force does not name their cell or seed; ``(None, records)`` for an experiment without a plan, or whose
     config's plan is another experiment's (the regime pilot and lr-sweep that tune a planned experiment)."""
-    if config.plan is None or _plan_experiment(config.plan) != experiment:
+    if config.plan is None or planned_experiment(config.plan) != experiment:
         return None, records  # a plan names its experiment: the tuning runs before it are not its subject
     # a tuning run scores on images held out of the training split; every other run is a result
     tested = [r["finished_at"] for r in records if "held out" not in str(r.get("eval_split")) and r.get("finished_at")]
@@ -78,14 +78,6 @@ def _earlier_records(
         raise TrainingConfigError(f"{str(path)!r} is not a results.json of the experiment {name!r}: give the one "
                                   f"`masterkey experiment {name}` wrote.")  # fmt: skip
     return data["runs"], dict(data.get("label_notes") or {})
-
-
-def _plan_experiment(path: str | Path) -> str | None:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise TrainingConfigError(f"Cannot read the analysis plan {str(path)!r}: {e}") from None
-    return data.get("experiment") if isinstance(data, Mapping) else None
 
 
 def run_experiment(
@@ -181,7 +173,10 @@ def run_experiment(
         results["confirmatory"] = confirmatory
         results["confirmatory_table"] = confirmatory_table(confirmatory, plan["plan"]).splitlines()
         if confirmatory and name in VERDICT_RULES:  # worded by the plan's rules, not after seeing the numbers
-            results["verdict"] = plan_verdict(results).to_dict()
+            try:
+                results["verdict"] = plan_verdict(results).to_dict()
+            except ResultsFormatError as e:  # a plan the rules were not written for: the results are still written
+                _logger.warning("No verdict for %s: %s", name, e)
     (folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (folder / "command.txt").write_text(results["command"] + "\n")
     (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
