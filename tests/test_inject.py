@@ -208,6 +208,8 @@ def test_the_pointwise_control_moved_to_the_research_wing_and_its_old_names_warn
         with pytest.warns(DeprecationWarning, match="masterkey.research.controls"):
             assert old() is inject_pointwise
     assert "inject_pointwise" not in masterkey.__all__
+    # __all__ is written out for linters: every lazy name but the deprecated ones, and the version
+    assert masterkey.__all__ == sorted(set(masterkey._LAZY_ATTRS) - set(masterkey._DEPRECATED)) + ["__version__"]
 
 
 def test_a_dict_of_tensors_or_a_bad_mapping_result_is_a_typed_error(bank, tiny_model):

@@ -55,7 +55,41 @@ _LAZY_ATTRS = {
 #: Names still reachable here that moved out of the library's API (a warning says where they live now).
 _DEPRECATED = {"inject_pointwise": "masterkey.research.controls.inject_pointwise (an experiment control)"}
 
-__all__ = sorted(set(_LAZY_ATTRS) - set(_DEPRECATED)) + ["__version__"]
+# written out (not computed) so that linters and IDEs read it; a test keeps it equal to _LAZY_ATTRS less _DEPRECATED
+__all__ = [
+    "BUILTIN_DATASETS",
+    "DepthwiseConv",
+    "FilterBank",
+    "InjectionReport",
+    "KernelSpec",
+    "TrainableParameters",
+    "UniversalFit",
+    "analyze_bank",
+    "errors",
+    "export_universal",
+    "extract_filters",
+    "find_depthwise_convs",
+    "fit_kernel",
+    "fit_universal",
+    "freeze_depthwise",
+    "from_pretrained_filters",
+    "inject_universal",
+    "list_names",
+    "load_image_dataset",
+    "load_master_filters",
+    "match_by_depth",
+    "parse_bank",
+    "parse_dataset",
+    "parse_filters",
+    "push_model",
+    "resize_kernel",
+    "save_model",
+    "select_channels",
+    "train_transfer",
+    "trainable_parameters",
+    "universal_bank",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -88,7 +122,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         TrainableParameters,
         freeze_depthwise,
         from_pretrained_filters,
-        inject_pointwise,
         trainable_parameters,
     )
     from .training import BUILTIN_DATASETS, load_image_dataset, train_transfer
