@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: confirmatory venv demo test docs bench cards experiments $(EXPERIMENTS:%=experiment-%) clean
+.PHONY: confirmatory venv demo test docs pages bench cards experiments $(EXPERIMENTS:%=experiment-%) clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ test: $(STAMP)
 # The documentation site (docs/, mkdocs.yml) in build/site, offline and strict: a broken link fails it
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# The measured blocks of the results pages (<!-- results: PATH -->), written from their results.json
+pages: $(STAMP)
+	$(VENV)/bin/masterkey pages docs
 
 bench: $(STAMP)
 	$(PY) benchmarks/bank_io.py

@@ -223,3 +223,13 @@ def test_the_how_much_faster_tables_quote_time_to_reach_of_the_published_runs():
     by_cell = {(r["group"], r["label"]): r for r in time_to_reach(matrix["runs"])}
     for group in ("animal-mnist", "animal-mnist, 12 epochs"):
         assert share(by_cell[group, "imagenet-lite0 (frozen)"]) in verdicts
+
+
+def test_every_generated_results_block_on_the_pages_equals_its_results_json():
+    """The pages' `<!-- results: PATH -->` blocks are written by `masterkey pages docs` from their results.json: a
+    number edited by hand, or results run again without writing the pages, fails here."""
+    from masterkey.research.pages import BLOCK, stale_blocks
+
+    marked = [p for p in sorted((ROOT / "docs" / "results").rglob("*.md")) if BLOCK.search(p.read_text(encoding="utf-8"))]
+    assert len(marked) >= 2, "the results pages lost their generated blocks"
+    assert stale_blocks(ROOT / "docs", root=ROOT) == [], "run `masterkey pages docs` and commit the pages"

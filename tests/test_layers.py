@@ -55,7 +55,7 @@ LAYERS: list[set[str]] = [
     {"research.experiments.tuning", "research.experiments.plots"},
     {"research.experiments.run"},
     {"research.experiments", "research"},
-    {"research.cards"},  # the result cards: built from the experiments' results
+    {"research.cards", "research.pages"},  # the result cards and the results pages: built from the experiments' results
     {"experiments"},  # deprecated alias of research.experiments
     {"cli"},
     {"", "__main__"},  # the package facade, masterkey/__init__.py, and python -m masterkey

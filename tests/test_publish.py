@@ -129,7 +129,7 @@ def test_cards_say_how_to_reproduce_results_whose_named_scale_has_changed_since(
     from pathlib import Path
 
     from masterkey.research.experiments import SCALES
-    from masterkey.research.cards import _reproduce
+    from masterkey.research.experiments import reproduce_text as _reproduce
 
     data = {"experiment": "source-size", "command": "masterkey experiment source-size --scale full",
             "scale": json.loads(json.dumps(asdict(SCALES["full"])))}  # fmt: skip

@@ -145,3 +145,55 @@ def test_results_without_a_plan_or_rules_or_with_another_plans_contrasts_are_ref
     good.write_text(json.dumps(_results(_plan("confirm-verdict-3"), {}, "source-size")))
     assert main(["verdict", str(good)]) == 0
     assert capsys.readouterr().out.startswith("**Verdict 3 cannot be judged")
+
+
+def test_results_pages_blocks_are_written_from_their_results_and_a_changed_number_is_caught(tmp_path, capsys):
+    """A page's marked block is generated from the results.json it names (here the real cross-family regime pilot and
+    a planned grid with its verdict); a number edited by hand makes it stale until it is written again."""
+    import shutil
+
+    from masterkey.research.pages import stale_blocks, update_pages
+
+    pilot = tmp_path / "experiments" / "regime" / "results.json"
+    pilot.parent.mkdir(parents=True)
+    shutil.copy(PLANS / "cross-family" / "regime" / "results.json", pilot)
+    grid = tmp_path / "experiments" / "grid" / "results.json"
+    grid.parent.mkdir(parents=True)
+    planned = _results(_plan("cross-family"), {("convnext_atto", "imagenet-lite0 (frozen)"): 0.03}, "cross-family",
+                       details=CROSS_DETAILS, noise=0.002)
+    from masterkey.research.experiments.tables import confirmatory_table
+
+    planned.update(scale={"name": "full", "seeds": list(_plan("cross-family").seeds), "resolution": 64},
+                   table=["| group | filters |", "|---|---|"], wall_time_s=60, command="masterkey experiment x",
+                   confirmatory_table=confirmatory_table(planned["confirmatory"], _plan("cross-family")).splitlines())
+    planned["plan"] = {"plan": {"seeds": list(_plan("cross-family").seeds)}, "commit": "0123456789abcdef"}
+    grid.write_text(json.dumps(planned))
+    page = tmp_path / "docs" / "results" / "page.md"
+    page.parent.mkdir(parents=True)
+    prose = "# A page\n\nThe author's words.\n\n"
+    prose += "```markdown\n<!-- results: experiments/example/results.json -->\n<!-- /results -->\n```\n\n"  # an example
+    page.write_text(prose + "<!-- results: experiments/regime/results.json -->\nold\n<!-- /results -->\n\nMore words.\n\n"
+                    "<!-- results: experiments/grid/results.json -->\n<!-- /results -->\n")
+    assert stale_blocks(tmp_path / "docs", root=tmp_path) == [page]
+    assert update_pages(tmp_path / "docs", root=tmp_path) == [page]
+    text = page.read_text()
+    assert text.startswith(prose) and "More words." in text and "old\n" not in text
+    real = json.loads(pilot.read_text())
+    assert "\n".join(real["table"]) in text  # the pilot's own table, as its results hold it
+    assert "**Verdict 4 is not shown within the family, and holds in part across families (imagenet-lite0 in " \
+           "`convnext_atto`).**" in text
+    assert "plan commit `0123456789ab`" in text
+    assert stale_blocks(tmp_path / "docs", root=tmp_path) == [] and update_pages(tmp_path / "docs", root=tmp_path) == []
+    # a number changed by hand is caught, by the command line too
+    first = real["table"][2]
+    page.write_text(text.replace(first, first.replace("0.", "0.1", 1)))
+    assert main(["pages", str(tmp_path / "docs"), "--root", str(tmp_path), "--check"]) == 1
+    assert "differs from its results.json" in capsys.readouterr().out
+    assert main(["pages", str(tmp_path / "docs"), "--root", str(tmp_path)]) == 0 and page.read_text() == text
+    # a marker naming a missing file, or one outside the repository: one typed error each
+    page.write_text("<!-- results: experiments/none/results.json -->\n<!-- /results -->\n")
+    with pytest.raises(ResultsFormatError, match="cannot be read"):
+        update_pages(tmp_path / "docs", root=tmp_path)
+    page.write_text("<!-- results: ../outside/results.json -->\n<!-- /results -->\n")
+    with pytest.raises(ResultsFormatError, match="points outside"):
+        update_pages(tmp_path / "docs", root=tmp_path)

@@ -295,6 +295,26 @@ def _run_verdict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pages(p: argparse.ArgumentParser) -> None:
+    p.add_argument("docs", type=Path, nargs="?", default=Path("docs"),
+                   help="the folder of Markdown pages whose <!-- results: PATH --> blocks to write (default: docs)")
+    p.add_argument("--root", type=Path, default=Path("."), help="the folder the markers' paths are relative to")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 where a block differs from its file")
+
+
+def _run_pages(args: argparse.Namespace) -> int:
+    from .research.pages import stale_blocks, update_pages
+
+    if args.check:
+        stale = stale_blocks(args.docs, root=args.root)
+        for page in stale:
+            print(f"{page}: a results block differs from its results.json (run `masterkey pages {args.docs}`)")
+        return 1 if stale else 0
+    for page in update_pages(args.docs, root=args.root):
+        print(f"wrote {page}")
+    return 0
+
+
 #: What ``masterkey list`` lists (``masterkey.catalog.NAME_KINDS``, which a test keeps equal to this).
 LIST_KINDS = ("banks", "filters", "datasets", "zoo")
 
@@ -333,6 +353,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "publish": ("build a bank's Hub repo folder (card included) and push it", _add_publish, _run_publish),
     "cards": ("build the Hub folders of every bank masterkey publishes, results included", _add_cards, _run_cards),
     "experiment": ("run the paper's experiments (results.json, plots)", _add_experiment, _run_experiment),
+    "pages": ("write the results blocks of the documentation pages from their results.json", _add_pages, _run_pages),
     "verdict": ("word an experiment's verdict by the rules of its analysis plan", _add_verdict, _run_verdict),
     "analyze": ("fit a bank to the 8 universal keys: report.json and PNG plots", _add_analyze, _run_analyze),
     "list": ("list the names masterkey knows: built-in banks, --filters specs, built-in datasets, the zoo", _add_list,

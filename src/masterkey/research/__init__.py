@@ -6,5 +6,7 @@ fitting, training, bank publishing) and may import any of it; the core never imp
 
 - :mod:`masterkey.research.experiments`: the grid runner, one module per experiment, statistics, tables, plots;
 - :mod:`masterkey.research.plans`: analysis plans committed before any test result, and the Holm correction;
-- :mod:`masterkey.research.verdicts`: each planned experiment's verdict, worded by its plan's rules.
+- :mod:`masterkey.research.verdicts`: each planned experiment's verdict, worded by its plan's rules;
+- :mod:`masterkey.research.cards` and :mod:`masterkey.research.pages`: the Hub cards and the results pages, built
+  from the experiments' results.
 """

@@ -12,9 +12,7 @@ import json
 import logging
 import math
 import re
-import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -48,14 +46,15 @@ from ..sources import IMAGENET_SOURCES
 from ..training import BUILTIN_DATASETS
 from .experiments import (
     LEARNED_LOSS_SHARE,
-    SCALES,
     TUNING_EXPERIMENTS,
     contrast_table,
     format_difference,
     markdown_table,
     paired_contrasts,
+    reproduce_text,
     results_chance,
     summarize,
+    wall_time_text,
 )
 
 __all__ = ["write_hub_cards", "write_universal_cards", "experiment_card_results", "CardResults", "one_per_dataset",
@@ -348,7 +347,7 @@ def _card_rows(data: dict[str, Any], filters: str) -> CardResults:
             + ("" if planned else "\n\nNo analysis plan preceded this grid: its intervals are exploratory, "
                "uncorrected for the many it reports.")
             + f"\n\nScale `{scale['name']}`: {len(scale['seeds'])} seeds, "
-            f"{scale['resolution']}px, {_wall_time(data)}. {_reproduce(data)}",
+            f"{scale['resolution']}px, {wall_time_text(data)}. {reproduce_text(data)}",
         ))  # fmt: skip
     return CardResults(results, "\n".join(lines), sections)
 
@@ -363,41 +362,6 @@ def _result_name(row: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], data
     same = [r for r in rows if (r["dataset"], r["model"], r["pair"]) == (row["dataset"], row["model"], row["pair"])]
     qualifiers += [row["label"]] if len(same) > 1 else []
     return f"{row['dataset']} ({', '.join(qualifiers)})" if qualifiers else row["dataset"]
-
-
-def _wall_time(data: Mapping[str, Any]) -> str:
-    """The experiment's wall time, saying which runs it covers where ``--resume`` read some back from earlier runs."""
-    earlier = (data.get("earlier_results") or {}).get("runs_read", 0)
-    minutes, reused, total = data["wall_time_s"] / 60, data.get("reused_runs", 0) + earlier, len(data["runs"])
-    if not reused:
-        return f"wall time {minutes:.1f} min"
-    how = "--resume" + (", and the records of earlier results for the runs not retrained" if earlier else "")
-    train_minutes = sum(r.get("train_time_s", 0) for r in data["runs"]) / 60
-    training = f"the {total} runs' own training time adds up to {train_minutes:.0f} min"
-    if reused >= total:  # the last invocation trained nothing: its wall time says nothing about the experiment
-        return f"{training}; the last invocation only read them back ({how})"
-    return (f"wall time {minutes:.1f} min for the last invocation, which read {reused} runs and source networks "
-            f"back from earlier ones ({how}); {training}")  # fmt: skip
-
-
-def _reproduce(data: Mapping[str, Any]) -> str:
-    """How to run an experiment's results again: its command, or, where the scale it named has changed since, its
-    ``config.json`` (which holds every setting). A command with ``--config`` took its scale from that file, not
-    from a named scale, so it is given as it is, with the ``config.json`` beside the results as the record."""
-    scale = data["scale"]
-    arguments = shlex.split(data["command"])
-    if "--config" in arguments:
-        return (f"Reproduce with `{data['command']}`; the config.json beside the results holds every setting as "
-                "run.")  # fmt: skip
-    current = SCALES.get(scale["name"])
-    now = None if current is None else json.loads(json.dumps(asdict(current)))  # as results.json holds it
-    if now is not None and "--seeds" in arguments:  # the command itself says which seeds
-        now["seeds"] = scale.get("seeds", now["seeds"])
-    if now is None or now == {**now, **scale}:
-        return f"Reproduce with `{data['command']}`."
-    return (f"Ran as `{data['command']}`, when the `{scale['name']}` scale meant {scale['resolution']} px; reproduce "
-            f"with `masterkey experiment {data['experiment']} --config config.json` (the config.json beside the "
-            "results).")  # fmt: skip
 
 
 def _keys_table() -> str:

@@ -59,7 +59,9 @@ from .tables import (
     contrast_table,
     format_difference,
     markdown_table,
+    reproduce_text,
     time_to_reach_table,
+    wall_time_text,
 )
 from .transfer_matrix import main_arms, transfer_matrix, transfer_matrix_arms
 from .tuning import best_learning_rates, chosen_budgets, edge_extensions, lr_sweep, regime
@@ -72,5 +74,5 @@ __all__ = [
     "distinct_mappings", "variant_of", "source_bank", "first_layers", "regime", "lr_sweep", "transfer_matrix",
     "layer_split", "source_size", "across_architectures", "cross_family", "CONVERGED_RISE", "LEARNED_LOSS_SHARE",
     "LEARNED_SIGMAS", "steps_to_reach", "time_to_reach", "time_to_reach_table", "layer_steps",
-    "edge_extensions",
+    "edge_extensions", "wall_time_text", "reproduce_text",
 ]  # fmt: skip

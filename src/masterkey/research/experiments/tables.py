@@ -1,12 +1,17 @@
-"""The Markdown tables of a grid's results: cells, paired contrasts and the plan's primary contrasts."""
+"""The Markdown of a grid's results: its tables (cells, paired contrasts, the plan's primary contrasts, time to
+reach), its wall time and how to reproduce it."""
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from ..plans import AnalysisPlan
+from .config import SCALES
 
 _logger = logging.getLogger(__name__)
 
@@ -91,3 +96,49 @@ def time_to_reach_table(rows: Sequence[Mapping[str, Any]]) -> str:
         lines.append(f"| {r['group']} | {r['label']} | {r['reached']}/{r['n']} | {r['epochs_mean']:.1f} | {steps} | "
                      f"{r['seconds_mean']:.0f} | {share['mean']:.2f} [{share['low']:.2f}, {share['high']:.2f}] |")
     return "\n".join(lines)
+
+
+def wall_time_text(data: Mapping[str, Any]) -> str:
+    """The experiment's wall time (its ``results.json`` content ``data``), saying which runs it covers where
+    ``--resume`` read some back from earlier runs.
+
+    Example:
+        >>> wall_time_text({"wall_time_s": 90, "runs": [{}, {}]})
+        'wall time 1.5 min'
+    """
+    earlier = (data.get("earlier_results") or {}).get("runs_read", 0)
+    minutes, reused, total = data["wall_time_s"] / 60, data.get("reused_runs", 0) + earlier, len(data["runs"])
+    if not reused:
+        return f"wall time {minutes:.1f} min"
+    how = "--resume" + (", and the records of earlier results for the runs not retrained" if earlier else "")
+    train_minutes = sum(r.get("train_time_s", 0) for r in data["runs"]) / 60
+    training = f"the {total} runs' own training time adds up to {train_minutes:.0f} min"
+    if reused >= total:  # the last invocation trained nothing: its wall time says nothing about the experiment
+        return f"{training}; the last invocation only read them back ({how})"
+    return (f"wall time {minutes:.1f} min for the last invocation, which read {reused} runs and source networks "
+            f"back from earlier ones ({how}); {training}")  # fmt: skip
+
+
+def reproduce_text(data: Mapping[str, Any]) -> str:
+    """How to run an experiment's results again: its command, or, where the scale it named has changed since, its
+    ``config.json`` (which holds every setting). A command with ``--config`` took its scale from that file, not
+    from a named scale, so it is given as it is, with the ``config.json`` beside the results as the record.
+
+    Example:
+        >>> reproduce_text(json.load(open("docs/experiments/regime/results.json")))
+        'Reproduce with `masterkey experiment regime --config ...`; the config.json beside the results holds ...'
+    """
+    scale = data["scale"]
+    arguments = shlex.split(data["command"])
+    if "--config" in arguments:
+        return (f"Reproduce with `{data['command']}`; the config.json beside the results holds every setting as "
+                "run.")  # fmt: skip
+    current = SCALES.get(scale["name"])
+    now = None if current is None else json.loads(json.dumps(asdict(current)))  # as results.json holds it
+    if now is not None and "--seeds" in arguments:  # the command itself says which seeds
+        now["seeds"] = scale.get("seeds", now["seeds"])
+    if now is None or now == {**now, **scale}:
+        return f"Reproduce with `{data['command']}`."
+    return (f"Ran as `{data['command']}`, when the `{scale['name']}` scale meant {scale['resolution']} px; reproduce "
+            f"with `masterkey experiment {data['experiment']} --config config.json` (the config.json beside the "
+            "results).")  # fmt: skip
