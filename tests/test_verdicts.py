@@ -179,14 +179,20 @@ def test_results_pages_blocks_are_written_from_their_results_and_a_changed_numbe
     text = page.read_text()
     assert text.startswith(prose) and "More words." in text and "old\n" not in text
     real = json.loads(pilot.read_text())
-    assert "\n".join(real["table"]) in text  # the pilot's own table, as its results hold it
+    # the pilot's runs as one row per target and one column per budget, the smallest converged budget last
+    for group in {r["group"] for r in real["runs"]}:
+        runs = sorted((r for r in real["runs"] if r["group"] == group), key=lambda r: r["x"])
+        cells = [f"{r['accuracy']:.3f}" + (" (converged)" if r["converged"] else "") for r in runs]
+        smallest = next((str(r["x"]) for r in runs if r["converged"]), "none")
+        assert f"| {group} | {' | '.join(cells)} | {smallest} |" in text
     assert "**Verdict 4 is not shown within the family, and holds in part across families (imagenet-lite0 in " \
            "`convnext_atto`).**" in text
     assert "plan commit `0123456789ab`" in text
     assert stale_blocks(tmp_path / "docs", root=tmp_path) == [] and update_pages(tmp_path / "docs", root=tmp_path) == []
     # a number changed by hand is caught, by the command line too
-    first = real["table"][2]
-    page.write_text(text.replace(first, first.replace("0.", "0.1", 1)))
+    first = f"{real['runs'][0]['accuracy']:.3f}"
+    assert first in text
+    page.write_text(text.replace(first, "0.999", 1))
     assert main(["pages", str(tmp_path / "docs"), "--root", str(tmp_path), "--check"]) == 1
     assert "differs from its results.json" in capsys.readouterr().out
     assert main(["pages", str(tmp_path / "docs"), "--root", str(tmp_path)]) == 0 and page.read_text() == text
@@ -197,3 +203,17 @@ def test_results_pages_blocks_are_written_from_their_results_and_a_changed_numbe
     page.write_text("<!-- results: ../outside/results.json -->\n<!-- /results -->\n")
     with pytest.raises(ResultsFormatError, match="points outside"):
         update_pages(tmp_path / "docs", root=tmp_path)
+
+
+def test_a_sweeps_block_has_one_column_per_rate_with_the_chosen_rate_in_bold():
+    from masterkey.research.experiments import tuning_table
+
+    sweep = json.loads((PLANS / "lr-sweep" / "results.json").read_text())
+    table = tuning_table(sweep).splitlines()
+    rates = sorted({r["learning_rate"] for r in sweep["runs"]})
+    assert len(table) == 2 + len({r["group"] for r in sweep["runs"]}) and table[0].count("|") == len(rates) + 4
+    for line in table[2:]:
+        key, arm = line.split(" | ")[0].lstrip("| "), line.split(" | ")[1]
+        chosen = sweep["details"]["best"][key][arm]
+        runs = [r for r in sweep["runs"] if r["group"] == f"{key}: {arm}" and r["learning_rate"] == chosen]
+        assert f"**{sum(r['accuracy'] for r in runs) / len(runs):.3f}**" in line and line.count("**") == 2

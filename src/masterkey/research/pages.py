@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ResultsFormatError
-from .experiments import reproduce_text, wall_time_text
+from .experiments import reproduce_text, tuning_table, wall_time_text
 from .verdicts import VERDICT_RULES, plan_verdict
 
 __all__ = ["results_block", "update_pages", "stale_blocks", "BLOCK"]
@@ -49,8 +49,10 @@ def results_block(results: Mapping[str, Any]) -> str:
     scale, runs = results["scale"], results["runs"]
     seeds = sorted({r["seed"] for r in runs})  # the runs' own: a tuning run uses the tuning seed, not the scale's
     named = ", ".join(map(str, seeds)) if len(seeds) <= 6 else f"{len(seeds)} seeds from {seeds[0]} to {seeds[-1]}"
-    parts = [f"{len(runs)} runs (seeds {named}), scale `{scale['name']}` at {scale['resolution']} px, "
-             f"{wall_time_text(results)}.", "\n".join(results["table"])]  # fmt: skip
+    tuning = tuning_table(results)  # a pilot or sweep: one column per budget or rate, on the validation split
+    scored = " scored on the validation split held out of training" if tuning else ""
+    parts = [f"{len(runs)} runs (seeds {named}){scored}, scale `{scale['name']}` at {scale['resolution']} px; "
+             f"{wall_time_text(results)}.", tuning or "\n".join(results["table"])]  # fmt: skip
     plan = (results.get("plan") or {}).get("plan")
     if plan and results.get("confirmatory_table"):
         parts += [f"The plan's primary contrasts ({len(results['confirmatory'])}, Holm-corrected; plan commit "

@@ -61,6 +61,7 @@ from .tables import (
     markdown_table,
     reproduce_text,
     time_to_reach_table,
+    tuning_table,
     wall_time_text,
 )
 from .transfer_matrix import main_arms, transfer_matrix, transfer_matrix_arms
@@ -74,5 +75,5 @@ __all__ = [
     "distinct_mappings", "variant_of", "source_bank", "first_layers", "regime", "lr_sweep", "transfer_matrix",
     "layer_split", "source_size", "across_architectures", "cross_family", "CONVERGED_RISE", "LEARNED_LOSS_SHARE",
     "LEARNED_SIGMAS", "steps_to_reach", "time_to_reach", "time_to_reach_table", "layer_steps",
-    "edge_extensions", "wall_time_text", "reproduce_text",
+    "edge_extensions", "wall_time_text", "reproduce_text", "tuning_table",
 ]  # fmt: skip

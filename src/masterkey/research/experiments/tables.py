@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -142,3 +143,53 @@ def reproduce_text(data: Mapping[str, Any]) -> str:
     return (f"Ran as `{data['command']}`, when the `{scale['name']}` scale meant {scale['resolution']} px; reproduce "
             f"with `masterkey experiment {data['experiment']} --config config.json` (the config.json beside the "
             "results).")  # fmt: skip
+
+
+def _rate(value: float) -> str:
+    """A learning rate as the pages write it: 2e-3, 1.6e-2."""
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def tuning_table(results: Mapping[str, Any]) -> str:
+    """A tuning experiment's runs as one row per cell and one column per setting tried, as a Markdown table: the
+    regime pilot's accuracy per budget (epochs; "(converged)" where it rose by less than
+    :data:`~.statistics.CONVERGED_RISE` over its last two epochs) with the smallest converged budget, or the
+    lr-sweep's accuracy per learning rate (mean over seeds) with the chosen rate in bold (``details.best``). Scores on
+    the validation split the tuning held out; empty for other experiments.
+
+    Example:
+        >>> print(tuning_table(json.load(open("docs/experiments/cross-family/regime/results.json"))))
+    """
+    runs = results["runs"]
+    if results["experiment"] == "lr-sweep":
+        best = (results.get("details") or {}).get("best") or {}
+        rates = sorted({r["learning_rate"] for r in runs})
+        cells: dict[tuple[str, str], dict[float, list[float]]] = {}
+        for r in runs:
+            cells.setdefault(tuple(r["group"].split(": ", 1)), {}).setdefault(r["learning_rate"], []).append(
+                r["accuracy"])
+        lines = ["| tuned for | arm | " + " | ".join(map(_rate, rates)) + " | chosen |",
+                 "|---|---|" + "---|" * (len(rates) + 1)]  # fmt: skip
+        for (key, arm), by_rate in cells.items():
+            chosen = best.get(key, {}).get(arm)
+            row = []
+            for rate in rates:
+                text = "" if rate not in by_rate else f"{sum(by_rate[rate]) / len(by_rate[rate]):.3f}"
+                row.append(f"**{text}**" if text and chosen is not None and math.isclose(rate, chosen) else text)
+            lines.append(f"| {key} | {arm} | " + " | ".join(row) + f" | {'' if chosen is None else _rate(chosen)} |")
+        return "\n".join(lines)
+    if results["experiment"] == "regime":
+        budgets = sorted({r["x"] for r in runs})
+        groups: dict[str, dict[Any, Mapping[str, Any]]] = {}
+        for r in runs:
+            groups.setdefault(r["group"], {})[r["x"]] = r
+        lines = ["| group | " + " | ".join(f"{b} epochs" for b in budgets) + " | smallest converged |",
+                 "|---|" + "---|" * (len(budgets) + 1)]  # fmt: skip
+        for group, by_budget in groups.items():
+            row = [("" if b not in by_budget else f"{by_budget[b]['accuracy']:.3f}"
+                    + (" (converged)" if by_budget[b].get("converged") else "")) for b in budgets]  # fmt: skip
+            converged = [b for b in budgets if b in by_budget and by_budget[b].get("converged")]
+            lines.append(f"| {group} | " + " | ".join(row) + f" | {converged[0] if converged else 'none'} |")
+        return "\n".join(lines)
+    return ""
