@@ -117,6 +117,19 @@ def _join(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def _cells(pairs: Sequence[tuple[str, str]]) -> str:
+    """(target, bank) pairs in words: "imagenet-lite0 in `convnext_atto`", joined."""
+    return _join([f"{b} in `{t}`" for t, b in pairs])
+
+
+def _extent(held: Sequence[tuple[str, str]], tried: Sequence[tuple[str, str]], *, every: str, some: str,
+            none: str) -> str:
+    """``every`` where all of ``tried`` held, ``some`` naming the ones that did (its ``{}``), else ``none``."""
+    if held and len(held) == len(tried):
+        return every
+    return some.format(_cells(held)) if held else none
+
+
 def cross_family_verdict(results: Mapping[str, Any]) -> Verdict:
     """Verdict 4 under ``docs/experiments/cross-family/plan.json``: per target and bank, whether the bank helps
     (bank − random holds positive), beats scratch (bank − scratch holds positive) or costs (either holds negative);
@@ -149,22 +162,14 @@ def cross_family_verdict(results: Mapping[str, Any]) -> Verdict:
     across = [(t, b) for b in banks for t in targets if own.get(t) != b]
     held_across = [(t, b) for t, b in across if c.outcome(f"{t}: {b} - random") == POSITIVE]
     if within:
-        shown = [f"{b} in `{t}`" for t, b in held_within]
-        missing = [f"{b} in `{t}`" for t, b in within if (t, b) not in held_within]
-        statements.append(("Within the family: holds for " + _join(shown) if shown else "Within the family: not shown")
-                          + (f" (not shown for {_join(missing)})" if shown and missing else "") + ".")
-    if held_across and len(held_across) == len(across):
-        across_text = "holds across families"
-    elif held_across:
-        across_text = "holds in part across families (" + _join([f"{b} in `{t}`" for t, b in held_across]) + ")"
-    else:
-        across_text = "is not shown across families"
-    if within and len(held_within) == len(within):
-        within_text = "holds within the family"
-    elif held_within:
-        within_text = "holds within the family for " + _join([f"{b} in `{t}`" for t, b in held_within]) + " only"
-    else:
-        within_text = "is not shown within the family"
+        missing = [(t, b) for t, b in within if (t, b) not in held_within]
+        statements.append(("Within the family: holds for " + _cells(held_within) if held_within
+                           else "Within the family: not shown")
+                          + (f" (not shown for {_cells(missing)})" if held_within and missing else "") + ".")
+    across_text = _extent(held_across, across, every="holds across families",
+                          some="holds in part across families ({})", none="is not shown across families")
+    within_text = _extent(held_within, within, every="holds within the family",
+                          some="holds within the family for {} only", none="is not shown within the family")
     headline = _headline(c, f"Verdict 4 {within_text}, and {across_text}.")
     return Verdict("cross-family", headline, statements, c.complete)
 
