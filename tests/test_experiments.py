@@ -14,7 +14,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 from masterkey import cli
-from masterkey.errors import TrainingConfigError
+from masterkey.errors import ResultsFormatError, TrainingConfigError
 from masterkey.research.experiments import EXPERIMENTS, SCALES, ExperimentConfig, run_experiment
 from masterkey.research.cards import write_hub_cards
 from masterkey.research.verdicts import plan_verdict
@@ -268,7 +268,7 @@ def test_retrain_measures_some_cells_again_and_reads_the_rest_from_earlier_resul
                        retrain=["digits__from-scratch__*", "no-such-cell*"], earlier_results=earlier)
     with pytest.raises(TrainingConfigError, match="retrain needs earlier_results"):
         run_experiment("source-size", scale="quick", out_dir=tmp_path / "again", retrain=["*"])
-    with pytest.raises(TrainingConfigError, match="not a results.json of the experiment 'transfer-matrix'"):
+    with pytest.raises(ResultsFormatError, match="not a results.json of the experiment 'transfer-matrix'"):
         run_experiment("transfer-matrix", scale="quick", out_dir=tmp_path / "again", retrain=["*"],
                        earlier_results=earlier)
 

@@ -102,7 +102,7 @@ def test_card_metadata_carries_a_result_only_beside_a_baseline_that_learned(tmp_
         runs = [run("none", "from scratch", s, 0.70 + s / 100, learned) for s in range(3)]
         runs += [run("imagenet-lite0", "imagenet-lite0 (frozen)", s, 0.80 + s / 100, True) for s in range(3)]
         (folder / "results.json").write_text(json.dumps({
-            "experiment": "transfer-matrix", "model": "tf_efficientnet_lite0", "runs": runs, "details": {},
+            "experiment": "transfer-matrix", "model": "tf_efficientnet_lite0", "runs": runs, "summary": [], "table": [], "details": {},
             "scale": {"name": "x", "seeds": [0, 1, 2], "resolution": 64}, "wall_time_s": 60, "command": "cmd"}))  # fmt: skip
         found = experiment_card_results(tmp_path / name, "imagenet-lite0")
         # the bank's number with from scratch's beside it (same seeds), or none beside a baseline that did not learn
@@ -235,7 +235,7 @@ def test_card_metadata_keeps_one_result_per_dataset_the_plainest(tmp_path):
     for name, runs in experiments.items():
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps({
-            "experiment": name, "model": "m", "runs": runs, "details": {}, "command": "c", "wall_time_s": 60,
+            "experiment": name, "model": "m", "runs": runs, "summary": [], "table": [], "details": {}, "command": "c", "wall_time_s": 60,
             "scale": {"name": "x", "seeds": [0, 1, 2], "resolution": 64}}))  # fmt: skip
     found = experiment_card_results(tmp_path, "bank")
     assert [(r.dataset_name, r.metric_value) for r in found.results] == [("animal-mnist", 0.95), ("animal-mnist", 0.9)]
@@ -289,7 +289,7 @@ def test_a_cards_headline_is_the_primary_arm_of_a_plan_in_force(tmp_path):
                              ("z-planned/transfer-matrix", new, {"plan": {"experiment": "transfer-matrix"}})):
         (tmp_path / name).mkdir(parents=True)
         (tmp_path / name / "results.json").write_text(json.dumps({
-            "experiment": "transfer-matrix", "model": "m", "runs": runs, "details": {}, "command": "c",
+            "experiment": "transfer-matrix", "model": "m", "runs": runs, "summary": [], "table": [], "details": {}, "command": "c",
             "wall_time_s": 60, "scale": {"name": "x", "seeds": [0, 1, 2], "resolution": 64},
             **({"plan": plan} if plan else {})}))  # fmt: skip
     found = experiment_card_results(tmp_path, "bank")
@@ -351,7 +351,7 @@ def test_dataset_bank_cards_publish_the_planned_transfer_matrix_and_say_its_rows
     for folder, plan in (("transfer-matrix", None), ("confirm-verdict-1/transfer-matrix", {"experiment": "x"})):
         (tmp_path / folder).mkdir(parents=True)
         (tmp_path / folder / "results.json").write_text(json.dumps({
-            "experiment": "transfer-matrix", "model": "m", "runs": runs, "details": {}, "command": "c",
+            "experiment": "transfer-matrix", "model": "m", "runs": runs, "summary": [], "table": [], "details": {}, "command": "c",
             "wall_time_s": 60, "scale": {"name": "x", "seeds": list(range(6)), "resolution": 64},
             **({"plan": {"plan": plan}} if plan else {})}))  # fmt: skip
     assert dataset_banks_results(tmp_path) == tmp_path / "confirm-verdict-1" / "transfer-matrix" / "results.json"

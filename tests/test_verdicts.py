@@ -9,6 +9,7 @@ import pytest
 
 from masterkey.cli import main
 from masterkey.errors import ResultsFormatError
+from masterkey.research.experiments import read_results
 from masterkey.research.plans import AnalysisPlan, confirmatory_contrasts
 from masterkey.research.verdicts import describe, outcome, plan_verdict
 
@@ -23,7 +24,7 @@ def _plan(folder: str) -> AnalysisPlan:
 def _results(plan: AnalysisPlan, effects: dict[tuple[str, str], float], experiment: str, *, noise: float = 0.002,
              **extra) -> dict:
     """Runs of every planned cell and seed: accuracy 0.80 + the cell's effect + noise (a standard deviation, seeded),
-    then the real primary contrasts over them, as results.json holds them."""
+    then the real primary contrasts over them, as results.json holds them (with the fields every one has)."""
     rng = np.random.default_rng(0)
     runs = []
     for source in plan.sources or (None,):
@@ -35,8 +36,8 @@ def _results(plan: AnalysisPlan, effects: dict[tuple[str, str], float], experime
     if plan.sources:  # one source per seed, as the experiments assign them
         runs = [r for r in runs if r["source_seed"] == plan.sources[plan.seeds.index(r["seed"]) % len(plan.sources)]]
     rows = confirmatory_contrasts(runs, plan)
-    return {"experiment": experiment, "confirmatory": rows, "runs": runs,
-            "plan": {"plan": {"seeds": list(plan.seeds)}}, **extra}
+    return {"experiment": experiment, "model": "per target", "scale": {}, "summary": [], "table": [],
+            "confirmatory": rows, "runs": runs, "plan": {"plan": {"seeds": list(plan.seeds)}}, **extra}
 
 
 CROSS_DETAILS = {"targets": ["tf_efficientnet_lite0", "mobilenetv2_100", "mobilenetv3_large_100", "convnext_atto"],
@@ -145,6 +146,22 @@ def test_results_without_a_plan_or_rules_or_with_another_plans_contrasts_are_ref
     good.write_text(json.dumps(_results(_plan("confirm-verdict-3"), {}, "source-size")))
     assert main(["verdict", str(good)]) == 0
     assert capsys.readouterr().out.startswith("**Verdict 3 cannot be judged")
+
+
+def test_every_committed_results_json_reads_back_and_other_json_is_refused_by_name(tmp_path):
+    committed = [p for p in PLANS.rglob("results.json") if not {"runs", "sources"} & set(p.relative_to(PLANS).parts)]
+    assert len(committed) >= 11  # earlier versions and pilots too, not only the ones the cards read
+    for path in committed:  # every experiment's results under docs/experiments, through the one reader
+        assert read_results(path)["experiment"] == json.loads(path.read_text())["experiment"]
+    run_record = next(PLANS.rglob("runs/*/results.json"))  # a single run's own results: not an experiment's
+    with pytest.raises(ResultsFormatError, match="is not a results.json that `masterkey experiment` wrote .no 'experiment'"):
+        read_results(run_record)
+    truncated = tmp_path / "results.json"
+    truncated.write_text(committed[0].read_text()[:500])
+    with pytest.raises(ResultsFormatError, match="cannot be read"):
+        read_results(truncated)
+    with pytest.raises(ResultsFormatError, match="of the experiment 'layer-split' .it is 'transfer-matrix''s"):
+        read_results(PLANS / "transfer-matrix" / "results.json", experiment="layer-split")
 
 
 def test_results_pages_blocks_are_written_from_their_results_and_a_changed_number_is_caught(tmp_path, capsys):

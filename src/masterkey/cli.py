@@ -10,7 +10,6 @@ so that ``masterkey --help`` (and every parser) starts without importing torch o
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .constants import EXPERIMENT_NAMES, HUB_ORG, LIBRARY_VERSION, MAPPING_NAMES, SCALE_NAMES
-from .errors import ArgumentError, MasterKeyError, ResultsFormatError
+from .errors import ArgumentError, MasterKeyError
 
 __all__ = ["main", "COMMANDS"]
 
@@ -282,16 +281,10 @@ def _add_verdict(p: argparse.ArgumentParser) -> None:
 
 
 def _run_verdict(args: argparse.Namespace) -> int:
+    from .research.experiments import read_results
     from .research.verdicts import plan_verdict
 
-    try:
-        results = json.loads(args.results.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ResultsFormatError(f"Cannot read {str(args.results)!r}: {e}; give a results.json that "
-                                 "`masterkey experiment` wrote.") from None  # fmt: skip
-    if not isinstance(results, dict):
-        raise ResultsFormatError(f"{str(args.results)!r} is not a results.json of `masterkey experiment`.")
-    print(plan_verdict(results).markdown())
+    print(plan_verdict(read_results(args.results)).markdown())
     return 0
 
 

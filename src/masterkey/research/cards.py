@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -51,6 +50,7 @@ from .experiments import (
     format_difference,
     markdown_table,
     paired_contrasts,
+    read_results,
     reproduce_text,
     results_chance,
     summarize,
@@ -104,7 +104,7 @@ def write_hub_cards(out_dir: str | Path, *, experiments_dir: str | Path | None =
     written += write_universal_cards(out_dir, experiments_dir=experiments_dir, lite0_explained=lite0_explained)
     matrix = dataset_banks_results(experiments_dir) if experiments_dir else None
     if matrix is not None:
-        data = json.loads(matrix.read_text())
+        data = read_results(matrix, experiment="transfer-matrix")
         try:
             own_banks = dict(data["details"]["own_banks"])
         except (KeyError, TypeError, ValueError):
@@ -144,11 +144,8 @@ def dataset_banks_results(experiments_dir: str | Path) -> Path | None:
     """
     found: list[tuple[bool, Path]] = []
     for path in experiment_results_paths(experiments_dir):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ResultsFormatError(f"{path} is not a readable results.json ({e}); run the experiment again.") from None
-        if isinstance(data, Mapping) and data.get("experiment") == "transfer-matrix":
+        data = read_results(path)
+        if data["experiment"] == "transfer-matrix":
             found.append((bool((data.get("plan") or {}).get("plan")), path))
     planned = [p for is_planned, p in found if is_planned]
     return (planned or [p for _, p in found] or [None])[0]
@@ -232,8 +229,8 @@ def experiment_card_results(experiments_dir: str | Path, filters: str) -> CardRe
     """
     planned, unplanned, rows, sections = [], [], [], []
     for path in experiment_results_paths(experiments_dir):
+        data = read_results(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
             found = _card_rows(data, filters)
         except (OSError, ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError) as e:
             raise ResultsFormatError(

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ResultsFormatError
-from .experiments import reproduce_text, tuning_table, wall_time_text
+from .experiments import read_results, reproduce_text, tuning_table, wall_time_text
 from .verdicts import VERDICT_RULES, plan_verdict
 
 __all__ = ["results_block", "update_pages", "stale_blocks", "BLOCK"]
@@ -70,17 +69,6 @@ def results_block(results: Mapping[str, Any]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _read(path: Path) -> Mapping[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ResultsFormatError(f"A results page names {str(path)!r}, which cannot be read ({e}); fix the "
-                                 "marker's path or run the experiment.") from None  # fmt: skip
-    if not isinstance(data, Mapping) or not {"scale", "runs", "table"} <= set(data):
-        raise ResultsFormatError(f"{str(path)!r} is not a results.json that `masterkey experiment` wrote.")
-    return data
-
-
 def _blocks(page: Path, root: Path) -> tuple[str, str]:
     """The page's text as it is, and as its blocks generated afresh would make it."""
     text = page.read_text(encoding="utf-8")
@@ -91,7 +79,7 @@ def _blocks(page: Path, root: Path) -> tuple[str, str]:
         path = (root / match["path"]).resolve()
         if root.resolve() not in path.parents:  # a marker read from a page never reads outside the repository
             raise ResultsFormatError(f"{page}: the results marker {match['path']!r} points outside {root}.")
-        return match["open"] + results_block(_read(path)) + match["close"]
+        return match["open"] + results_block(read_results(path)) + match["close"]
 
     return text, _BLOCK_OR_FENCE.sub(generate, text)
 

@@ -2,8 +2,8 @@
 
 The research wing's experiments package: one module per experiment (``transfer_matrix``, ``tuning`` for
 ``regime`` and ``lr-sweep``, ``layer_split``, ``source_size``, ``across_architectures``, ``cross_family``), the grid
-runner (``runner``), its configuration (``config``), ``statistics``, ``tables`` and ``plots``, and ``run`` that puts
-them together. Each experiment is a grid of training runs (cells x seeds) through
+runner (``runner``), its configuration (``config``), ``statistics``, ``tables``, ``plots``, ``results`` (reading
+a ``results.json`` back) and ``run`` that puts them together. Each experiment is a grid of training runs (cells x seeds) through
 :func:`masterkey.training.train_transfer`, so the same code scales from the offline datasets on 2 CPU cores to GPUs with Accelerate; ``jobs`` trains several runs at a
 time in worker processes. Every experiment writes, under ``out_dir/<experiment>/``: ``results.json`` (every run with
 its learning check and per-epoch accuracy, the per-cell mean and standard deviation, the paired difference to
@@ -40,6 +40,7 @@ from .config import SCALES, TUNING_EXPERIMENTS, ExperimentConfig, Scale, variant
 from .cross_family import cross_family
 from .layer_split import layer_split, layer_steps, pointwise_filters, split_classes
 from .plots import plot_learning_curves, replot, results_chance
+from .results import RESULTS_KEYS, read_results
 from .run import EXPERIMENTS, run_experiment
 from .runner import first_layers, source_bank
 from .source_size import source_size, source_size_arms
@@ -75,5 +76,5 @@ __all__ = [
     "distinct_mappings", "variant_of", "source_bank", "first_layers", "regime", "lr_sweep", "transfer_matrix",
     "layer_split", "source_size", "across_architectures", "cross_family", "CONVERGED_RISE", "LEARNED_LOSS_SHARE",
     "LEARNED_SIGMAS", "steps_to_reach", "time_to_reach", "time_to_reach_table", "layer_steps",
-    "edge_extensions", "wall_time_text", "reproduce_text", "tuning_table",
+    "edge_extensions", "wall_time_text", "reproduce_text", "tuning_table", "read_results", "RESULTS_KEYS",
 ]  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 from ...training import BUILTIN_DATASETS
 from .config import TUNING_EXPERIMENTS
 from .layer_split import split_classes
+from .results import read_results
 from .statistics import _chance_levels
 
 _logger = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def replot(folder: str | Path) -> Path:
         >>> replot("docs/experiments/transfer-matrix")
     """
     folder = Path(folder)
-    data = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    data = read_results(folder / "results.json")
     path = folder / f"{data['experiment']}.png"
     _plot(data["experiment"], data["model"], data["summary"], path, chance=results_chance(data))
     return path
@@ -148,7 +148,7 @@ def results_chance(data: Mapping[str, Any]) -> dict[str, float]:
     (layer-split) included.
 
     Example:
-        >>> results_chance(json.loads(Path("docs/experiments/layer-split/results.json").read_text()))
+        >>> results_chance(read_results("docs/experiments/layer-split/results.json"))
         {'animal-mnist-B': 0.2, ...}
     """
     datasets = dict(BUILTIN_DATASETS)

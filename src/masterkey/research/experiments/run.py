@@ -23,6 +23,7 @@ from .config import TUNING_EXPERIMENTS, ExperimentConfig, Scale, _scale_from
 from .cross_family import cross_family
 from .layer_split import layer_split
 from .plots import _plot, plot_learning_curves
+from .results import read_results
 from .runner import _Runner
 from .source_size import source_size
 from .statistics import _chance_levels, paired_contrasts, summarize, time_to_reach
@@ -70,13 +71,7 @@ def _earlier_records(
     if path is None:
         raise TrainingConfigError("retrain needs earlier_results: the results.json whose records stand in for the "
                                   "runs not trained again.")  # fmt: skip
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise TrainingConfigError(f"Cannot read the earlier results {str(path)!r}: {e}") from None
-    if not isinstance(data, Mapping) or data.get("experiment") != name or not isinstance(data.get("runs"), list):
-        raise TrainingConfigError(f"{str(path)!r} is not a results.json of the experiment {name!r}: give the one "
-                                  f"`masterkey experiment {name}` wrote.")  # fmt: skip
+    data = read_results(path, experiment=name)
     return data["runs"], dict(data.get("label_notes") or {})
 
 
