@@ -233,3 +233,70 @@ def test_every_generated_results_block_on_the_pages_equals_its_results_json():
     marked = [p for p in sorted((ROOT / "docs" / "results").rglob("*.md")) if BLOCK.search(p.read_text(encoding="utf-8"))]
     assert len(marked) >= 2, "the results pages lost their generated blocks"
     assert stale_blocks(ROOT / "docs", root=ROOT) == [], "run `masterkey pages docs` and commit the pages"
+
+
+def _public_functions() -> list[tuple[str, str, str]]:
+    """(module, function, docstring) of every module-level public function of the package's public modules."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "src" / "masterkey").rglob("*.py")):
+        parts = path.relative_to(ROOT / "src").with_suffix("").parts
+        if any(part.startswith("_") and part != "__init__" for part in parts):
+            continue  # private modules (_timm, _libraries, ...) hold helpers, not API
+        module = ".".join(p for p in parts if p != "__init__")
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+                found.append((module, node.name, ast.get_docstring(node) or ""))
+    return found
+
+
+def test_every_public_function_has_a_docstring_with_an_example():
+    functions = _public_functions()
+    assert len(functions) > 150
+    missing = [f"{module}.{name}" for module, name, doc in functions if "Example" not in doc]
+    assert not missing, f"public functions without an Example in their docstring: {missing}"
+
+
+#: docstring examples that need no training run, network or output folder: they run as written, outputs compared
+RUNNABLE_EXAMPLES = {
+    "masterkey.cards": ["results_table"],
+    "masterkey.extract": ["is_depthwise", "prepare_model"],
+    "masterkey.inject": ["check_trainable"],
+    "masterkey.keys": ["keys_for"],
+    "masterkey.mapping": ["match_exact", "kernel_orientation", "match_by_size_then_stage", "resolve_mapping",
+                          "unmapped_reason", "check_resize", "select_channels"],
+    "masterkey.models": ["how_to_use"],
+    "masterkey.research.controls": ["pointwise_convs"],
+    "masterkey.research.experiments.config": ["variant_of"],
+    "masterkey.research.experiments.layer_split": ["split_classes"],
+    "masterkey.research.experiments.results": ["read_results"],
+    "masterkey.research.experiments.statistics": ["summarize"],
+    "masterkey.research.experiments.tables": ["format_difference", "contrast_table", "markdown_table",
+                                              "time_to_reach_table"],
+    "masterkey.research.experiments.transfer_matrix": ["main_arms"],
+    "masterkey.research.plans": ["planned_experiment"],
+    "masterkey.research.verdicts": ["outcome"],
+    "masterkey.sources": ["imagenet_lite0_weights"],
+    "masterkey.training.data": ["detect_columns", "timm_transforms"],
+    "masterkey.training.outputs": ["library_versions"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("module", sorted(RUNNABLE_EXAMPLES))
+def test_docstring_examples_run_as_written(module, monkeypatch):
+    import doctest
+    import importlib
+
+    monkeypatch.chdir(ROOT)  # the examples name committed files by their path in the repository
+    torch.set_num_threads(1)
+    imported = importlib.import_module(module)
+    failed = []
+    for name in RUNNABLE_EXAMPLES[module]:
+        test = doctest.DocTestParser().get_doctest(getattr(imported, name).__doc__, dict(vars(imported)),
+                                                   f"{module}.{name}", module, 0)  # fmt: skip
+        assert test.examples, f"{module}.{name} has no example"
+        result = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.IGNORE_EXCEPTION_DETAIL).run(
+            test, out=lambda text: failed.append(text))
+        assert result.attempted
+    assert not failed, "".join(failed)

@@ -68,7 +68,16 @@ def render_card(
 
 
 def results_table(results: Sequence[EvalResult]) -> str:
-    """Markdown table of eval results: dataset, metric, value, and the source of each."""
+    """Markdown table of eval results: dataset, metric, value, and the source of each.
+
+    Example:
+        >>> from huggingface_hub import EvalResult
+        >>> print(results_table([EvalResult(task_type="image-classification", dataset_type="animal-mnist",
+        ...                                 dataset_name="Animal-MNIST", metric_type="accuracy", metric_value=0.97)]))
+        | dataset | metric | value | source |
+        |---|---|---|---|
+        | Animal-MNIST | accuracy | 0.97 |  |
+    """
     lines = ["| dataset | metric | value | source |", "|---|---|---|---|"]
     for r in results:
         lines.append(

@@ -362,6 +362,14 @@ class _ToStderr(logging.Handler):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``masterkey`` command line: one subcommand with its arguments (``argv``, default the process's); returns
+    the exit status: 0, 1 where a check found something (``pages --check``), 2 for bad input (one line on stderr,
+    never a traceback).
+
+    Example:
+        >>> main(["verdict", "docs/experiments/cross-family/cross-family/results.json"])
+        0
+    """
     # the library logs what it does; the command line shows it, one plain line each, on stderr
     logger = logging.getLogger("masterkey")
     if not any(isinstance(h, _ToStderr) for h in logger.handlers):

@@ -38,6 +38,10 @@ def is_depthwise(module: nn.Module) -> bool:
     Each split of timm's ``MixedConv2d`` is such a conv, so it becomes its own entry. A channel multiplier
     (``out_channels = k * in_channels``) is allowed. A 1x1 depthwise conv is a per-channel scale, not a spatial
     filter, and is left out.
+
+    Example:
+        >>> is_depthwise(nn.Conv2d(32, 32, 3, groups=32)), is_depthwise(nn.Conv2d(32, 32, 1, groups=32))
+        (True, False)
     """
     return (
         isinstance(module, nn.Conv2d)
@@ -184,7 +188,13 @@ def prepare_model(
     **model_kwargs: Any,
 ) -> nn.Module:
     """A timm name becomes a model (its pretrained weights with ``pretrained``, a local checkpoint with ``weights``,
-    else a fresh one); unfused reparameterizable blocks are fused in place when ``reparameterize`` is true."""
+    else a fresh one); unfused reparameterizable blocks are fused in place when ``reparameterize`` is true.
+
+    Example:
+        >>> model = prepare_model("repvit_m0_9", reparameterize=True)  # fresh weights, RepViT's branches fused
+        >>> len(find_depthwise_convs(model))
+        26
+    """
     if isinstance(model, str):
         model = _timm.create_model(model, weights=weights, pretrained=pretrained, **model_kwargs)
     elif weights is not None:

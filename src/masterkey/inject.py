@@ -67,7 +67,14 @@ TRAINABLE_POLICIES = ("all-but-depthwise", "pointwise+head", "all")
 
 
 def check_trainable(trainable: str) -> None:
-    """Refuse (:class:`~masterkey.errors.ArgumentError`) a ``trainable`` policy not in :data:`TRAINABLE_POLICIES`."""
+    """Refuse (:class:`~masterkey.errors.ArgumentError`) a ``trainable`` policy not in :data:`TRAINABLE_POLICIES`.
+
+    Example:
+        >>> check_trainable("pointwise+head")  # one of TRAINABLE_POLICIES: returns None
+        >>> check_trainable("depthwise")
+        Traceback (most recent call last):
+        masterkey.errors.ArgumentError: ...
+    """
     if trainable not in TRAINABLE_POLICIES:
         raise ArgumentError(
             f"trainable={trainable!r} is not a policy; choose one of {', '.join(TRAINABLE_POLICIES)}."

@@ -259,7 +259,13 @@ def idealized_keys(size: int = LEARNED_SIZE, *, key7: str = "paper", normalize: 
 
 
 def keys_for(kind: str, size: int) -> tuple[torch.Tensor, str]:
-    """The keys a ``kind`` uses at ``size`` and their label: the learned ones at 7x7, else the idealized ones."""
+    """The keys a ``kind`` uses at ``size`` and their label: the learned ones at 7x7, else the idealized ones.
+
+    Example:
+        >>> keys, label = keys_for("learned", 5)  # no learned 5x5 keys: the idealized ones
+        >>> label, keys.shape
+        ('idealized-5x5', torch.Size([8, 5, 5]))
+    """
     if kind not in KEY_KINDS:
         raise FitError(f"keys={kind!r} is not a key set; choose 'learned', 'idealized' or pass a tensor of keys.")
     if kind == "learned" and size == LEARNED_SIZE:

@@ -65,12 +65,25 @@ MappingFn = Callable[[FilterBank, list[DepthwiseConv]], Mapping[str, "str | None
 
 
 def match_exact(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, str | None]:
-    """The ``"exact"`` mapping: each target conv takes the bank entry with the same module path."""
+    """The ``"exact"`` mapping: each target conv takes the bank entry with the same module path.
+
+    Example:
+        >>> import masterkey, timm
+        >>> bank = masterkey.extract_filters("convnext_atto", pretrained=False)
+        >>> targets = masterkey.find_depthwise_convs(timm.create_model("convnext_atto"))
+        >>> match_exact(bank, targets)["stages.0.blocks.0.conv_dw"]
+        'stages.0.blocks.0.conv_dw'
+    """
     return {t.name: t.name if t.name in bank else None for t in targets}
 
 
 def kernel_orientation(kernel_size: tuple[int, int]) -> str:
-    """``"square"``, ``"horizontal"`` (``1x11``) or ``"vertical"`` (``11x1``): kernels only map onto their own kind."""
+    """``"square"``, ``"horizontal"`` (``1x11``) or ``"vertical"`` (``11x1``): kernels only map onto their own kind.
+
+    Example:
+        >>> kernel_orientation((3, 3)), kernel_orientation((1, 11))
+        ('square', 'horizontal')
+    """
     h, w = kernel_size
     return "square" if h == w else "horizontal" if h < w else "vertical"
 
@@ -169,7 +182,15 @@ def match_by_stage(
 
 def match_by_size_then_stage(bank: FilterBank, targets: list[DepthwiseConv]) -> dict[str, str | None]:
     """The ``"size"`` mapping: :func:`match_by_stage` preferring the target's own kernel size at any depth (kept so
-    earlier results reproduce; ``"depth"`` now prefers the target's size too, and aligns by structure)."""
+    earlier results reproduce; ``"depth"`` now prefers the target's size too, and aligns by structure).
+
+    Example:
+        >>> import masterkey, timm
+        >>> bank = masterkey.load_master_filters("imagenet-lite0")
+        >>> targets = masterkey.find_depthwise_convs(timm.create_model("mobilenetv3_large_100"))
+        >>> match_by_size_then_stage(bank, targets)["blocks.2.0.conv_dw"]  # "depth" gives it blocks.2.0.conv_dw
+        'blocks.2.1.conv_dw'
+    """
     return match_by_stage(bank, targets, same_size_first=True)
 
 
@@ -192,6 +213,13 @@ def resolve_mapping(
 
     Raises:
         MappingError: an unknown mapping name, or a plan naming targets or bank entries that do not exist.
+
+    Example:
+        >>> import masterkey, timm
+        >>> bank = masterkey.load_master_filters("imagenet-lite0")
+        >>> targets = masterkey.find_depthwise_convs(timm.create_model("mobilenetv3_large_100"), feature_strides=True)
+        >>> resolve_mapping(bank, targets, "depth")["blocks.2.0.conv_dw"]
+        'blocks.2.0.conv_dw'
     """
     if isinstance(mapping, str):
         if mapping not in MAPPINGS:
@@ -219,7 +247,16 @@ def resolve_mapping(
 
 
 def unmapped_reason(bank: FilterBank, target: DepthwiseConv) -> str:
-    """Why ``target`` got no bank entry, for the injection report."""
+    """Why ``target`` got no bank entry, for the injection report.
+
+    Example:
+        >>> import masterkey
+        >>> from torch import nn
+        >>> bank = masterkey.load_master_filters("imagenet-lite0")  # square kernels only
+        >>> target = masterkey.find_depthwise_convs(nn.Sequential(nn.Conv2d(8, 8, (1, 7), groups=8)))[0]
+        >>> unmapped_reason(bank, target)[:63]
+        '1x7 horizontal kernel and the bank has none of that orientation'
+    """
     size = target.spec.kernel_size
     kind = kernel_orientation(size)
     if not any(kernel_orientation(s.kernel_size) == kind for s in bank.specs):
@@ -246,7 +283,11 @@ RESIZE_METHODS = ("geometric", "universal")
 
 
 def check_resize(method: str) -> None:
-    """Refuse (:class:`~masterkey.errors.ArgumentError`) a resize method not in :data:`RESIZE_METHODS`."""
+    """Refuse (:class:`~masterkey.errors.ArgumentError`) a resize method not in :data:`RESIZE_METHODS`.
+
+    Example:
+        >>> check_resize("geometric")  # one of RESIZE_METHODS: returns None
+    """
     if method not in RESIZE_METHODS:
         raise ArgumentError(f"resize={method!r} is not a resize method; choose one of {', '.join(RESIZE_METHODS)}.")
 

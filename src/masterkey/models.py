@@ -55,7 +55,12 @@ classifier("image.png")
 
 
 def how_to_use(*, timm_name: str, pipeline_name: str) -> str:
-    """The card's snippet that loads a saved model with timm and with transformers."""
+    """The card's snippet that loads a saved model with timm and with transformers.
+
+    Example:
+        >>> print(how_to_use(timm_name="local-dir:outputs/run", pipeline_name="outputs/run").splitlines()[5])
+        model = timm.create_model("local-dir:outputs/run", pretrained=True).eval()
+    """
     return _HOW_TO_USE.format(timm_name=timm_name, pipeline_name=pipeline_name)
 
 

@@ -295,7 +295,12 @@ IMAGENET_LITE0 = IMAGENET_SOURCES["lite0"].provenance(Path("efficientnet-lite0-5
 
 
 def imagenet_lite0_weights() -> Path:
-    """:func:`imagenet_weights` of ``"lite0"``."""
+    """:func:`imagenet_weights` of ``"lite0"``.
+
+    Example:
+        >>> imagenet_lite0_weights().name
+        'efficientnet-lite0-57934424.pth'
+    """
     return imagenet_weights("lite0")
 
 

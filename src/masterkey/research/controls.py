@@ -23,7 +23,13 @@ __all__ = ["inject_pointwise", "pointwise_convs"]
 
 
 def pointwise_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
-    """The pointwise (1x1, ungrouped) convs of ``model`` in registration (forward) order."""
+    """The pointwise (1x1, ungrouped) convs of ``model`` in registration (forward) order.
+
+    Example:
+        >>> import timm
+        >>> pointwise_convs(timm.create_model("mobilenetv2_100"))[0][0]
+        'blocks.0.0.conv_pw'
+    """
     return [
         (name, m)
         for name, m in model.named_modules()

@@ -135,7 +135,13 @@ def cross_family_verdict(results: Mapping[str, Any]) -> Verdict:
     (bank − random holds positive), beats scratch (bank − scratch holds positive) or costs (either holds negative);
     within the family (the own-family bank − random in its own family); across families (bank − random in every
     target outside the bank's family, for both banks: holds, holds in part naming which, or not shown); and the own
-    family's bank better only where own − other holds positive."""
+    family's bank better only where own − other holds positive.
+
+    Example:
+        >>> from masterkey.research.experiments import read_results
+        >>> results = read_results("docs/experiments/cross-family/cross-family/results.json")
+        >>> print(cross_family_verdict(results).markdown())
+    """
     c = _Contrasts(results)
     details = results["details"]
     targets, banks, own = list(details["targets"]), list(details["banks"]), dict(details["own_family"])
@@ -179,7 +185,13 @@ def transfer_verdict(results: Mapping[str, Any]) -> Verdict:
     scratch holds positive, credited to the filters only where bank − random holds positive too; where bank − scratch
     is not shown but the bank reaches from scratch's final accuracy sooner (the exploratory time-to-reach share,
     interval below 1), the bank buys faster training only; and from scratch's convergence is stated where more than
-    1 run of the plan's seeds did not converge."""
+    1 run of the plan's seeds did not converge.
+
+    Example:
+        >>> from masterkey.research.experiments import read_results
+        >>> results = read_results("docs/experiments/confirm-verdict-1/transfer-matrix/results.json")
+        >>> print(transfer_verdict(results).headline)
+    """
     c = _Contrasts(results)
     bank = results["config"]["bank"]
     label = f"{bank} (frozen)"
@@ -220,7 +232,13 @@ def layer_split_verdict(results: Mapping[str, Any]) -> Verdict:
     AnB pointwise holds positive; depthwise layers are not task-specific where AnB − BnB depthwise's interval lies above
     −0.01, pointwise layers are task-specific where AnB − BnB pointwise holds negative (else their fall is put down to
     co-adaptation only where that interval lies above −0.01). It holds when, at every n, the depthwise layers cost
-    less than a point and the pointwise control holds positive."""
+    less than a point and the pointwise control holds positive.
+
+    Example:
+        >>> from masterkey.research.experiments import read_results
+        >>> results = read_results("docs/experiments/confirm-verdict-2/layer-split/results.json")
+        >>> print(layer_split_verdict(results).headline)
+    """
     c = _Contrasts(results)
     depths = sorted({name.split(":")[0] for name in c.rows}, key=lambda n: int(n.split("=")[1]), reverse=True)
     statements, met = [], []
@@ -259,7 +277,13 @@ def source_size_verdict(results: Mapping[str, Any]) -> Verdict:
     """Verdict 3 under ``docs/experiments/confirm-verdict-3/plan.json``: informative only where the positive control
     (imagenet-lite0 − random) holds positive, else "the target cannot tell good filters from bad here" and nothing on
     source size; then a larger source gives better filters when 100% − 10% holds positive, and filters from the
-    largest share beat frozen random filters when 100% − random holds positive."""
+    largest share beat frozen random filters when 100% − random holds positive.
+
+    Example:
+        >>> from masterkey.research.experiments import read_results
+        >>> results = read_results("docs/experiments/confirm-verdict-3/source-size/results.json")
+        >>> print(source_size_verdict(results).headline)
+    """
     c = _Contrasts(results)
     control_name = next((n for n in c.rows if n.startswith("positive control")), None)
     if control_name is None:

@@ -370,7 +370,14 @@ def _pick_column(ds, given: str | None, candidates: list[str], *, kind: str, fla
 
 def detect_columns(ds, image_column: str | None = None, label_column: str | None = None) -> tuple[str, str]:
     """The image column (the ``Image`` feature) and the label column (the ``ClassLabel`` feature, else one named
-    like a label) of ``ds``; given names are checked. Raises :class:`DatasetError` listing the columns that exist."""
+    like a label) of ``ds``; given names are checked. Raises :class:`DatasetError` listing the columns that exist.
+
+    Example:
+        >>> from datasets import ClassLabel, Dataset, Features, Image
+        >>> features = Features({"img": Image(), "y": ClassLabel(names=["a", "b"])})
+        >>> detect_columns(Dataset.from_dict({"img": [], "y": []}, features=features))
+        ('img', 'y')
+    """
     features = ds.features
     images = [n for n, f in features.items() if isinstance(f, datasets.Image)]
     image_column = _pick_column(ds, image_column, images, kind="image", flag="--image_column_name",
@@ -549,7 +556,15 @@ def timm_transforms(
     """timm's training and evaluation transforms for ``model`` (``resolve_model_data_config`` then
     ``create_transform``), at ``resolution`` when given, the training crop covering ``crop_scale`` of the image
     area (timm's default 0.08-1); also returns the data config (written next to the trained model so that inference
-    preprocesses the same way)."""
+    preprocesses the same way).
+
+    Example:
+        >>> import timm
+        >>> model = timm.create_model("mobilenetv2_100")
+        >>> train, evaluate, data_config = timm_transforms(model, 64, crop_scale=(0.5, 1.0))
+        >>> data_config["input_size"]
+        (3, 64, 64)
+    """
     args = {"input_size": (3, resolution, resolution)} if resolution else None
     config = resolve_model_data_config(model, args=args)
     scale = None if crop_scale is None else tuple(crop_scale)

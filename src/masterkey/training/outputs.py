@@ -84,7 +84,11 @@ PUSH_COMMIT_MESSAGE = "masterkey transfer run"
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a half-written results file never exists)."""
+    """Write JSON atomically (a half-written results file never exists).
+
+    Example:
+        >>> write_json(Path("outputs/run/results.json"), {"accuracy": 0.97})
+    """
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
     os.replace(tmp, path)
@@ -148,6 +152,9 @@ def check_output_dir(output_dir: Path, identity: Mapping[str, Any], *, overwrite
     resuming from one of its checkpoints (whose configuration :func:`find_checkpoint` checked), or with
     ``--resume_from_checkpoint latest`` when it holds an unfinished run of the same configuration that saved no
     checkpoint yet (it starts over).
+
+    Example:
+        >>> clear = check_output_dir(Path("outputs/run"), identity, overwrite=False, resume=None, checkpoint=None)
     """
     if output_dir.exists() and not output_dir.is_dir():
         raise TrainingConfigError(f"--output_dir {str(output_dir)!r} is a file, not a folder.")
@@ -184,7 +191,11 @@ def finished_run(output_dir: Path, identity: Mapping[str, Any]) -> dict[str, Any
 
 def claim_output_dir(output_dir: Path, identity: Mapping[str, Any], *, clear: bool) -> None:
     """Make ``output_dir`` this run's folder: remove the previous run's files when ``clear``, write
-    ``run_config.json``. Main process only."""
+    ``run_config.json``. Main process only.
+
+    Example:
+        >>> claim_output_dir(Path("outputs/run"), identity, clear=False)  # writes outputs/run/run_config.json
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
     if clear:
         for name in RUN_ARTIFACTS:
@@ -248,6 +259,10 @@ def find_checkpoint(resume: str | None, output_dir: Path, identity: Mapping[str,
     Raises:
         TrainingConfigError: the path does not exist, is not a masterkey checkpoint, or belongs to a run with
             another configuration (the differences are listed).
+
+    Example:
+        >>> find_checkpoint("latest", Path("outputs/run"), identity)
+        PosixPath('outputs/run/checkpoints/epoch_3')
     """
     if resume is None:
         return None
@@ -277,13 +292,24 @@ def find_checkpoint(resume: str | None, output_dir: Path, identity: Mapping[str,
 
 
 def read_checkpoint_state(path: Path) -> dict[str, Any]:
+    """The training state a checkpoint folder recorded beside its weights (its epoch, step and configuration).
+
+    Example:
+        >>> state = read_checkpoint_state(Path("outputs/run/checkpoints/epoch_4"))  # saved after the fifth epoch
+        >>> state["epoch"], state["batches_in_epoch"]  # where training continues
+        (5, 0)
+    """
     return json.loads((path / STATE_NAME).read_text())
 
 
 # -- model folder ----------------------------------------------------------------------------------------------------
 def save_model(model, output_dir: Path, *, label_names: Sequence[str], data_config: Mapping[str, Any]) -> None:
     """Save the trained model in timm's Hub layout (:func:`masterkey.models.save_model`, the card written apart, with
-    the results), loadable by ``timm.create_model("local-dir:...", pretrained=True)`` and transformers' pipeline."""
+    the results), loadable by ``timm.create_model("local-dir:...", pretrained=True)`` and transformers' pipeline.
+
+    Example:
+        >>> save_model(model, Path("outputs/run"), label_names=["cat", "dog"], data_config=data_config)
+    """
     models.save_model(model, output_dir, label_names=label_names, data_config=data_config, card=False)
 
 
@@ -447,7 +473,12 @@ def _filters_section(filters: Mapping[str, Any], cfg: Mapping[str, Any]) -> str:
 
 # -- misc ------------------------------------------------------------------------------------------------------------
 def library_versions() -> dict[str, str]:
-    """The versions of masterkey, Python and the libraries a run depends on, for ``results.json`` and the card."""
+    """The versions of masterkey, Python and the libraries a run depends on, for ``results.json`` and the card.
+
+    Example:
+        >>> sorted(library_versions())[:3]
+        ['accelerate', 'datasets', 'evaluate']
+    """
     versions = {"masterkey": LIBRARY_VERSION, "python": platform.python_version()}
     for name in ("torch", "timm", "accelerate", "datasets", "evaluate", "transformers", "huggingface-hub"):
         try:

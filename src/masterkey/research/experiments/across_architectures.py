@@ -21,7 +21,12 @@ _logger = logging.getLogger(__name__)
 def across_architectures(run: _Runner) -> dict[str, Any]:
     """The bank (the ImageNet lite0 bank by default) in other families, against scratch and frozen random filters
     (and, in families with 7x7 kernels, the learned and idealized universal keys), on the ``target`` dataset; then
-    each of the config's ``model_variants`` against its own from-scratch cell."""
+    each of the config's ``model_variants`` against its own from-scratch cell.
+
+    Example:
+        >>> from masterkey.research.experiments import run_experiment
+        >>> results = run_experiment("across-architectures", scale="quick", out_dir="outputs/experiments")
+    """
     targets, dataset, bank = run.config.architectures, run.config.target, run.config.bank
     source = load_master_filters(bank)
     trained: dict[str, list[str]] = {}

@@ -283,7 +283,12 @@ def _scale_from(value: str | Scale | Mapping[str, Any]) -> Scale:
 
 
 def variant_of(entry: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """``(model, model_kwargs)`` of one ``model_variants`` entry, checked."""
+    """``(model, model_kwargs)`` of one ``model_variants`` entry, checked.
+
+    Example:
+        >>> variant_of({"model": "mobilenetv3_large_100", "model_kwargs": {"drop_rate": 0.2}})
+        ('mobilenetv3_large_100', {'drop_rate': 0.2})
+    """
     if not isinstance(entry, Mapping) or set(entry) != {"model", "model_kwargs"} or not isinstance(
             entry["model_kwargs"], Mapping) or not entry["model_kwargs"]:  # fmt: skip
         raise TrainingConfigError(f"A model_variants entry is {{'model': NAME, 'model_kwargs': {{...}}}} with at least "

@@ -16,7 +16,13 @@ def cross_family(run: _Runner) -> dict[str, Any]:
     target's own architecture lands one to one), each target for its own epochs (``model_epochs``, the pilot's
     choice) at each arm's swept rate (``learning_rates`` by target). A bank of the target's own family
     (``own_family``) is the within-family control for the others. The contrasts: each bank minus frozen random and
-    minus scratch, and the own-family bank minus each other bank."""
+    minus scratch, and the own-family bank minus each other bank.
+
+    Example:
+        >>> from masterkey.research.experiments import run_experiment
+        >>> results = run_experiment("cross-family", "benchmarks/configs/cross-family-64px.json",
+        ...                          out_dir="outputs/cross-family", cpu_threads=1, jobs=2, resume=True)
+    """
     dataset, banks = run.config.target, run.config.family_banks
     contrasts = []
     for model in run.config.family_targets[: run.scale.max_targets]:

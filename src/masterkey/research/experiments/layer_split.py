@@ -26,7 +26,13 @@ _logger = logging.getLogger(__name__)
 
 def split_classes(dataset: str) -> tuple[BuiltinDataset, BuiltinDataset]:
     """Two datasets holding the first and the second half of the built-in ``dataset``'s classes (labels renumbered
-    from 0), named ``<dataset>-A`` and ``<dataset>-B``."""
+    from 0), named ``<dataset>-A`` and ``<dataset>-B``.
+
+    Example:
+        >>> first, second = split_classes("digits")
+        >>> first.name, second.name
+        ('digits-A', 'digits-B')
+    """
     if dataset not in BUILTIN_DATASETS:
         raise TrainingConfigError(
             f"layer-split splits a built-in dataset's classes; {dataset!r} is not one of "
@@ -86,7 +92,13 @@ def pointwise_filters(source_folder: Path, n_depthwise: int, *, bank: FilterBank
     ``n_depthwise`` depthwise convs, copied and frozen
     (:func:`masterkey.research.controls.inject_pointwise`); every other
     parameter, depthwise included, trains. ``bank`` (the source network's depthwise bank) records where the layers
-    came from. Both are plain functions and partials, so a run in another process (``jobs``) receives them."""
+    came from. Both are plain functions and partials, so a run in another process (``jobs``) receives them.
+
+    Example:
+        >>> from masterkey import load_master_filters
+        >>> source = Path("outputs/experiments/layer-split/sources/tf_efficientnet_lite0-animal-mnist-A")
+        >>> name, resolve = pointwise_filters(source, 8, bank=load_master_filters(source / "bank-all"))
+    """
     name = f"pointwise:{source_folder}:{n_depthwise}"
     return name, functools.partial(_resolve_pointwise, name, source_folder, n_depthwise, bank)
 
@@ -105,7 +117,12 @@ def _resolve_pointwise(name: str, source_folder: Path, n_depthwise: int, bank: F
 def layer_split(run: _Runner) -> dict[str, Any]:
     """AnB / BnB with the first n depthwise layers copied and frozen, and the pointwise control. The A and B networks
     come from the scale's :meth:`~.config.Scale.source_groups` (one pair, or several: each serves its share of the
-    seeds, so the intervals span source networks)."""
+    seeds, so the intervals span source networks).
+
+    Example:
+        >>> from masterkey.research.experiments import run_experiment
+        >>> results = run_experiment("layer-split", scale="quick", out_dir="outputs/experiments")
+    """
     model = run.config.model
     halves = split_classes(run.config.split_dataset)
     run.datasets.update({half.name: half for half in halves})

@@ -99,7 +99,13 @@ def _plot(experiment: str, model: str, summary: Sequence[dict[str, Any]], path: 
 def plot_learning_curves(records: Sequence[dict[str, Any]], path: Path, *, title: str) -> Path | None:
     """Test accuracy after each epoch, mean and min-max band over seeds, one panel per group and one curve per arm:
     does a frozen bank only speed training up, or does it still lead once scratch has converged? ``None`` when the
-    runs recorded no per-epoch history (results written before it was kept)."""
+    runs recorded no per-epoch history (results written before it was kept).
+
+    Example:
+        >>> runs = read_results("docs/experiments/transfer-matrix/results.json")["runs"]
+        >>> plot_learning_curves(runs, Path("outputs/curves.png"), title="transfer matrix")
+        PosixPath('outputs/curves.png')
+    """
     rows = [r for r in records if len(r.get("history") or []) > 1]
     if not rows:
         return None

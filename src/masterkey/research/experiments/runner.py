@@ -348,7 +348,13 @@ def _finished(results: dict[str, Any]) -> dict[str, Any]:
 
 def source_bank(folder: Path, *, name: str, dataset: str, model: str, license: str | None = None) -> Path:
     """Extract the depthwise bank of a trained source network into ``folder/bank-all``; returns the bank folder. The
-    bank's licence is its training data's (``license``; the built-in datasets state theirs)."""
+    bank's licence is its training data's (``license``; the built-in datasets state theirs).
+
+    Example:
+        >>> source_bank(Path("outputs/experiments/transfer-matrix/sources/tf_efficientnet_lite0-digits"), name="source",
+        ...             dataset="digits", model="tf_efficientnet_lite0")
+        PosixPath('outputs/experiments/transfer-matrix/sources/tf_efficientnet_lite0-digits/bank-all')
+    """
     config = json.loads((folder / "config.json").read_text())
     known = BUILTIN_DATASETS.get(dataset)
     bank = extract_filters(model, weights=folder / "model.safetensors",
@@ -363,7 +369,13 @@ def source_bank(folder: Path, *, name: str, dataset: str, model: str, license: s
 
 def first_layers(bank: FilterBank, n: int, folder: Path) -> Path:
     """Save the first ``n`` kernels of ``bank`` (with its ``source*`` provenance) into ``folder/bank-<n>``; returns
-    the bank folder."""
+    the bank folder.
+
+    Example:
+        >>> from masterkey import load_master_filters
+        >>> first_layers(load_master_filters("imagenet-lite0"), 4, Path("outputs/lite0-first"))
+        PosixPath('outputs/lite0-first/bank-4')
+    """
     first = FilterBank.from_tensors({name: bank[name] for name in bank.names[:n]}, specs=bank.specs[:n],
                                     **{k: v for k, v in bank.config.items() if k.startswith("source")})  # fmt: skip
     out = folder / f"bank-{n}"

@@ -33,7 +33,12 @@ def source_size(run: _Runner) -> dict[str, Any]:
     """Banks trained on 10%, 30% and 100% of the source's training examples, frozen on the target (on the scale's
     ``dataset_train_samples`` of it where it names the target: a harder target), beside the config's
     ``source_size_controls`` (the pretrained bank, frozen random filters). Each share's source networks come from
-    the scale's :meth:`~.config.Scale.source_groups` (one, or several: each serves its share of the seeds)."""
+    the scale's :meth:`~.config.Scale.source_groups` (one, or several: each serves its share of the seeds).
+
+    Example:
+        >>> from masterkey.research.experiments import run_experiment
+        >>> results = run_experiment("source-size", scale="quick", out_dir="outputs/experiments")
+    """
     model, source, target = run.config.model, run.config.source, run.config.target
     arms = source_size_arms(run.config)
     subset = (run.scale.dataset_train_samples or {}).get(target)

@@ -56,7 +56,14 @@ def summarize(
     """Per (group, label), in first-seen order: accuracy mean, standard deviation (ddof=1) and count; how many runs
     learned and converged (:func:`learning_check`); chance (recorded, else from ``chance``: dataset -> 1/K); and,
     beside the from-scratch cell of the same dataset and model, the paired difference to it (same seed: same initial
-    weights and data order), its mean and 95% interval, ``real`` when the interval excludes 0."""
+    weights and data order), its mean and 95% interval, ``real`` when the interval excludes 0.
+
+    Example:
+        >>> from masterkey.research.experiments import read_results
+        >>> row = summarize(read_results("docs/experiments/transfer-matrix/results.json")["runs"])[0]
+        >>> row["group"], row["label"], round(row["mean"], 3)
+        ('digits', 'from scratch', 0.977)
+    """
     cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         cells.setdefault((r["group"], r["label"]), []).append(r)

@@ -18,7 +18,12 @@ _logger = logging.getLogger(__name__)
 
 
 def format_difference(difference: Mapping[str, Any] | None) -> str:
-    """A :func:`paired_difference` as ``+0.021 [+0.003, +0.040]``, bold where it is real; empty for ``None``."""
+    """A :func:`paired_difference` as ``+0.021 [+0.003, +0.040]``, bold where it is real; empty for ``None``.
+
+    Example:
+        >>> format_difference({"mean": 0.021, "low": 0.003, "high": 0.040, "real": True})
+        '**+0.021 [+0.003, +0.040]**'
+    """
     if difference is None:
         return ""
     text = f"{difference['mean']:+.3f} [{difference['low']:+.3f}, {difference['high']:+.3f}]"
@@ -33,7 +38,14 @@ def _pairs(row: Mapping[str, Any]) -> str:
 
 
 def contrast_table(contrasts: Sequence[Mapping[str, Any]]) -> str:
-    """:func:`paired_contrasts` as a Markdown table (the interval bold where it excludes 0); empty without any."""
+    """:func:`paired_contrasts` as a Markdown table (the interval bold where it excludes 0); empty without any.
+
+    Example:
+        >>> from masterkey.research.experiments import read_results
+        >>> contrasts = read_results("docs/experiments/transfer-matrix/results.json")["contrasts"]
+        >>> print(contrast_table(contrasts).splitlines()[0])
+        | cell A | minus cell B | Δ (A − B), 95% CI | seeds |
+    """
     if not contrasts:
         return ""
     lines = ["| cell A | minus cell B | Δ (A − B), 95% CI | seeds |", "|---|---|---|---|"]
@@ -45,7 +57,14 @@ def contrast_table(contrasts: Sequence[Mapping[str, Any]]) -> str:
 
 def markdown_table(summary: Sequence[dict[str, Any]]) -> str:
     """The summary as a Markdown table: accuracy as mean ± std over seeds, the paired difference to from-scratch with
-    its 95% interval (bold where it excludes 0), chance, and how many seeds learned (:func:`learning_check`)."""
+    its 95% interval (bold where it excludes 0), chance, and how many seeds learned (:func:`learning_check`).
+
+    Example:
+        >>> from masterkey.research.experiments import read_results, summarize
+        >>> runs = read_results("docs/experiments/transfer-matrix/results.json")["runs"]
+        >>> print(markdown_table(summarize(runs)).splitlines()[0])
+        | group | filters | accuracy (mean ± std) | Δ vs scratch, 95% CI | chance | learned | seeds |
+    """
     lines = ["| group | filters | accuracy (mean ± std) | Δ vs scratch, 95% CI | chance | learned | seeds |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in summary:
@@ -62,9 +81,13 @@ def markdown_table(summary: Sequence[dict[str, Any]]) -> str:
 
 def confirmatory_table(rows: Sequence[Mapping[str, Any]], plan: AnalysisPlan | None) -> str:
     """The plan's primary contrasts (:func:`masterkey.research.plans.confirmatory_contrasts`) as a Markdown table: the
-    mean
-    difference, its 95% interval, the Bonferroni interval at the family's level, the Holm-adjusted p-value and
-    whether it holds; empty without a plan in force."""
+    mean difference, its 95% interval, the Bonferroni interval at the family's level, the Holm-adjusted p-value and
+    whether it holds; empty without a plan in force.
+
+    Example:
+        >>> from masterkey.research.plans import confirmatory_contrasts
+        >>> print(confirmatory_table(confirmatory_contrasts(results["runs"], plan), plan))
+    """
     if plan is None or not rows:
         return ""
     family = f"{1 - plan.alpha / len(rows):.2%}".rstrip("0").rstrip(".")
@@ -83,7 +106,14 @@ def confirmatory_table(rows: Sequence[Mapping[str, Any]], plan: AnalysisPlan | N
 def time_to_reach_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """:func:`~.statistics.time_to_reach` as a Markdown table: per cell, how many runs reached from scratch's final
     accuracy, the mean epochs, steps (where recorded) and seconds of training they took, and that as a share of from
-    scratch's with its 95% interval; empty without any."""
+    scratch's with its 95% interval; empty without any.
+
+    Example:
+        >>> from masterkey.research.experiments import read_results, time_to_reach
+        >>> runs = read_results("docs/experiments/transfer-matrix/results.json")["runs"]
+        >>> print(time_to_reach_table(time_to_reach(runs)).splitlines()[0][:54])
+        | group | filters | reached scratch's final accuracy |
+    """
     if not rows:
         return ""
     lines = ["| group | filters | reached scratch's final accuracy | epochs (mean) | steps (mean) | "

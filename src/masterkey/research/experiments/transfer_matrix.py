@@ -19,7 +19,12 @@ _logger = logging.getLogger(__name__)
 def transfer_matrix(run: _Runner) -> dict[str, Any]:
     """Frozen filters from each source on each built-in dataset, against from scratch. Each dataset's own bank comes
     from the source networks of the scale's :meth:`~.config.Scale.source_groups` (one, or several: each serves its
-    share of the seeds)."""
+    share of the seeds).
+
+    Example:
+        >>> from masterkey.research.experiments import run_experiment
+        >>> results = run_experiment("transfer-matrix", scale="quick", out_dir="outputs/experiments")
+    """
     model, bank = run.config.model, run.config.bank
     groups = run.scale.source_groups()
     own_banks: dict[int, dict[str, str]] = {}  # source seed -> dataset -> bank folder
@@ -94,6 +99,10 @@ def main_arms(bank: str, kinds: Sequence[str] = ("none", "bank", "fitted", "rand
 
     Raises:
         TrainingConfigError: an unknown kind.
+
+    Example:
+        >>> main_arms("imagenet-lite0", ("none", "bank", "random"))
+        {'from scratch': 'none', 'imagenet-lite0 (frozen)': 'imagenet-lite0', 'random (frozen)': 'random'}
     """
     arms = {"none": ("from scratch", "none"), "bank": (f"{bank} (frozen)", bank),
             "fitted": (f"universal 8 fitted to {bank} (frozen)", FITTED_PREFIX + bank),

@@ -20,7 +20,13 @@ _logger = logging.getLogger(__name__)
 def regime(run: _Runner) -> dict[str, Any]:
     """The pilot that chooses the regime: each dataset from scratch (every parameter trainable) at each of
     ``pilot_resolutions`` and each of its ``pilot_epochs`` budgets, the first seed, scored on a validation split held
-    out of the training data (never the test split). The chosen epochs go into the scale's ``dataset_epochs``."""
+    out of the training data (never the test split). The chosen epochs go into the scale's ``dataset_epochs``.
+
+    Example:
+        >>> from masterkey.research.experiments import run_experiment
+        >>> config = "benchmarks/configs/cross-family-64px.json"
+        >>> results = run_experiment("regime", config, out_dir="outputs/cross-family")
+    """
     seed = run.scale.tuning_seeds
     run.datasets.update(split_halves([run.config.target, *run.config.datasets]))  # layer-split's class halves
     if run.config.tuning_models:
@@ -48,7 +54,14 @@ def regime(run: _Runner) -> dict[str, Any]:
 def lr_sweep(run: _Runner) -> dict[str, Any]:
     """Each main arm (:func:`main_arms`) of each dataset at each of ``sweep_learning_rates``, in the scale's regime,
     the first seed, scored on a validation split held out of the training data (never the test split). The best
-    rate per arm and dataset is in ``details["best"]``; the config's ``learning_rates`` takes it."""
+    rate per arm and dataset is in ``details["best"]``; the config's ``learning_rates`` takes it.
+
+    Example:
+        >>> from masterkey.research.experiments import run_experiment
+        >>> config = "benchmarks/configs/cross-family-64px.json"
+        >>> results = run_experiment("lr-sweep", config, out_dir="outputs/cross-family")
+        >>> results["details"]["best"]
+    """
     seed = run.scale.tuning_seeds
     run.datasets.update(split_halves([run.config.target, *run.config.datasets]))  # layer-split's class halves
     arms = {**main_arms(run.config.bank, run.config.sweep_arms),
