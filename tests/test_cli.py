@@ -121,7 +121,7 @@ def test_results_without_a_summary_are_a_typed_error(run, tmp_path):
     experiments.mkdir(parents=True)
     (experiments / "results.json").write_text(json.dumps({"experiment": "source-size"}))
     result = run("cards", "--out", str(tmp_path / "cards"), "--experiments", str(tmp_path / "experiments"))
-    assert result.returncode == 2 and "is not the results.json of a masterkey experiment" in result.stderr
+    assert result.returncode == 2 and "is not a results.json that `masterkey experiment` wrote" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -47,7 +47,7 @@ LAYERS: list[set[str]] = [
     {"research.intervals"},  # paired intervals, per seed or over source networks
     {"research.plans", "research.controls"},
     {"research.verdicts"},  # verdicts worded by a plan's rules
-    {"research.experiments.config"},
+    {"research.experiments.config", "research.experiments.results"},  # results: reading a results.json back
     {"research.experiments.statistics"},
     {"research.experiments.tables", "research.experiments.runner"},
     {"research.experiments.transfer_matrix", "research.experiments.layer_split", "research.experiments.source_size",
