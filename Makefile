@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 
-.PHONY: confirmatory venv demo test docs pages bench cards experiments $(EXPERIMENTS:%=experiment-%) clean
+.PHONY: confirmatory venv demo test docs pages bench cards experiments $(EXPERIMENTS:%=experiment-%) keep-runs clean
 
 venv: $(STAMP)
 
@@ -68,6 +68,15 @@ experiment-source-size: EXPERIMENT_CONFIG := benchmarks/configs/source-size-64px
 # step beyond it in the config: the sweep ($(2)) trains that step (--resume keeps the rest), and the choice is made again
 APPLY_SWEEP = $(PY) benchmarks/apply_lr_sweep.py $(1) || { [ $$? -eq 3 ] && $(2) && $(PY) benchmarks/apply_lr_sweep.py $(1); }
 
+# the planned experiments take days of a CPU: the records of their finished runs (results.json, run_config.json) are
+# committed part way (`make keep-runs`), and each flow first restores them, so that --resume reads those runs back in a
+# fresh clone or after outputs/ is lost
+KEEP_RUNS = if [ -d $(2) ]; then $(PY) benchmarks/keep_run_records.py $(2) docs/experiments/$(1); fi
+RESTORE_RUNS = if [ -d docs/experiments/$(1) ]; then $(PY) benchmarks/keep_run_records.py --restore docs/experiments/$(1) $(2); fi
+keep-runs: $(STAMP)
+	$(call KEEP_RUNS,cross-family,$(CROSS_FAMILY_OUT))
+	for n in 1 2 3; do $(call KEEP_RUNS,confirm-verdict-$$n,outputs/confirm-verdict-$$n); done
+
 # cross-family tunes every target first (the pilot's budgets, then each arm's rate, on a validation split), then runs
 # the grid its committed plan (docs/experiments/cross-family/plan.json) names; tuning and grid live in one folder
 CROSS_FAMILY := benchmarks/configs/cross-family-64px.json
@@ -75,9 +84,7 @@ CROSS_FAMILY_OUT := outputs/cross-family
 CROSS_FAMILY_RUN = $(VENV)/bin/masterkey experiment $(1) --config $(CROSS_FAMILY) --out $(CROSS_FAMILY_OUT) \
 	--cpu-threads 1 --jobs $(EXPERIMENT_JOBS) --resume
 experiment-cross-family: $(STAMP)
-	# runs that finished in earlier sessions are committed (their results.json and run_config.json): --resume keeps them
-	for part in regime lr-sweep cross-family; do if [ -d docs/experiments/cross-family/$$part/runs ]; then \
-		mkdir -p $(CROSS_FAMILY_OUT)/$$part/runs; cp -rn docs/experiments/cross-family/$$part/runs/. $(CROSS_FAMILY_OUT)/$$part/runs/; fi; done
+	$(call RESTORE_RUNS,cross-family,$(CROSS_FAMILY_OUT))
 	$(call CROSS_FAMILY_RUN,regime)
 	$(PY) benchmarks/apply_lr_sweep.py --regime $(CROSS_FAMILY_OUT)/regime/results.json $(CROSS_FAMILY)
 	$(call CROSS_FAMILY_RUN,lr-sweep)
@@ -100,6 +107,7 @@ CONFIRM_KEEP = for part in $(2); do mkdir -p docs/experiments/$(1)/$$part; cp ou
 confirmatory: experiment-confirm-verdict-1 experiment-confirm-verdict-2 experiment-confirm-verdict-3
 
 experiment-confirm-verdict-1: $(STAMP)
+	$(call RESTORE_RUNS,confirm-verdict-1,outputs/confirm-verdict-1)
 	$(call CONFIRM,confirm-verdict-1-digits-sweep,lr-sweep,confirm-verdict-1)
 	$(call APPLY_SWEEP,outputs/confirm-verdict-1/lr-sweep/results.json benchmarks/configs/confirm-verdict-1-digits-sweep.json,$(call CONFIRM,confirm-verdict-1-digits-sweep,lr-sweep,confirm-verdict-1))
 	$(PY) benchmarks/apply_lr_sweep.py outputs/confirm-verdict-1/lr-sweep/results.json benchmarks/configs/confirm-verdict-1.json
@@ -109,6 +117,7 @@ experiment-confirm-verdict-1: $(STAMP)
 	$(call CONFIRM_KEEP,confirm-verdict-1,lr-sweep transfer-matrix)
 
 experiment-confirm-verdict-2: $(STAMP)
+	$(call RESTORE_RUNS,confirm-verdict-2,outputs/confirm-verdict-2)
 	$(call CONFIRM,confirm-verdict-2,regime,confirm-verdict-2)
 	$(PY) benchmarks/apply_lr_sweep.py --regime outputs/confirm-verdict-2/regime/results.json benchmarks/configs/confirm-verdict-2.json
 	$(call CONFIRM,confirm-verdict-2,lr-sweep,confirm-verdict-2)
@@ -117,6 +126,7 @@ experiment-confirm-verdict-2: $(STAMP)
 	$(call CONFIRM_KEEP,confirm-verdict-2,regime lr-sweep layer-split)
 
 experiment-confirm-verdict-3: $(STAMP)
+	$(call RESTORE_RUNS,confirm-verdict-3,outputs/confirm-verdict-3)
 	$(call CONFIRM,confirm-verdict-3,regime,confirm-verdict-3)
 	$(PY) benchmarks/apply_lr_sweep.py --regime outputs/confirm-verdict-3/regime/results.json benchmarks/configs/confirm-verdict-3.json
 	$(call CONFIRM,confirm-verdict-3,lr-sweep,confirm-verdict-3)
