@@ -230,7 +230,8 @@ def test_resume_continues_a_run_cut_off_mid_way_from_its_last_epoch(tmp_path, of
 
 def test_retrain_measures_some_cells_again_and_reads_the_rest_from_earlier_results(tmp_path, capsys):
     """Published results whose run folders are gone: the globs' runs train into a fresh folder, every other run's
-    record is the earlier one, and the summary covers both."""
+    record is the earlier one, and the summary covers both. The source networks that finished in the earlier
+    folder are copied and read back, not trained again."""
     first = run_experiment("source-size", scale="quick", seeds=[0, 1], out_dir=tmp_path / "earlier")
     earlier = tmp_path / "earlier" / "source-size" / "results.json"
     # what a label meant then goes on with the records read back, not with the runs trained again
@@ -242,6 +243,12 @@ def test_retrain_measures_some_cells_again_and_reads_the_rest_from_earlier_resul
                      str(tmp_path / "again"), "--retrain", "digits__from-scratch__*", "--earlier-results",
                      str(earlier)]) == 0  # fmt: skip
     again = json.loads((tmp_path / "again" / "source-size" / "results.json").read_text())
+    sources = sorted(p.name for p in (tmp_path / "earlier" / "source-size" / "sources").iterdir())
+    assert sources and sorted(p.name for p in (tmp_path / "again" / "source-size" / "sources").iterdir()) == sources
+    for name in sources:  # the earlier networks themselves (their own training time), none trained anew
+        assert ((tmp_path / "again" / "source-size" / "sources" / name / "results.json").read_bytes()
+                == (tmp_path / "earlier" / "source-size" / "sources" / name / "results.json").read_bytes())
+    assert capsys.readouterr().err.count("copied from the earlier results' folder") == len(sources)
     trained = sorted(p.name for p in (tmp_path / "again" / "source-size" / "runs").iterdir())
     assert trained == ["digits__from-scratch__seed0", "digits__from-scratch__seed1"]
     assert again["earlier_results"] == {"path": str(earlier), "retrain": ["digits__from-scratch__*"],

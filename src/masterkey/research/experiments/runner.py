@@ -49,7 +49,9 @@ class _Runner:
 
     With ``retrain`` (folder-name globs) and ``earlier`` (the run records of an earlier ``results.json`` of the same
     experiment, whose run folders may be gone), only the runs that match a glob train; every other run's record is
-    the earlier one, checked to be the same cell, seed, filters and rate. Source networks train as usual."""
+    the earlier one, checked to be the same cell, seed, filters and rate. A source network that finished with the
+    same configuration in the earlier experiment's folder (``sources/`` beside its ``runs/``) is copied and read
+    back rather than trained again; one whose folder is gone trains."""
 
     def __init__(self, experiment: str, config: ExperimentConfig, out_dir: Path, cpu_threads: int | None,
                  resume: bool, jobs: int = 1, *, retrain: Sequence[str] = (),
@@ -60,6 +62,8 @@ class _Runner:
         self.earlier_read = 0  # runs whose record is the earlier one
         self.earlier_labels: set[str] = set()  # the labels of those runs
         self.earlier = {Path(r["run"]).name: r for r in earlier}  # run folder name -> earlier record
+        # the earlier experiment's folder (<out>/<experiment>, above runs/), where its source networks may still be
+        self.earlier_dir = Path(earlier[0]["run"]).parent.parent if earlier else None
         self.sources: set[Path] = set()  # the source networks' folders
         self.stale_sources: set[Path] = set()  # source networks trained anew: runs using their filters retrain
         self.pending: list[tuple[dict[str, Any], Any]] = []  # (record without results, result or future)
@@ -97,12 +101,13 @@ class _Runner:
         settings.update(options)
         return settings
 
-    def train(self, output_dir: Path, **options: Any) -> Any:
+    def train(self, output_dir: Path, *, read_back: bool = False, **options: Any) -> Any:
         """One training run into ``output_dir``; ``options`` are :func:`train_transfer`'s keyword arguments. With
-        ``resume``, a run that already finished there with the same configuration, its filters injected as today's
-        rules inject them, is not trained again. Returns the run's results, or with ``jobs`` a future of them."""
+        ``resume`` (or ``read_back``), a run that already finished there with the same configuration, its filters
+        injected as today's rules inject them, is not trained again. Returns the run's results, or with ``jobs`` a
+        future of them."""
         settings = self.settings(output_dir, **options)
-        config = make_config(**settings) if self.resume else None
+        config = make_config(**settings) if self.resume or read_back else None
         if config is not None and not self._stale(settings.get("filters"), output_dir):
             done = finished_run(output_dir, run_identity(config))
             if done is not None and self._injects_as_recorded(config, done, output_dir):
@@ -253,8 +258,8 @@ class _Runner:
             if rate is not None:
                 options.setdefault("learning_rate", rate)
             reused = self.reused
-            futures.append(self.train(folder, filters="none", trainable="all", seed=seed,
-                                      max_train_steps=s.source_max_steps, **options))  # fmt: skip
+            options.update(filters="none", trainable="all", seed=seed, max_train_steps=s.source_max_steps)
+            futures.append(self.train(folder, read_back=self._copy_earlier_source(folder, options), **options))
             if self.reused == reused:  # trained anew: the runs that use its filters are stale, the others are not
                 self.stale_sources.add(folder)
             self.sources.add(folder)
@@ -263,6 +268,23 @@ class _Runner:
             if isinstance(future, Future):
                 _wait(future)
         return folders
+
+    def _copy_earlier_source(self, folder: Path, options: Mapping[str, Any]) -> bool:
+        """Under ``retrain``, copy the source network that finished with these ``options`` in the earlier experiment's
+        folder into ``folder`` (where none has finished yet); returns whether ``folder`` now holds it, to be read
+        back. Its weights, results and configuration come along, not its checkpoints."""
+        if self.earlier_dir is None:
+            return False
+        identity = run_identity(make_config(**self.settings(folder, **options)))
+        if finished_run(folder, identity) is not None:
+            return True
+        earlier = self.earlier_dir / "sources" / folder.name
+        if earlier.resolve() == folder.resolve() or finished_run(earlier, identity) is None:
+            return False
+        shutil.copytree(earlier, folder, ignore=shutil.ignore_patterns(CHECKPOINTS_DIR), dirs_exist_ok=True)
+        _logger.info("%s: source network %s copied from the earlier results' folder %s", self.experiment, folder.name,
+                     earlier.parent.parent)  # fmt: skip
+        return True
 
     def _stale(self, filters: Any, output_dir: Path) -> bool:
         """Whether the run in ``output_dir`` must train again under ``resume`` because its ``filters`` come from a
