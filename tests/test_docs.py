@@ -258,7 +258,8 @@ def test_every_public_function_has_a_docstring_with_an_example():
     assert not missing, f"public functions without an Example in their docstring: {missing}"
 
 
-#: docstring examples that need no training run, network or output folder: they run as written, outputs compared
+#: docstring examples (functions, and methods as ``Class.method``) that need no training run, network or output
+#: folder: they run as written, outputs compared
 RUNNABLE_EXAMPLES = {
     "masterkey.cards": ["results_table"],
     "masterkey.extract": ["is_depthwise", "prepare_model"],
@@ -268,24 +269,28 @@ RUNNABLE_EXAMPLES = {
                           "unmapped_reason", "check_resize", "select_channels"],
     "masterkey.models": ["how_to_use"],
     "masterkey.research.controls": ["pointwise_convs"],
-    "masterkey.research.experiments.config": ["variant_of"],
+    "masterkey.research.experiments.config": ["variant_of", "Scale.epochs", "ExperimentConfig.from_json",
+                                              "ExperimentConfig.learning_rate"],
     "masterkey.research.experiments.layer_split": ["split_classes"],
     "masterkey.research.experiments.results": ["read_results"],
     "masterkey.research.experiments.statistics": ["summarize"],
     "masterkey.research.experiments.tables": ["format_difference", "contrast_table", "markdown_table",
                                               "time_to_reach_table"],
     "masterkey.research.experiments.transfer_matrix": ["main_arms"],
-    "masterkey.research.plans": ["planned_experiment"],
+    "masterkey.research.plans": ["planned_experiment", "AnalysisPlan.from_dict", "AnalysisPlan.primary_pairs",
+                                 "AnalysisPlan.planned_cells"],
     "masterkey.research.verdicts": ["outcome"],
     "masterkey.sources": ["imagenet_lite0_weights"],
     "masterkey.training.data": ["detect_columns", "timm_transforms"],
     "masterkey.training.outputs": ["library_versions"],
+    "masterkey.training.results": ["RunResults.from_json"],
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("module", sorted(RUNNABLE_EXAMPLES))
 def test_docstring_examples_run_as_written(module, monkeypatch):
     import doctest
+    import functools
     import importlib
 
     monkeypatch.chdir(ROOT)  # the examples name committed files by their path in the repository
@@ -293,7 +298,8 @@ def test_docstring_examples_run_as_written(module, monkeypatch):
     imported = importlib.import_module(module)
     failed = []
     for name in RUNNABLE_EXAMPLES[module]:
-        test = doctest.DocTestParser().get_doctest(getattr(imported, name).__doc__, dict(vars(imported)),
+        documented = functools.reduce(getattr, name.split("."), imported)
+        test = doctest.DocTestParser().get_doctest(documented.__doc__, dict(vars(imported)),
                                                    f"{module}.{name}", module, 0)  # fmt: skip
         assert test.examples, f"{module}.{name} has no example"
         result = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.IGNORE_EXCEPTION_DETAIL).run(

@@ -89,6 +89,12 @@ class AnalysisPlan:
 
         Raises:
             TrainingConfigError: a missing or malformed field, an unknown correction, a level outside (0, 1).
+
+        Example:
+            >>> import json
+            >>> plan = AnalysisPlan.from_dict(json.load(open("docs/experiments/cross-family/plan.json")))
+            >>> plan.experiment, plan.seeds
+            ('cross-family', (5101, 5102, 5103, 5104, 5105))
         """
         if not isinstance(data, Mapping):
             raise TrainingConfigError(f"{origin} must be a JSON object, not {type(data).__name__}.")
@@ -124,11 +130,25 @@ class AnalysisPlan:
                    sources=tuple(sources))  # fmt: skip
 
     def primary_pairs(self) -> list[tuple[tuple[str, str], tuple[str, str]]]:
-        """The primary contrasts as ``((group_a, label_a), (group_b, label_b))``, in the plan's order."""
+        """The primary contrasts as ``((group_a, label_a), (group_b, label_b))``, in the plan's order.
+
+        Example:
+            >>> import json
+            >>> plan = AnalysisPlan.from_dict(json.load(open("docs/experiments/cross-family/plan.json")))
+            >>> plan.primary_pairs()[0]
+            (('tf_efficientnet_lite0', 'imagenet-lite0 (frozen)'), ('tf_efficientnet_lite0', 'random (frozen)'))
+        """
         return [((c["a"][0], c["a"][1]), (c["b"][0], c["b"][1])) for c in self.primary]
 
     def planned_cells(self) -> set[tuple[str, str]]:
-        """The cells the plan runs: its ``cells``, and every cell a primary contrast names."""
+        """The cells the plan runs: its ``cells``, and every cell a primary contrast names.
+
+        Example:
+            >>> import json
+            >>> plan = AnalysisPlan.from_dict(json.load(open("docs/experiments/cross-family/plan.json")))
+            >>> len(plan.planned_cells())  # 4 targets x 4 arms
+            16
+        """
         return set(self.cells) | {cell for pair in self.primary_pairs() for cell in pair}
 
 

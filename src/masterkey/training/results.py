@@ -155,6 +155,12 @@ class RunResults:
 
         Raises:
             ResultsFormatError: the file cannot be read or is not a run's results.
+
+        Example:
+            >>> run = RunResults.from_json("docs/experiments/cross-family/regime/runs/"
+            ...                            "mobilenetv2_100-animal-mnist-64px__12-epochs__seed5100/results.json")
+            >>> round(run.final.accuracy, 3), run.num_labels, run.eval_split
+            (0.954, 10, 'train (held out)')
         """
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -76,7 +76,12 @@ class Scale:
 
     def epochs(self, dataset: str | None, *, source: bool = False) -> int:
         """The epochs a run (or, with ``source``, a source network) trains on ``dataset``: the dataset's own where
-        :attr:`dataset_epochs` names it, else :attr:`num_train_epochs` (:attr:`source_epochs`)."""
+        :attr:`dataset_epochs` names it, else :attr:`num_train_epochs` (:attr:`source_epochs`).
+
+        Example:
+            >>> ExperimentConfig.from_json("docs/experiments/transfer-matrix/config.json").scale.epochs("animal-mnist")
+            6
+        """
         return (self.dataset_epochs or {}).get(dataset, self.source_epochs if source else self.num_train_epochs)
 
     def train_samples(self, dataset: str | None) -> int | None:
@@ -235,7 +240,12 @@ class ExperimentConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> ExperimentConfig:
-        """A config from a JSON file (such as the ``config.json`` an experiment wrote)."""
+        """A config from a JSON file (such as the ``config.json`` an experiment wrote).
+
+        Example:
+            >>> ExperimentConfig.from_json("docs/experiments/transfer-matrix/config.json").model
+            'tf_efficientnet_lite0'
+        """
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
@@ -246,7 +256,13 @@ class ExperimentConfig:
         return asdict(self)
 
     def learning_rate(self, dataset: str | None, label: str) -> float | None:
-        """The learning rate :attr:`learning_rates` gives the arm ``label`` on ``dataset`` (``None``: the scale's)."""
+        """The learning rate :attr:`learning_rates` gives the arm ``label`` on ``dataset`` (``None``: the scale's).
+
+        Example:
+            >>> config = ExperimentConfig.from_json("docs/experiments/transfer-matrix/config.json")
+            >>> config.learning_rate("animal-mnist", "from scratch")
+            0.008
+        """
         return self.learning_rates.get(dataset, {}).get(label)
 
 
