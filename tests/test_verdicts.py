@@ -183,7 +183,8 @@ def test_results_pages_blocks_are_written_from_their_results_and_a_changed_numbe
     planned.update(scale={"name": "full", "seeds": list(_plan("cross-family").seeds), "resolution": 64},
                    table=["| group | filters |", "|---|---|"], wall_time_s=60, command="masterkey experiment x",
                    confirmatory_table=confirmatory_table(planned["confirmatory"], _plan("cross-family")).splitlines())
-    planned["plan"] = {"plan": {"seeds": list(_plan("cross-family").seeds)}, "commit": "0123456789abcdef"}
+    planned["plan"] = {"plan": {"seeds": list(_plan("cross-family").seeds)}, "commit": "0123456789abcdef",
+                       "edited_after": ["commit fedcba987654 after the first test result"]}
     grid.write_text(json.dumps(planned))
     page = tmp_path / "docs" / "results" / "page.md"
     page.parent.mkdir(parents=True)
@@ -205,6 +206,8 @@ def test_results_pages_blocks_are_written_from_their_results_and_a_changed_numbe
     assert "**Verdict 4 is not shown within the family, and holds in part across families (imagenet-lite0 in " \
            "`convnext_atto`).**" in text
     assert "plan commit `0123456789ab`" in text
+    assert "⚠ The plan changed after the version in force (commit fedcba987654 after the first test result): " \
+        "those changes are not used" in text
     assert stale_blocks(tmp_path / "docs", root=tmp_path) == [] and update_pages(tmp_path / "docs", root=tmp_path) == []
     # a number changed by hand is caught, by the command line too
     first = f"{real['runs'][0]['accuracy']:.3f}"

@@ -56,6 +56,10 @@ def results_block(results: Mapping[str, Any]) -> str:
     if plan and results.get("confirmatory_table"):
         parts += [f"The plan's primary contrasts ({len(results['confirmatory'])}, Holm-corrected; plan commit "
                   f"`{str(results['plan'].get('commit'))[:12]}`):", "\n".join(results["confirmatory_table"])]
+        edited = results["plan"].get("edited_after")
+        if edited:  # said where the numbers are read, not only in results.json and the log
+            parts.append(f"⚠ The plan changed after the version in force ({'; '.join(edited)}): those changes are "
+                         "not used; the contrasts and the verdict follow the plan commit above.")
         if results["experiment"] in VERDICT_RULES:  # worded afresh: results written before verdicts existed get one
             parts.append(plan_verdict(results).markdown())
     if results.get("contrast_table"):
