@@ -261,9 +261,10 @@ def test_every_public_function_has_a_docstring_with_an_example():
 #: docstring examples (functions, and methods as ``Class.method``) that need no training run, network or output
 #: folder: they run as written, outputs compared
 RUNNABLE_EXAMPLES = {
+    "masterkey.bank": ["FilterBank.generate_model_card"],
     "masterkey.cards": ["results_table"],
     "masterkey.extract": ["is_depthwise", "prepare_model"],
-    "masterkey.inject": ["check_trainable"],
+    "masterkey.inject": ["check_trainable", "InjectionReport.injected", "InjectionReport.table"],
     "masterkey.keys": ["keys_for"],
     "masterkey.mapping": ["match_exact", "kernel_orientation", "match_by_size_then_stage", "resolve_mapping",
                           "unmapped_reason", "check_resize", "select_channels"],

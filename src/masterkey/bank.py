@@ -305,6 +305,15 @@ class FilterBank(
         return None
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """The bank's Hub model card (:func:`masterkey.bank_card.bank_card`'s keyword arguments: ``repo_id``,
+        ``title``, ``summary``, ``results``, ...), which ``save_pretrained`` and ``push_to_hub`` write as README.md.
+
+        Example:
+            >>> import masterkey
+            >>> card = masterkey.load_master_filters("imagenet-lite0").generate_model_card()
+            >>> card.data.license, card.data.library_name
+            ('apache-2.0', 'masterkey')
+        """
         return bank_card(self, **kwargs)
 
     @classmethod

@@ -119,14 +119,32 @@ class InjectionReport:
 
     @property
     def injected(self) -> list[InjectionEntry]:
+        """The entries whose target received a kernel.
+
+        Example:
+            >>> import masterkey, timm
+            >>> bank = masterkey.load_master_filters("imagenet-lite0")
+            >>> model = masterkey.from_pretrained_filters(timm.create_model("mobilenetv2_100"), bank, mapping="depth")
+            >>> len(model.masterkey_report.injected), len(model.masterkey_report.skipped)
+            (17, 0)
+        """
         return [e for e in self.entries if e.injected]
 
     @property
     def skipped(self) -> list[InjectionEntry]:
+        """The entries whose target kept its own kernel, each with the reason (see :attr:`injected`)."""
         return [e for e in self.entries if not e.injected]
 
     def table(self) -> str:
-        """A plain-text table, one row per target depthwise conv."""
+        """A plain-text table, one row per target depthwise conv.
+
+        Example:
+            >>> import masterkey, timm
+            >>> bank = masterkey.load_master_filters("imagenet-lite0")
+            >>> model = masterkey.from_pretrained_filters(timm.create_model("mobilenetv2_100"), bank, mapping="depth")
+            >>> model.masterkey_report.table().splitlines()[0].split()
+            ['target', 'source', 'status', 'transforms', '/', 'reason']
+        """
         rows = [("target", "source", "status", "transforms / reason")]
         for e in self.entries:
             rows.append(
