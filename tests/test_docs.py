@@ -264,6 +264,8 @@ RUNNABLE_EXAMPLES = {
     "masterkey.bank": ["FilterBank.generate_model_card"],
     "masterkey.cards": ["results_table"],
     "masterkey.extract": ["is_depthwise", "prepare_model"],
+    "masterkey.fitting": ["UniversalFit.share_above", "UniversalFit.key_usage", "UniversalFit.layer_summaries",
+                          "UniversalFit.summary"],
     "masterkey.inject": ["check_trainable", "InjectionReport.injected", "InjectionReport.table"],
     "masterkey.keys": ["keys_for"],
     "masterkey.mapping": ["match_exact", "kernel_orientation", "match_by_size_then_stage", "resolve_mapping",

@@ -105,18 +105,37 @@ class UniversalFit:
         return sum(layer.num_filters for layer in self.layers)
 
     def share_above(self, threshold: float, *, kernel_size: int | None = None) -> float:
-        """Share of the fitted filters (of one square ``kernel_size`` when given) with ``R^2 >= threshold``."""
+        """Share of the fitted filters (of one square ``kernel_size`` when given) with ``R^2 >= threshold``.
+
+        Example:
+            >>> import masterkey
+            >>> fit = fit_universal(masterkey.load_master_filters("imagenet-lite0"))
+            >>> round(fit.share_above(0.9), 2)  # the ImageNet lite0 bank: 13% of its filters fit with R^2 >= 0.9
+            0.13
+        """
         layers = [lay for lay in self.layers if kernel_size is None or lay.kernel_size == (kernel_size, kernel_size)]
         r2 = torch.cat([lay.r2 for lay in layers]) if layers else torch.empty(0)
         return float((r2 >= threshold).float().mean()) if r2.numel() else float("nan")
 
     def key_usage(self) -> torch.Tensor:
-        """How many fitted filters take each key (``(num_keys,)`` int64; constant filters are not counted)."""
+        """How many fitted filters take each key (``(num_keys,)`` int64; constant filters are not counted).
+
+        Example:
+            >>> import masterkey
+            >>> fit_universal(masterkey.load_master_filters("imagenet-lite0")).key_usage().shape
+            torch.Size([8])
+        """
         return key_usage(self.key, self.num_keys)
 
     def layer_summaries(self, thresholds: Sequence[float] = R2_THRESHOLDS) -> list[dict[str, Any]]:
         """One JSON-ready dict per fitted layer: depth, size, key set, R^2 statistics, shares above ``thresholds``
-        and key usage."""
+        and key usage.
+
+        Example:
+            >>> import masterkey
+            >>> len(fit_universal(masterkey.load_master_filters("imagenet-lite0")).layer_summaries())
+            16
+        """
         return [
             {
                 "name": layer.name,
@@ -131,7 +150,14 @@ class UniversalFit:
 
     def summary(self, thresholds: Sequence[float] = R2_THRESHOLDS) -> dict[str, Any]:
         """Whole-bank summary (JSON-ready): filters and layers fitted and skipped, R^2 statistics and shares above
-        ``thresholds``, key usage, and the same per square kernel size."""
+        ``thresholds``, key usage, and the same per square kernel size.
+
+        Example:
+            >>> import masterkey
+            >>> summary = fit_universal(masterkey.load_master_filters("imagenet-lite0")).summary()
+            >>> sorted(summary)[:3]
+            ['by_kernel_size', 'constant_filters', 'filters']
+        """
         sizes = sorted({layer.kernel_size for layer in self.layers})
         by_size = {}
         for size in sizes:
