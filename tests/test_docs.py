@@ -278,7 +278,7 @@ RUNNABLE_EXAMPLES = {
     "masterkey.research.experiments.results": ["read_results"],
     "masterkey.research.experiments.statistics": ["summarize"],
     "masterkey.research.experiments.tables": ["format_difference", "contrast_table", "markdown_table",
-                                              "time_to_reach_table"],
+                                              "time_to_reach_table", "reproduce_text"],
     "masterkey.research.experiments.transfer_matrix": ["main_arms"],
     "masterkey.research.plans": ["planned_experiment", "AnalysisPlan.from_dict", "AnalysisPlan.primary_pairs",
                                  "AnalysisPlan.planned_cells"],

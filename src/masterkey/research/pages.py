@@ -43,7 +43,8 @@ def results_block(results: Mapping[str, Any]) -> str:
     """The Markdown of one experiment's results (its ``results.json`` content) as a page shows it.
 
     Example:
-        >>> print(results_block(json.load(open("docs/experiments/cross-family/regime/results.json"))))
+        >>> from masterkey.research.experiments import read_results
+        >>> print(results_block(read_results("docs/experiments/cross-family/regime/results.json")))
     """
     scale, runs = results["scale"], results["runs"]
     seeds = sorted({r["seed"] for r in runs})  # the runs' own: a tuning run uses the tuning seed, not the scale's

@@ -8,7 +8,8 @@ computed, not chosen after seeing the numbers: one rule function per planned exp
 each written from its committed ``plan.json`` ``wording``.
 
 Example:
-    >>> verdict = plan_verdict(json.load(open("docs/experiments/cross-family/cross-family/results.json")))
+    >>> from masterkey.research.experiments import read_results
+    >>> verdict = plan_verdict(read_results("docs/experiments/cross-family/cross-family/results.json"))
     >>> print(verdict.markdown())
 """
 

@@ -31,11 +31,15 @@ def read_results(path: str | Path, *, experiment: str | None = None) -> dict[str
     except (OSError, ValueError) as e:
         raise ResultsFormatError(f"The results {str(path)!r} cannot be read ({e}); give the results.json that "
                                  "`masterkey experiment` wrote, or run the experiment.") from None  # fmt: skip
+    missing = [key for key in RESULTS_KEYS if key not in data] if isinstance(data, dict) else []
     if not isinstance(data, dict):
         problem = "not a JSON object"
+    elif missing:
+        problem = f"no {missing[0]!r}"
+    elif not isinstance(data["runs"], list):
+        problem = "'runs' not a list"
     else:
-        missing = [key for key in RESULTS_KEYS if key not in data]
-        problem = f"no {missing[0]!r}" if missing else None if isinstance(data["runs"], list) else "'runs' not a list"
+        problem = None
     if problem:
         raise ResultsFormatError(f"{str(path)!r} is not a results.json that `masterkey experiment` wrote ({problem}); "
                                  "give the one in the experiment's folder (beside its config.json).")  # fmt: skip

@@ -156,7 +156,8 @@ def reproduce_text(data: Mapping[str, Any]) -> str:
     from a named scale, so it is given as it is, with the ``config.json`` beside the results as the record.
 
     Example:
-        >>> reproduce_text(json.load(open("docs/experiments/regime/results.json")))
+        >>> from masterkey.research.experiments import read_results
+        >>> reproduce_text(read_results("docs/experiments/regime/results.json"))
         'Reproduce with `masterkey experiment regime --config ...`; the config.json beside the results holds ...'
     """
     scale = data["scale"]
@@ -189,7 +190,8 @@ def tuning_table(results: Mapping[str, Any]) -> str:
     the validation split the tuning held out; empty for other experiments.
 
     Example:
-        >>> print(tuning_table(json.load(open("docs/experiments/cross-family/regime/results.json"))))
+        >>> from masterkey.research.experiments import read_results
+        >>> print(tuning_table(read_results("docs/experiments/cross-family/regime/results.json")))
     """
     runs = results["runs"]
     if results["experiment"] == "lr-sweep":
