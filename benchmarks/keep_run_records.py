@@ -2,9 +2,13 @@
 beside its committed results, as they finish, so that a multi-day experiment can be committed part way and resumed
 from a fresh clone or another machine: ``--resume`` reads a run back from these two files.
 
-Only runs under ``<part>/runs/`` are kept: a source network's folder (``<part>/sources/``) holds its weights, which
-are not committed, so it trains again where its folder is gone (and the runs using its filters with it). A run still
-training (no ``results.json`` yet) is left out. A record that changed (the run trained again) replaces the kept one.
+A source network (``<part>/sources/<name>/``) is kept by its records and its depthwise bank (``bank-all/``, extracted
+from the weights its ``results.json`` names by their SHA-256), not by its weights (tens of MB each): an experiment that
+uses only its bank reads it back from these, one that uses its weights (the layer split's pointwise control) trains it
+again, and the runs using its filters are read back where it trains to the same bytes (each records its source's
+weights hash; see docs/guides/experiments.md). A source whose bank has not been extracted from its current weights
+yet is left out, as is a run still training (no ``results.json`` yet). A record that changed (the run trained again)
+replaces the kept one.
 
     python benchmarks/keep_run_records.py outputs/cross-family docs/experiments/cross-family
 
@@ -17,17 +21,20 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import json
 import shutil
 import sys
 from pathlib import Path
 
 RECORD_FILES = ("results.json", "run_config.json")
+SOURCE_BANK = "bank-all"  # a source network's depthwise bank (masterkey.research.experiments.runner.SOURCE_BANK_DIR)
 
 
 def keep_run_records(source: Path, dest: Path, *, restore: bool = False) -> dict[str, list[str]]:
-    """Copy every finished run's record files from ``source/<part>/runs/<run>/`` to ``dest/<part>/runs/<run>/``;
-    returns the run folders (relative to ``source``) ``added`` and ``updated``. With ``restore``, a run that
-    already has a ``results.json`` or ``run_config.json`` in ``dest`` is left as it is.
+    """Copy every finished run's record files from ``source/<part>/runs/<run>/`` to ``dest/<part>/runs/<run>/``, and
+    every finished source network's records and bank from ``source/<part>/sources/<name>/``; returns the folders
+    (relative to ``source``) ``added`` and ``updated``. With ``restore``, a folder that already has a ``results.json``
+    or ``run_config.json`` in ``dest`` is left as it is.
 
     Example:
         >>> found = keep_run_records(Path("outputs/cross-family"), Path("docs/experiments/cross-family"))
@@ -37,28 +44,47 @@ def keep_run_records(source: Path, dest: Path, *, restore: bool = False) -> dict
     if not source.is_dir():
         raise SystemExit(f"{source} is not a folder: name the experiment folder whose runs/ to keep.")
     found: dict[str, list[str]] = {"added": [], "updated": []}
-    for results in sorted(source.glob("*/runs/*/results.json")):
+    finished = sorted([*source.glob("*/runs/*/results.json"), *source.glob("*/sources/*/results.json")])
+    for results in finished:
         run = results.parent
         if not (run / "run_config.json").is_file():
             continue  # not a finished masterkey run
+        names = [*RECORD_FILES]
+        if run.parent.name == "sources":
+            bank = _bank_files(run)
+            if bank is None:
+                continue
+            names += bank
         relative = run.relative_to(source)
         target = dest / relative
-        kept = [target / name for name in RECORD_FILES]
-        if restore and any(path.exists() for path in kept):
+        if restore and any((target / name).exists() for name in RECORD_FILES):
             continue  # the run's own files are the truth in outputs
-        if all(path.is_file() for path in kept) and all(
-                filecmp.cmp(run / name, target / name, shallow=False) for name in RECORD_FILES):  # fmt: skip
+        if all((target / name).is_file() and filecmp.cmp(run / name, target / name, shallow=False) for name in names):
             continue
-        found["updated" if any(path.is_file() for path in kept) else "added"].append(relative.as_posix())
-        target.mkdir(parents=True, exist_ok=True)
-        for name in RECORD_FILES:
+        found["updated" if any((target / name).is_file() for name in RECORD_FILES) else "added"].append(
+            relative.as_posix())
+        for name in names:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(run / name, target / name)
     return found
 
 
+def _bank_files(folder: Path) -> list[str] | None:
+    """The files of a source network's bank (relative to its folder), where the bank was extracted from the weights
+    its ``results.json`` names; ``None`` where it was not (yet), or where the weights' hash is not recorded."""
+    try:
+        weights = json.loads((folder / "results.json").read_text()).get("weights_sha256")
+        extracted_from = json.loads((folder / SOURCE_BANK / "config.json").read_text()).get("source_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(weights, str) or extracted_from != weights:
+        return None
+    return sorted(p.relative_to(folder).as_posix() for p in (folder / SOURCE_BANK).iterdir() if p.is_file())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="the experiment folder whose runs/ records to copy")
+    parser.add_argument("source", type=Path, help="the experiment folder whose runs' and sources' records to copy")
     parser.add_argument("dest", type=Path, help="where to keep them (the same layout)")
     parser.add_argument("--restore", action="store_true", help="copy committed records back into an outputs "
                         "folder, never over a run there")  # fmt: skip

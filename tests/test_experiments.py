@@ -5,6 +5,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 from masterkey import cli
+from masterkey._timm import sha256_file
 from masterkey.errors import ResultsFormatError, TrainingConfigError
 from masterkey.research.experiments import EXPERIMENTS, SCALES, ExperimentConfig, run_experiment
 from masterkey.research.cards import write_hub_cards
@@ -280,27 +282,45 @@ def test_retrain_measures_some_cells_again_and_reads_the_rest_from_earlier_resul
                        earlier_results=earlier)
 
 
-def test_resume_retrains_only_the_runs_that_use_a_source_trained_anew(tmp_path):
+def test_resume_retrains_only_the_runs_that_use_a_source_trained_anew(tmp_path, caplog):
     """Another learning rate for from scratch on Animal-MNIST retrains that source network and the run that freezes
     its bank; the digits source and every other run (from scratch, the ImageNet bank, the digits bank, ...) are read
-    back."""
+    back. A source trained again to the same bytes (a fresh clone) leaves its runs valid; to other bytes, not."""
     config = {"scale": {"name": "quick", "seeds": [0]}}
     first = run_experiment("transfer-matrix", config, out_dir=tmp_path)
-    again = run_experiment("transfer-matrix", {**config, "learning_rates": {"animal-mnist": {"from scratch": 0.004}}},
-                           out_dir=tmp_path, resume=True)  # fmt: skip
+    changed = {**config, "learning_rates": {"animal-mnist": {"from scratch": 0.004}}}
+    again = run_experiment("transfer-matrix", changed, out_dir=tmp_path, resume=True)
     assert again["reused_runs"] == len(first["runs"]) + 2 - 2  # all but the Animal-MNIST source and its bank's run
     retrained = [r for r in again["runs"] if r["label"] == "animal-mnist bank (frozen)"]
     assert len(retrained) == 1 and len(again["runs"]) == len(first["runs"])
     results = json.loads((tmp_path / "transfer-matrix" / "sources" / "tf_efficientnet_lite0-animal-mnist" /
                           "results.json").read_text())  # fmt: skip
     assert results["config"]["learning_rate"] == 0.004
-    # a source that finished after a run that uses it (an invocation stopped between the two) makes that run stale
-    # even when this invocation reads the source back
-    source = tmp_path / "transfer-matrix" / "sources" / "tf_efficientnet_lite0-digits" / "results.json"
-    later = source.stat().st_mtime + 3600
-    os.utime(source, (later, later))
-    third = run_experiment("transfer-matrix", {**config, "learning_rates": {"animal-mnist": {"from scratch": 0.004}}},
-                           out_dir=tmp_path, resume=True)  # fmt: skip
+    # a fresh clone keeps the runs' records, not the source networks: a source trained again to the same bytes (this
+    # machine, the same seed) leaves the runs that recorded its weights' hash valid
+    digits = tmp_path / "transfer-matrix" / "sources" / "tf_efficientnet_lite0-digits"
+    bank_run = next(Path(r["run"]) for r in again["runs"] if str(digits) in r["filters"]) / "results.json"
+    recorded = json.loads(bank_run.read_text())
+    assert recorded["filters"]["provenance"]["source_sha256"] == sha256_file(digits / "model.safetensors")
+    shutil.rmtree(digits)
+    fresh = run_experiment("transfer-matrix", changed, out_dir=tmp_path, resume=True)
+    assert fresh["reused_runs"] == len(first["runs"]) + 2 - 1  # all but the digits source, trained again
+    assert [r["accuracy"] for r in fresh["runs"]] == [r["accuracy"] for r in again["runs"]]
+    # weights of other bytes (another machine's arithmetic; here a record edited to say so) retrain the run
+    bank_run.write_text(json.dumps({**recorded, "filters": {**recorded["filters"], "provenance": {
+        **recorded["filters"]["provenance"], "source_sha256": "0" * 64}}}))  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="masterkey"):
+        other = run_experiment("transfer-matrix", changed, out_dir=tmp_path, resume=True)
+    assert other["reused_runs"] == len(first["runs"]) + 2 - 1  # all but the run with the digits bank
+    assert f"its filters came from other weights of the source network {digits.name}" in caplog.text
+    # a record without the hash (written before runs kept it): a source that finished after the run (an invocation
+    # stopped between the two) makes the run stale even when this invocation reads the source back
+    recorded = json.loads(bank_run.read_text())
+    del recorded["filters"]["provenance"]["source_sha256"]
+    bank_run.write_text(json.dumps(recorded))
+    later = (digits / "results.json").stat().st_mtime + 3600
+    os.utime(digits / "results.json", (later, later))
+    third = run_experiment("transfer-matrix", changed, out_dir=tmp_path, resume=True)
     assert third["reused_runs"] == len(first["runs"]) + 2 - 1  # all but the run with the digits bank
 
 

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from masterkey.errors import TrainingConfigError
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "keep_run_records.py"
 PILOT_RUNS = ROOT / "docs" / "experiments" / "cross-family" / "regime" / "runs"
@@ -24,7 +28,7 @@ def test_finished_runs_are_kept_updated_when_trained_again_and_restored_without_
     training = outputs / "regime" / "runs" / "still-training__seed1"  # checkpoints, no results.json yet
     (training / "checkpoints" / "epoch_0").mkdir(parents=True)
     (training / "run_config.json").write_text("{}")
-    source = outputs / "regime" / "sources" / "net"  # a source network: its weights are not committed
+    source = outputs / "regime" / "sources" / "net"  # a source network whose bank is not extracted yet
     source.mkdir(parents=True)
     for name in ("results.json", "run_config.json", "model.safetensors"):
         (source / name).write_text("{}")
@@ -52,3 +56,43 @@ def test_finished_runs_are_kept_updated_when_trained_again_and_restored_without_
     assert (fresh / "regime" / "runs" / finished[1] / "run_config.json").read_text() == '{"mine": true}'
     assert not (fresh / "regime" / "runs" / finished[1] / "results.json").exists()
     assert json.loads((fresh / "regime" / "runs" / finished[0] / "results.json").read_text()) == record
+
+
+def test_an_experiment_kept_by_its_records_and_source_banks_resumes_in_a_fresh_clone_without_training(tmp_path):
+    """source-size's runs and source networks kept (records and banks, no weights), its outputs deleted as in a fresh
+    clone: restored, --resume trains nothing and reads back every run with its accuracy. The layer split uses its
+    source networks' weights (the pointwise control): its source trains again, to the same bytes on this machine, so
+    the runs that use it are read back."""
+    from masterkey.research.experiments import run_experiment
+
+    outputs, kept = tmp_path / "outputs", tmp_path / "docs"
+    first = run_experiment("source-size", scale="quick", seeds=[0], out_dir=outputs)
+    sources = sorted(p.name for p in (outputs / "source-size" / "sources").iterdir())
+    assert len(sources) == 3
+    assert f"{len(first['runs']) + 3} added" in _keep(outputs, kept).stdout
+    bank = kept / "source-size" / "sources" / sources[0] / "bank-all"
+    assert sorted(p.name for p in bank.parent.iterdir()) == ["bank-all", "results.json", "run_config.json"]
+    assert json.loads((bank / "config.json").read_text())["source_sha256"] == json.loads(
+        (bank.parent / "results.json").read_text())["weights_sha256"]  # fmt: skip
+    shutil.rmtree(outputs)
+    assert f"{len(first['runs']) + 3} added" in _keep("--restore", kept, outputs).stdout
+    again = run_experiment("source-size", scale="quick", seeds=[0], out_dir=outputs, resume=True)
+    assert again["reused_runs"] == len(first["runs"]) + 3  # nothing trained
+    assert [r["accuracy"] for r in again["runs"]] == [r["accuracy"] for r in first["runs"]]
+    assert not list((outputs / "source-size" / "sources").glob("*/model.safetensors"))
+    # a kept bank that does not come from the weights its record names is refused, never used
+    config = json.loads((bank / "config.json").read_text())
+    (outputs / "source-size" / "sources" / sources[0] / "bank-all" / "config.json").write_text(
+        json.dumps({**config, "source_sha256": "0" * 64}))  # fmt: skip
+    with pytest.raises(TrainingConfigError, match="has neither its weights .* nor a bank extracted from the weights"):
+        run_experiment("source-size", scale="quick", seeds=[0], out_dir=outputs, resume=True)
+
+    split = {"split_arms": ["AnB"], "scale": {"name": "quick", "seeds": [0]}}
+    first = run_experiment("layer-split", split, out_dir=outputs)
+    _keep(outputs, kept)
+    shutil.rmtree(outputs / "layer-split")
+    _keep("--restore", kept, outputs)
+    again = run_experiment("layer-split", split, out_dir=outputs, resume=True)
+    assert again["reused_runs"] == len(first["runs"])  # every run; the source network trained again
+    assert (outputs / "layer-split" / "sources" / "tf_efficientnet_lite0-animal-mnist-A" / "model.safetensors").is_file()
+    assert [r["accuracy"] for r in again["runs"]] == [r["accuracy"] for r in first["runs"]]

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from masterkey._timm import sha256_file
 from masterkey.errors import ResultsFormatError
 from masterkey.research.experiments import learning_check
 from masterkey.training import FinalMetrics, RunResults, train_transfer
@@ -13,11 +14,11 @@ FAST = dict(model="mobilenetv3_small_050", dataset_name="digits", resolution=32,
             max_train_steps=2, max_train_samples=32, max_eval_samples=32, per_device_train_batch_size=16,
             disable_tqdm=True)  # fmt: skip
 
-#: results.json's top-level keys, in the order runs wrote them before the typed record existed.
+#: results.json's top-level keys, in the order runs wrote them before the typed record existed (then weights_sha256).
 KEYS = ["output_dir", "model", "resolution", "final", "epochs_history", "completed_steps", "max_steps", "epochs",
         "resumed_from", "train_time_s", "train_samples_per_second", "data_wait_share", "train_samples_seen",
         "parameters", "filters", "dataset", "wall_time_s", "num_processes", "device", "cpu_threads_per_process",
-        "mixed_precision", "optimizer", "compile_time_s", "data_config", "config", "versions"]  # fmt: skip
+        "mixed_precision", "optimizer", "compile_time_s", "data_config", "config", "versions", "weights_sha256"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,7 @@ def test_training_writes_results_json_through_the_record_in_its_usual_shape(run)
     assert record.accuracy_history == [e["accuracy"] for e in written["epochs_history"]]
     assert record.eval_split == written["dataset"]["eval_split"]
     assert learning_check(record) == learning_check(written)
+    assert written["weights_sha256"] == sha256_file(out / "model.safetensors")  # what a run using its filters records
 
 
 def test_older_results_read_back_and_broken_ones_are_typed_errors(run):

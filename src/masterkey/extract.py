@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,13 +301,13 @@ def extract_filters(
     if isinstance(source := requested, str) and source.startswith(_timm.LOCAL_PREFIX):
         # a local folder's config describes the architecture, not these weights' tag, data or licence
         weights_file = next(Path(source.removeprefix(_timm.LOCAL_PREFIX)).glob("*.safetensors"), None)
-        digest = _sha256(weights_file) if weights_file else None
+        digest = _timm.sha256_file(weights_file) if weights_file else None
         info["source_weights"] = f"{source}{f' (sha256 {digest[:16]})' if digest else ''}"
         info["source_sha256"] = digest
     elif pretrained:
         info.update({k: v for k, v in _timm.pretrained_provenance(model).items() if v is not None})
     elif weights is not None:  # read (and so checked) by prepare_model just above
-        digest = _sha256(Path(weights))
+        digest = _timm.sha256_file(weights)
         info.update(source_weights=f"{Path(weights).name} (sha256 {digest[:16]})", source_sha256=digest)
     for key, value in _libraries.module_provenance(model).items():  # the library and class of any module
         info.setdefault(key, value)
@@ -335,9 +334,3 @@ def _resolve_pretrained(name: str, *, pretrained: bool | None, weights: str | Pa
     return pretrained
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -57,9 +57,10 @@ class ResolvedFilters:
         )
 
     def provenance(self) -> dict[str, Any]:
-        """Where the filters came from, as recorded in the bank's config."""
+        """Where the filters came from, as recorded in the bank's config. ``source_sha256`` (the weights file the bank
+        was extracted from) lets a grid tell whether a source network trained again gave the same filters."""
         cfg = self.bank.config
-        keys = ("source_model", "source_weights", "source_dataset", "source_license", "description")
+        keys = ("source_model", "source_weights", "source_sha256", "source_dataset", "source_license", "description")
         return {"filters": self.spec, "bank": repr(self.bank), **{k: cfg[k] for k in keys if cfg.get(k)}}
 
 

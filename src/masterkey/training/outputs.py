@@ -65,12 +65,13 @@ RUN_CONFIG_NAME = "run_config.json"
 CHECKPOINTS_DIR = "checkpoints"
 STATE_NAME = "masterkey_state.json"
 COMPARISON_NAME = "comparison.json"
+WEIGHTS_NAME = "model.safetensors"  # the trained network, as timm's Hub helpers name it
 #: Everything a run writes into its folder; ``--overwrite_output_dir`` removes these and nothing else.
 RUN_ARTIFACTS = (
     RESULTS_NAME,
     RUN_CONFIG_NAME,
     CHECKPOINTS_DIR,
-    "model.safetensors",
+    WEIGHTS_NAME,
     "config.json",
     "README.md",
     "logs",

@@ -84,6 +84,9 @@ class RunResults:
     data_config: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, Any] = field(default_factory=dict)
+    # the SHA-256 of the saved model.safetensors: a run that uses this network's filters records it, so a grid can
+    # tell a network trained again to the same bytes from one trained to others
+    weights_sha256: str | None = None
 
     # -- what the experiments read ---------------------------------------------------------------------------------
     @property

@@ -73,6 +73,7 @@ from .outputs import (
     PUSH_COMMIT_MESSAGE,
     PUSH_IGNORE_PATTERNS,
     RESULTS_NAME,
+    WEIGHTS_NAME,
     check_output_dir,
     claim_output_dir,
     find_checkpoint,
@@ -702,6 +703,7 @@ def _write_outputs(accelerator: Accelerator, config: TrainingConfig, output_dir:
     """The main process's outputs of a finished run: the model, its card, ``results.json``, the summary in the log,
     and the push to the Hub (``--push_to_hub``)."""
     save_model(accelerator.unwrap_model(model), output_dir, label_names=label_names, data_config=data_config)
+    results["weights_sha256"] = _timm.sha256_file(output_dir / WEIGHTS_NAME)
     repo_id = _repo_id(config, output_dir) if config.push_to_hub else None
     transfer_card(results, repo_id=repo_id).save(str(output_dir / "README.md"))
     write_json(output_dir / RESULTS_NAME, results)

@@ -17,6 +17,7 @@ from ...errors import TrainingConfigError
 from ...extract import find_depthwise_convs
 from ...hub import load_master_filters
 from ...training import BUILTIN_DATASETS, BuiltinDataset, ResolvedFilters
+from ...training.outputs import WEIGHTS_NAME
 from ..controls import inject_pointwise
 from .config import ExperimentConfig
 from .runner import _Runner, first_layers, source_bank
@@ -105,7 +106,7 @@ def pointwise_filters(source_folder: Path, n_depthwise: int, *, bank: FilterBank
 
 def _inject_pointwise(source_folder: Path, n_depthwise: int, model: nn.Module, *, strict: bool, freeze: bool,
                       trainable: str, mapping: str) -> nn.Module:  # fmt: skip
-    return inject_pointwise(model, source_folder / "model.safetensors", first_depthwise=n_depthwise, strict=strict,
+    return inject_pointwise(model, source_folder / WEIGHTS_NAME, first_depthwise=n_depthwise, strict=strict,
                             freeze=freeze, trainable=trainable, source=f"pointwise convs of {source_folder}")  # fmt: skip
 
 
@@ -132,8 +133,9 @@ def layer_split(run: _Runner) -> dict[str, Any]:
     steps = layer_steps(run.config, n_layers)
     run.cell("from scratch on B", "n=0", x=0, filters="none", dataset_name=half_b)  # n = 0 is the same for every arm
     for source_seed, seeds in run.scale.source_groups():
+        # the pointwise control injects the networks' pointwise layers: their weights, not only their banks
         trained = run.source_models({f"{model}-{half}": {"dataset_name": half} for half in origins.values()},
-                                    source_seed=source_seed)  # fmt: skip
+                                    source_seed=source_seed, weights=True)  # fmt: skip
         base = {half: trained[f"{model}-{half}"] for half in origins.values()}
         banks = {half: load_master_filters(source_bank(base[half], name=half, dataset=half, model=model))
                  for half in base}  # fmt: skip

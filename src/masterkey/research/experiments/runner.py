@@ -19,6 +19,7 @@ from torch import nn
 
 from ...bank import FilterBank
 from ...errors import TrainingConfigError, WorkerError
+from ..._timm import sha256_file
 from ...extract import extract_filters
 from ...training import (
     BUILTIN_DATASETS,
@@ -32,11 +33,13 @@ from ...training import (
 )
 from ...training.config import run_identity
 from ...names import canonical_filters
-from ...training.outputs import CHECKPOINTS_DIR, find_checkpoint, finished_run
+from ...training.outputs import CHECKPOINTS_DIR, WEIGHTS_NAME, find_checkpoint, finished_run
 from .config import ExperimentConfig, Scale
 from .statistics import learning_check
 
 _logger = logging.getLogger(__name__)
+
+SOURCE_BANK_DIR = "bank-all"  # a source network's whole depthwise bank, beside its weights
 
 
 class _Runner:
@@ -101,15 +104,19 @@ class _Runner:
         settings.update(options)
         return settings
 
-    def train(self, output_dir: Path, *, read_back: bool = False, **options: Any) -> Any:
+    def train(self, output_dir: Path, *, read_back: bool = False, needs_weights: bool = False, **options: Any) -> Any:
         """One training run into ``output_dir``; ``options`` are :func:`train_transfer`'s keyword arguments. With
         ``resume`` (or ``read_back``), a run that already finished there with the same configuration, its filters
-        injected as today's rules inject them, is not trained again. Returns the run's results, or with ``jobs`` a
-        future of them."""
+        injected as today's rules inject them, is not trained again; with ``needs_weights`` only where its weights
+        are there too (a source network kept by its record and bank alone trains again where its weights are used).
+        Returns the run's results, or with ``jobs`` a future of them."""
         settings = self.settings(output_dir, **options)
         config = make_config(**settings) if self.resume or read_back else None
         if config is not None and not self._stale(settings.get("filters"), output_dir):
             done = finished_run(output_dir, run_identity(config))
+            if done is not None and needs_weights and not (output_dir / WEIGHTS_NAME).is_file():
+                _logger.info("%s: finished before, but its weights are not kept: training it again", output_dir)
+                done = None
             if done is not None and self._injects_as_recorded(config, done, output_dir):
                 self.reused += 1
                 _logger.info("%s: finished before with the same configuration, read back", output_dir)
@@ -237,14 +244,16 @@ class _Runner:
         if self.pool is not None:
             self.pool.shutdown(cancel_futures=True)
 
-    def source_models(self, sources: Mapping[str, Mapping[str, Any]], *,
-                      source_seed: int | None = None) -> dict[str, Path]:  # fmt: skip
+    def source_models(self, sources: Mapping[str, Mapping[str, Any]], *, source_seed: int | None = None,
+                      weights: bool = False) -> dict[str, Path]:  # fmt: skip
         """Train source networks from scratch (name -> options), every parameter trainable, with one seed
         (``source_seed``, one of :meth:`Scale.source_groups`; the scale's ``source_seed`` by default: their filters are
         the "given" filters of the transfer), side by side with ``jobs``; returns their output folders once all have
         finished. A source trains for its dataset's epochs where the scale names them, else ``source_epochs``, at the
         learning rate of the from-scratch arm on its dataset where the config names one (it is trained as that arm
-        is). Under the scale's ``source_seeds`` each network's folder names its seed."""
+        is). Under the scale's ``source_seeds`` each network's folder names its seed. ``weights``: the experiment
+        uses the networks' weights beyond their depthwise banks (the layer split's pointwise control), so a network
+        kept by its record and bank alone (``benchmarks/keep_run_records.py``) trains again."""
         s = self.scale
         seed = s.source_seed if source_seed is None else source_seed
         folders, futures = {}, []
@@ -259,7 +268,8 @@ class _Runner:
                 options.setdefault("learning_rate", rate)
             reused = self.reused
             options.update(filters="none", trainable="all", seed=seed, max_train_steps=s.source_max_steps)
-            futures.append(self.train(folder, read_back=self._copy_earlier_source(folder, options), **options))
+            futures.append(self.train(folder, read_back=self._copy_earlier_source(folder, options),
+                                      needs_weights=weights, **options))  # fmt: skip
             if self.reused == reused:  # trained anew: the runs that use its filters are stale, the others are not
                 self.stale_sources.add(folder)
             self.sources.add(folder)
@@ -288,22 +298,33 @@ class _Runner:
 
     def _stale(self, filters: Any, output_dir: Path) -> bool:
         """Whether the run in ``output_dir`` must train again under ``resume`` because its ``filters`` come from a
-        source network (a bank folder inside its folder, or the pointwise control's ``pointwise:<folder>:<n>``)
-        trained anew in this invocation, or finished after the run did (in an earlier invocation that stopped
-        before retraining the run)."""
+        source network (a bank folder inside its folder, or the pointwise control's ``pointwise:<folder>:<n>``) whose
+        weights are not the ones the run used. A run records the SHA-256 of those weights (its filters'
+        ``source_sha256``), so a source trained again to the same bytes (a fresh clone whose sources train again on
+        the same machine) leaves it valid. A run recorded without that hash is stale where the source trained anew in
+        this invocation, or finished after the run did (an earlier invocation stopped before retraining the run)."""
         text = str(filters)
         used = [folder for folder in self.sources
                 if text == str(folder) or text.startswith(f"{folder}{os.sep}") or f":{folder}:" in text]  # fmt: skip
+        run = output_dir / "results.json"
+        if not used or not run.is_file():
+            return False
+        recorded = _json_text(run, "filters", "provenance", "source_sha256")  # the weights the run's filters came from
+        now = {folder: source_weights_sha256(folder) for folder in used}
+        if recorded is not None and None not in now.values():
+            stale = [folder for folder in used if now[folder] != recorded]
+            for folder in stale:
+                _logger.warning("%s: its filters came from other weights of the source network %s (trained again "
+                                "since, to other bytes): training it again", output_dir, folder.name)  # fmt: skip
+            return bool(stale)
         if any(folder in self.stale_sources for folder in used):
             return True
-        run = output_dir / "results.json"
-        return run.is_file() and any((folder / "results.json").is_file() and
-                                     (folder / "results.json").stat().st_mtime > run.stat().st_mtime
-                                     for folder in used)  # fmt: skip
+        return any((folder / "results.json").is_file() and
+                   (folder / "results.json").stat().st_mtime > run.stat().st_mtime for folder in used)  # fmt: skip
 
-    def source_model(self, name: str, *, source_seed: int | None = None, **options: Any) -> Path:
+    def source_model(self, name: str, *, source_seed: int | None = None, weights: bool = False, **options: Any) -> Path:
         """:meth:`source_models` of one network."""
-        return self.source_models({name: options}, source_seed=source_seed)[name]
+        return self.source_models({name: options}, source_seed=source_seed, weights=weights)[name]
 
 
 class _Earlier:
@@ -320,6 +341,31 @@ def _comparable(key: str, value: Any, experiment_dir: str) -> Any:
         return value
     value = canonical_filters(value)
     return value.replace(experiment_dir, "<experiment>") if isinstance(value, str) else value
+
+
+def source_weights_sha256(folder: Path) -> str | None:
+    """The SHA-256 of a finished network's weights: as its ``results.json`` records it, else of its weights file;
+    ``None`` where neither is there.
+
+    Example:
+        >>> len(source_weights_sha256(Path("outputs/experiments/transfer-matrix/sources/tf_efficientnet_lite0-digits")))
+        64
+    """
+    recorded = _json_text(folder / "results.json", "weights_sha256")
+    if recorded is not None or not (folder / WEIGHTS_NAME).is_file():
+        return recorded
+    return sha256_file(folder / WEIGHTS_NAME)
+
+
+def _json_text(path: Path, *keys: str) -> str | None:
+    """The text at ``keys`` inside a JSON file (``None`` where the file, a key or the text is missing)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _finished_at(output_dir: str | Path) -> float | None:
@@ -377,15 +423,30 @@ def source_bank(folder: Path, *, name: str, dataset: str, model: str, license: s
         ...             dataset="digits", model="tf_efficientnet_lite0")
         PosixPath('outputs/experiments/transfer-matrix/sources/tf_efficientnet_lite0-digits/bank-all')
     """
+    out = folder / SOURCE_BANK_DIR
+    if not (folder / WEIGHTS_NAME).is_file():
+        return _kept_bank(folder, out)
     config = json.loads((folder / "config.json").read_text())
     known = BUILTIN_DATASETS.get(dataset)
-    bank = extract_filters(model, weights=folder / "model.safetensors",
+    bank = extract_filters(model, weights=folder / WEIGHTS_NAME,
                            model_kwargs={"num_classes": config["num_classes"]},
                            source_dataset=dataset, source_license=license or (known.license if known else None),
                            source_weights=f"trained from scratch by masterkey ({folder.name})",
                            description=f"{model} trained from scratch on {dataset} ({name})")  # fmt: skip
-    out = folder / "bank-all"
     bank.save_pretrained(out)
+    return out
+
+
+def _kept_bank(folder: Path, out: Path) -> Path:
+    """The bank kept beside a finished source network's record where its weights are not kept (a fresh clone; see
+    ``benchmarks/keep_run_records.py``): it must have been extracted from the weights that record names."""
+    recorded, extracted_from = source_weights_sha256(folder), _json_text(out / "config.json", "source_sha256")
+    if recorded is None or extracted_from != recorded:
+        raise TrainingConfigError(
+            f"The source network {folder} has neither its weights ({WEIGHTS_NAME}) nor a bank extracted from the "
+            f"weights its results.json names (bank {extracted_from or 'missing'}, weights {recorded or 'not recorded'})"
+            ": remove the folder to train it again."
+        )
     return out
 
 
