@@ -94,5 +94,6 @@ def test_an_experiment_kept_by_its_records_and_source_banks_resumes_in_a_fresh_c
     _keep("--restore", kept, outputs)
     again = run_experiment("layer-split", split, out_dir=outputs, resume=True)
     assert again["reused_runs"] == len(first["runs"])  # every run; the source network trained again
-    assert (outputs / "layer-split" / "sources" / "tf_efficientnet_lite0-animal-mnist-A" / "model.safetensors").is_file()
+    assert (outputs / "layer-split" / "sources" / "tf_efficientnet_lite0-animal-mnist-A" / "model.safetensors"
+            ).is_file()  # fmt: skip
     assert [r["accuracy"] for r in again["runs"]] == [r["accuracy"] for r in first["runs"]]

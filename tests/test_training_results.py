@@ -18,7 +18,8 @@ FAST = dict(model="mobilenetv3_small_050", dataset_name="digits", resolution=32,
 KEYS = ["output_dir", "model", "resolution", "final", "epochs_history", "completed_steps", "max_steps", "epochs",
         "resumed_from", "train_time_s", "train_samples_per_second", "data_wait_share", "train_samples_seen",
         "parameters", "filters", "dataset", "wall_time_s", "num_processes", "device", "cpu_threads_per_process",
-        "mixed_precision", "optimizer", "compile_time_s", "data_config", "config", "versions", "weights_sha256"]  # fmt: skip
+        "mixed_precision", "optimizer", "compile_time_s", "data_config", "config", "versions",
+        "weights_sha256"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
