@@ -1,7 +1,9 @@
 """Which bank entry each target depthwise conv takes under ``mapping="depth"``, for the README's mapping section.
 
 Writes ``docs/mapping_assignments.md`` (every assignment in full: target, source, kernel sizes, feature-map scales and
-the transforms of the injection report) and prints the compact table the README shows. The assignment depends on the
+the transforms of the injection report; then, for the lite0 bank in MobileNetV3 and ConvNeXt, where the depth rule
+and the earlier name-based rule, now ``mapping="stage"``, which the across-architectures grid used, put each filter)
+and prints the compact table the README shows. The assignment depends on the
 architectures only, not on the weights, so the MobileNetV2 side is torchvision's architecture
 (``torchvision.models.mobilenet_v2()``, the architecture of the built-in ``imagenet-mobilenetv2`` bank).
 
@@ -53,6 +55,7 @@ def main() -> None:
         unused = model.masterkey_report.unused
         full += ["", f"Bank entries not used: {len(unused)} of {len(bank)}.", ""]
         columns.append((f"{source.removeprefix('torchvision:')} → {target}", column))
+    full += _rule_changes(_bank("tf_efficientnet_lite0"), ["mobilenetv3_large_100", "convnext_atto"])
     OUT.write_text("\n".join(full) + "\n", encoding="utf-8")
     rows = max(len(c) for _, c in columns)
     print("| target conv | " + " | ".join(title for title, _ in columns) + " |")
@@ -60,6 +63,32 @@ def main() -> None:
     for i in range(rows):
         print(f"| {i} | " + " | ".join(c[i] if i < len(c) else "" for _, c in columns) + " |")
     print(f"\nwritten: {OUT}")
+
+
+def _rule_changes(bank: masterkey.FilterBank, targets: list[str]) -> list[str]:
+    """The lines of the section that sets the earlier rule's assignment (``stage``) beside the depth rule's."""
+    lines = ["## The earlier rule against the depth rule", "",
+             "The [across-architectures](results/across-architectures.md) grid injected the lite0 bank by the earlier "
+             "name-based rule (now `mapping=\"stage\"`); the [cross-family](results/cross-family.md) grid injects it by "
+             "`mapping=\"depth\"`. Where each rule puts each filter:", ""]  # fmt: skip
+    for target in targets:
+        reports = {rule: masterkey.from_pretrained_filters(target, bank, mapping=rule).masterkey_report
+                   for rule in ("stage", "depth")}  # fmt: skip
+        by_rule = {rule: {e.target: e for e in report.entries} for rule, report in reports.items()}
+        names = [e.target for e in reports["depth"].entries]
+        differ = [n for n in names if by_rule["stage"][n].source != by_rule["depth"][n].source]
+        resized = {rule: sum(any(t.startswith("kernel") for t in by_rule[rule][n].transforms) for n in names)
+                   for rule in by_rule}  # fmt: skip
+        lines += [f"### tf_efficientnet_lite0 into {target}", "",
+                  f"{len(differ)} of {len(names)} targets take another source conv; kernels resized: "
+                  f"{resized['stage']} under `stage`, {resized['depth']} under `depth`.", "",
+                  "| target | `stage`: source | transforms | `depth`: source | transforms |", "|---|---|---|---|---|"]
+        for n in names:
+            stage, depth = by_rule["stage"][n], by_rule["depth"][n]
+            lines.append(f"| `{n}` | `{stage.source}` | {', '.join(stage.transforms)} | `{depth.source}` | "
+                         f"{', '.join(depth.transforms)} |")  # fmt: skip
+        lines.append("")
+    return lines
 
 
 if __name__ == "__main__":

@@ -758,3 +758,32 @@ def test_tuning_per_architecture_chooses_budgets_and_rates_the_config_takes(tmp_
     assert written["model_epochs"] == budgets
     assert written["learning_rates"] == sweep["details"]["best"]
     assert set(written["learning_rates"]["mobilenetv2_100"]) == {"from scratch", "imagenet-mobilenetv2 (frozen)"}
+
+
+def test_cross_family_mapping_control_pairs_a_bank_by_another_rule_at_the_bank_arms_rate(tmp_path):
+    """``mapping_controls``: the lite0 bank in MobileNetV3 by the earlier rule (``stage``) beside the same bank by
+    ``depth``, at the rate chosen for the bank's arm, with the paired contrast depth - stage; an unknown rule is a
+    typed error before anything trains."""
+    model = "mobilenetv3_large_100"
+    config = {"target": "animal-mnist", "family_targets": [model], "family_banks": ["imagenet-lite0"],
+              "mapping_controls": {model: {"imagenet-lite0": ["stage"]}},
+              "learning_rates": {model: {"imagenet-lite0 (frozen)": 0.003}},
+              "scale": {"name": "quick", "seeds": [5101], "max_targets": None}}  # fmt: skip
+    results = run_experiment("cross-family", config, out_dir=tmp_path)
+    runs = {r["label"]: r for r in results["runs"]}
+    assert set(runs) == {"from scratch", "random (frozen)", "imagenet-lite0 (frozen)",
+                         "imagenet-lite0 (frozen, mapping=stage)"}  # fmt: skip
+    depth, stage = runs["imagenet-lite0 (frozen)"], runs["imagenet-lite0 (frozen, mapping=stage)"]
+    assert stage["learning_rate"] == depth["learning_rate"] == 0.003 and runs["from scratch"]["learning_rate"] != 0.003
+    recorded = {label: json.loads((Path(r["run"]) / "results.json").read_text()) for label, r in
+                (("depth", depth), ("stage", stage))}  # fmt: skip
+    assert recorded["stage"]["config"]["mapping"] == "stage" and recorded["depth"]["config"]["mapping"] == "depth"
+    sources = {label: [e["source"] for e in r["filters"]["injected"]] for label, r in recorded.items()}
+    assert len(sources["stage"]) == len(sources["depth"]) == 15 and sources["stage"] != sources["depth"]
+    (contrast,) = [c for c in results["contrasts"] if "mapping=stage" in c["b"]]
+    assert "imagenet-lite0 (frozen)" in contrast["a"]
+    assert contrast["mean"] == pytest.approx(depth["accuracy"] - stage["accuracy"])
+    with pytest.raises(TrainingConfigError, match=r"Unknown mapping_controls rule\(s\) \['by-name'\]"):
+        run_experiment("cross-family", {**config, "mapping_controls": {model: {"imagenet-lite0": ["by-name"]}}},
+                       out_dir=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

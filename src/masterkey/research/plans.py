@@ -146,8 +146,8 @@ class AnalysisPlan:
         Example:
             >>> import json
             >>> plan = AnalysisPlan.from_dict(json.load(open("docs/experiments/cross-family/plan.json")))
-            >>> len(plan.planned_cells())  # 4 targets x 4 arms
-            16
+            >>> len(plan.planned_cells())  # 4 targets x 4 arms, and the secondary mapping=stage cell
+            17
         """
         return set(self.cells) | {cell for pair in self.primary_pairs() for cell in pair}
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import TrainingConfigError
+from ...mapping import MAPPINGS
 
 _logger = logging.getLogger(__name__)
 
@@ -177,6 +178,10 @@ class ExperimentConfig:
     #: cross-family: target -> the bank of its own family (the within-family control for the other banks)
     own_family: Mapping[str, str] = field(default_factory=lambda: {"tf_efficientnet_lite0": "imagenet-lite0",
                                                                    "mobilenetv2_100": "imagenet-mobilenetv2"})
+    #: cross-family: target -> bank -> more mapping rules, each a cell ``"<bank> (frozen, mapping=<rule>)"`` at the
+    #: bank arm's rate, paired with that arm: how much the rule moves the bank's number (e.g. ``stage``, the earlier
+    #: name-based rule)
+    mapping_controls: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
     #: epochs per target architecture (the regime pilot's choice with ``tuning_models``); others take the dataset's
     model_epochs: Mapping[str, int] = field(default_factory=dict)
     #: regime and lr-sweep: tune each of these architectures on ``target`` (``()``: ``model`` on each dataset)
@@ -230,6 +235,14 @@ class ExperimentConfig:
         if "model_variants" in values:
             values["model_variants"] = tuple(dict(zip(("model", "model_kwargs"), variant_of(v), strict=True))
                                              for v in values["model_variants"])  # fmt: skip
+        if "mapping_controls" in values:
+            values["mapping_controls"] = {model: {bank: tuple(rules) for bank, rules in dict(banks).items()}
+                                          for model, banks in dict(values["mapping_controls"]).items()}  # fmt: skip
+            unknown_rules = sorted({rule for banks in values["mapping_controls"].values() for rules in banks.values()
+                                    for rule in rules} - set(MAPPINGS))  # fmt: skip
+            if unknown_rules:
+                raise TrainingConfigError(f"Unknown mapping_controls rule(s) {unknown_rules}; choose from "
+                                          f"{', '.join(MAPPINGS)}.")  # fmt: skip
         if "sweep_extra_rates" in values:
             values["sweep_extra_rates"] = {key: {label: tuple(rates) for label, rates in dict(arms).items()}
                                            for key, arms in dict(values["sweep_extra_rates"]).items()}  # fmt: skip

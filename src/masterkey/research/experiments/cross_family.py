@@ -16,7 +16,8 @@ def cross_family(run: _Runner) -> dict[str, Any]:
     target's own architecture lands one to one), each target for its own epochs (``model_epochs``, the pilot's
     choice) at each arm's swept rate (``learning_rates`` by target). A bank of the target's own family
     (``own_family``) is the within-family control for the others. The contrasts: each bank minus frozen random and
-    minus scratch, and the own-family bank minus each other bank.
+    minus scratch, and the own-family bank minus each other bank; then each bank by ``depth`` minus the same bank by
+    another rule (``mapping_controls``, at the bank arm's rate).
 
     Example:
         >>> from masterkey.research.experiments import run_experiment
@@ -37,6 +38,13 @@ def cross_family(run: _Runner) -> dict[str, Any]:
         own = run.config.own_family.get(model)
         if own in banks:
             contrasts += [[[model, f"{own} (frozen)"], [model, f"{other} (frozen)"]] for other in banks if other != own]
+        for bank, rules in run.config.mapping_controls.get(model, {}).items():
+            rate = run.config.learning_rate(model, f"{bank} (frozen)")  # the rule is all that differs
+            for rule in rules:
+                label = f"{bank} (frozen, mapping={rule})"
+                run.cell(model, label, model=model, filters=bank, mapping=rule, num_train_epochs=epochs,
+                         dataset_name=dataset, pair=model, **({} if rate is None else {"learning_rate": rate}))
+                contrasts.append([[model, f"{bank} (frozen)"], [model, label]])
     return {"targets": list(run.config.family_targets), "banks": list(banks), "dataset": dataset,
             "own_family": dict(run.config.own_family), "epochs": {m: _model_epochs(run, m, dataset)
                                                                   for m in run.config.family_targets},
