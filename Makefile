@@ -69,8 +69,9 @@ experiment-source-size: EXPERIMENT_CONFIG := benchmarks/configs/source-size-64px
 APPLY_SWEEP = $(PY) benchmarks/apply_lr_sweep.py $(1) || { [ $$? -eq 3 ] && $(2) && $(PY) benchmarks/apply_lr_sweep.py $(1); }
 
 # the planned experiments take days of a CPU: the records of their finished runs (results.json, run_config.json) and
-# source networks (records and depthwise bank, no weights) are committed part way (`make keep-runs`), and each flow
-# first restores them, so that --resume reads those runs back in a fresh clone or after outputs/ is lost
+# source networks (records and depthwise bank; weights only where a run uses them beyond the bank) are committed part
+# way (`make keep-runs`), and each flow first restores them, so that --resume reads those runs back in a fresh clone
+# or after outputs/ is lost
 KEEP_RUNS = if [ -d $(2) ]; then $(PY) benchmarks/keep_run_records.py $(2) docs/experiments/$(1); fi
 RESTORE_RUNS = if [ -d docs/experiments/$(1) ]; then $(PY) benchmarks/keep_run_records.py --restore docs/experiments/$(1) $(2); fi
 keep-runs: $(STAMP)

@@ -3,10 +3,10 @@ beside its committed results, as they finish, so that a multi-day experiment can
 from a fresh clone or another machine: ``--resume`` reads a run back from these two files.
 
 A source network (``<part>/sources/<name>/``) is kept by its records and its depthwise bank (``bank-all/``, extracted
-from the weights its ``results.json`` names by their SHA-256), not by its weights (tens of MB each): an experiment that
-uses only its bank reads it back from these, one that uses its weights (the layer split's pointwise control) trains it
-again, and the runs using its filters are read back where it trains to the same bytes (each records its source's
-weights hash; see docs/guides/experiments.md). A source whose bank has not been extracted from its current weights
+from the weights its ``results.json`` names by their SHA-256), and by its weights (about 14 MB for lite0) only where a
+run uses them beyond the bank (the layer split's pointwise control): an experiment reads it back from these. A source
+whose weights are used but not kept trains again, and the runs using its filters are read back where it trains to the
+same bytes (each records its source's weights hash; see docs/guides/experiments.md). A source whose bank has not been extracted from its current weights
 yet is left out, as is a run still training (no ``results.json`` yet). A record that changed (the run trained again)
 replaces the kept one.
 
@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import hashlib
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
 
 RECORD_FILES = ("results.json", "run_config.json")
 SOURCE_BANK = "bank-all"  # a source network's depthwise bank (masterkey.research.experiments.runner.SOURCE_BANK_DIR)
+WEIGHTS = "model.safetensors"  # its weights, kept only where a run uses them beyond the bank (with timm's config.json)
 
 
 def keep_run_records(source: Path, dest: Path, *, restore: bool = False) -> dict[str, list[str]]:
@@ -54,7 +57,7 @@ def keep_run_records(source: Path, dest: Path, *, restore: bool = False) -> dict
             bank = _bank_files(run)
             if bank is None:
                 continue
-            names += bank
+            names += bank + ([WEIGHTS, "config.json"] if _weights_used(run) else [])
         relative = run.relative_to(source)
         target = dest / relative
         if restore and any((target / name).exists() for name in RECORD_FILES):
@@ -80,6 +83,24 @@ def _bank_files(folder: Path) -> list[str] | None:
     if not isinstance(weights, str) or extracted_from != weights:
         return None
     return sorted(p.relative_to(folder).as_posix() for p in (folder / SOURCE_BANK).iterdir() if p.is_file())
+
+
+def _weights_used(folder: Path) -> bool:
+    """Whether a run of the source network's experiment part uses its weights beyond its bank (the layer split's
+    pointwise control, ``pointwise:<folder>:<n>``), and the weights are the ones its ``results.json`` names: then
+    they are kept too, or every fresh clone would train the network again before those runs could be read back."""
+    used = f"{os.sep}sources{os.sep}{folder.name}:"
+    for config in folder.parent.parent.glob("runs/*/run_config.json"):
+        try:
+            filters = json.loads(config.read_text()).get("filters")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(filters, str) and filters.startswith("pointwise:") and used in filters:
+            break
+    else:
+        return False
+    recorded = json.loads((folder / "results.json").read_text()).get("weights_sha256")
+    return (folder / WEIGHTS).is_file() and hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest() == recorded
 
 
 def main(argv: list[str] | None = None) -> int:

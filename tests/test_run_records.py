@@ -61,8 +61,8 @@ def test_finished_runs_are_kept_updated_when_trained_again_and_restored_without_
 def test_an_experiment_kept_by_its_records_and_source_banks_resumes_in_a_fresh_clone_without_training(tmp_path):
     """source-size's runs and source networks kept (records and banks, no weights), its outputs deleted as in a fresh
     clone: restored, --resume trains nothing and reads back every run with its accuracy. The layer split uses its
-    source networks' weights (the pointwise control): its source trains again, to the same bytes on this machine, so
-    the runs that use it are read back."""
+    source networks' weights (the pointwise control): they are kept too; without them its source trains again, to the
+    same bytes on this machine, so the runs that use it are read back."""
     from masterkey.research.experiments import run_experiment
 
     outputs, kept = tmp_path / "outputs", tmp_path / "docs"
@@ -90,10 +90,15 @@ def test_an_experiment_kept_by_its_records_and_source_banks_resumes_in_a_fresh_c
     split = {"split_arms": ["AnB"], "scale": {"name": "quick", "seeds": [0]}}
     first = run_experiment("layer-split", split, out_dir=outputs)
     _keep(outputs, kept)
+    network = Path("layer-split") / "sources" / "tf_efficientnet_lite0-animal-mnist-A"
+    assert (kept / network / "model.safetensors").read_bytes() == (outputs / network / "model.safetensors").read_bytes()
     shutil.rmtree(outputs / "layer-split")
     _keep("--restore", kept, outputs)
     again = run_experiment("layer-split", split, out_dir=outputs, resume=True)
-    assert again["reused_runs"] == len(first["runs"])  # every run; the source network trained again
-    assert (outputs / "layer-split" / "sources" / "tf_efficientnet_lite0-animal-mnist-A" / "model.safetensors"
-            ).is_file()  # fmt: skip
-    assert [r["accuracy"] for r in again["runs"]] == [r["accuracy"] for r in first["runs"]]
+    assert again["reused_runs"] == len(first["runs"]) + 1  # nothing trained: the network's weights were kept
+    # without its weights the network trains again, to the same bytes on this machine: its runs are read back
+    (outputs / network / "model.safetensors").unlink()
+    third = run_experiment("layer-split", split, out_dir=outputs, resume=True)
+    assert third["reused_runs"] == len(first["runs"])
+    assert (outputs / network / "model.safetensors").read_bytes() == (kept / network / "model.safetensors").read_bytes()
+    assert [r["accuracy"] for r in third["runs"]] == [r["accuracy"] for r in first["runs"]]
