@@ -35,7 +35,8 @@ LAYERS: list[set[str]] = [
     {"models"},
     {"analysis"},
     {"training.config"},
-    {"training.data", "training.filters", "training._depthwise_backward", "training._cpu_memory"},
+    {"training.data", "training.filters", "training._depthwise_backward", "training._cpu_memory",
+     "training._denormals"},
     {"training.results"},  # the typed record of a run's results.json
     {"training.outputs"},
     {"training.loop"},

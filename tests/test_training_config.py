@@ -48,7 +48,8 @@ OPTIONS = (
     "resolution", "crop_scale", "dataloader_num_workers",
     "per_device_train_batch_size", "per_device_eval_batch_size", "learning_rate", "weight_decay", "num_train_epochs",
     "max_train_steps", "gradient_accumulation_steps", "lr_scheduler_type", "num_warmup_steps", "seed", "cpu_threads",
-    "channels_last", "transposed_depthwise_backward", "reuse_freed_memory", "torch_compile", "output_dir",
+    "channels_last", "transposed_depthwise_backward", "reuse_freed_memory", "flush_denormal", "torch_compile",
+    "output_dir",
     "overwrite_output_dir", "checkpointing_steps", "checkpoints_total_limit", "resume_from_checkpoint",
     "with_tracking", "report_to", "push_to_hub", "hub_model_id", "hub_token", "log_sample_ids",
     "disable_tqdm",
@@ -117,7 +118,8 @@ EVERY_GROUP_JSON = (
     '"per_device_eval_batch_size": 128, "learning_rate": 0.01, "weight_decay": 0.01, "num_train_epochs": 2, '
     '"max_train_steps": null, "gradient_accumulation_steps": 1, "lr_scheduler_type": "linear", '
     '"num_warmup_steps": 50, "seed": 7, "cpu_threads": null, "channels_last": false, '
-    '"transposed_depthwise_backward": true, "reuse_freed_memory": true, "torch_compile": true, "output_dir": "out", '
+    '"transposed_depthwise_backward": true, "reuse_freed_memory": true, "flush_denormal": true, "torch_compile": true, '
+    '"output_dir": "out", '
     '"overwrite_output_dir": false, "checkpointing_steps": "epoch", "checkpoints_total_limit": 2, '
     '"resume_from_checkpoint": "latest", "with_tracking": true, "report_to": "tensorboard", "push_to_hub": false, '
     '"hub_model_id": null, "hub_token": null, "log_sample_ids": true, "disable_tqdm": false}'

@@ -39,6 +39,7 @@ from masterkey.training import (
     training_loop,
 )
 from masterkey.training._cpu_memory import can_reuse_freed_memory, reuse_freed_memory
+from masterkey.training._denormals import can_flush_denormals, flush_denormals
 from masterkey.training._depthwise_backward import has_large_frozen_depthwise, transposed_depthwise_backward
 from masterkey.training.config import RUN_IDENTITY_KEYS, make_config
 from masterkey.training.data import ImageClassificationDataset, timm_transforms
@@ -367,3 +368,39 @@ def test_reusing_freed_memory_trains_the_same_run_and_is_recorded(tmp_path):
     # only where the memory comes from changes, never a number
     for key in ("train_loss", "eval_loss", "accuracy"):
         assert runs[True]["final"][key] == runs[False]["final"][key], key
+
+
+def _denormal_survives() -> bool:
+    """Whether a denormal float (1e-39, below float32's smallest normal 1.18e-38) survives arithmetic as itself."""
+    tiny = torch.tensor([1e-39], dtype=torch.float32)
+    return bool((tiny * 1.0).item() != 0.0)
+
+
+@pytest.mark.skipif(not can_flush_denormals(), reason="flush-to-zero is an x86 (SSE3) mode")
+def test_denormals_are_flushed_within_the_context_and_kept_after_it():
+    assert _denormal_survives()
+    with flush_denormals() as applied:
+        assert applied is True and not _denormal_survives()
+        with flush_denormals():  # nested: the inner exit leaves the outer context's mode alone
+            pass
+        assert not _denormal_survives()
+    assert _denormal_survives(), "the flush outlived the context"
+    with flush_denormals(False) as applied:
+        assert applied is False and _denormal_survives()
+
+
+def test_flushing_denormals_is_on_by_default_recorded_and_left_off_after_the_run(tmp_path):
+    assert parse_args(["--dataset_name", "digits"]).flush_denormal is True
+    assert parse_args(["--dataset_name", "digits", "--no_flush_denormal"]).flush_denormal is False
+    assert "flush_denormal" not in RUN_IDENTITY_KEYS  # the arithmetic's mode, not another run
+    runs = {}
+    for flush in (True, False):
+        folder = tmp_path / f"flush-{flush}"
+        train_transfer(output_dir=str(folder), flush_denormal=flush, **FAST)
+        runs[flush] = results(folder)
+        assert _denormal_survives(), "a run left denormals flushed for the rest of the process"
+    assert runs[True]["config"]["flush_denormal"] is can_flush_denormals()  # it applied where it can
+    assert runs[False]["config"]["flush_denormal"] is False
+    # a run this short makes no denormal that matters: both modes learn the same to float rounding
+    for key in ("train_loss", "eval_loss"):
+        assert close(runs[True]["final"][key], runs[False]["final"][key], rel=1e-3), key

@@ -265,6 +265,13 @@ class TrainingArguments:
         "same numbers, up to a fifth more peak memory; the memory is returned when training ends; "
         "--no_reuse_freed_memory keeps malloc's defaults",
     )  # fmt: skip
+    flush_denormal: bool = option(
+        True,
+        "on CPU, flush denormal floats (below about 1.2e-38) to zero in training and evaluation: x86 computes them "
+        "many times slower, and some runs make many (a ConvNeXt-atto step 6x faster at a high learning rate, "
+        "benchmarks/denormals.py); numbers that small change nothing a run learns, but its arithmetic is that of "
+        "this mode; --no_flush_denormal keeps IEEE denormals",
+    )  # fmt: skip
     torch_compile: bool = option(
         False,
         "torch.compile the model (inductor) before training; compiling takes minutes on CPU (compile_time_s in "

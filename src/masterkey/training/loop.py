@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from ..errors import MasterKeyError, TrainingConfigError
 from ._cpu_memory import reuse_freed_memory
+from ._denormals import flush_denormals
 from ._depthwise_backward import transposed_depthwise_backward
 from .outputs import STATE_NAME, prune_checkpoints, write_json
 
@@ -162,6 +163,7 @@ def training_loop(
     channels_last: bool = False,
     transposed_depthwise: bool = False,
     reuse_memory: bool = False,
+    flush_denormal: bool = False,
 ) -> LoopState:
     """Train ``model`` (prepared by ``accelerator``) for ``state.max_steps`` optimizer steps, starting where
     ``state`` says (mid-epoch included), calling ``on_epoch_end(epoch)`` for metrics after each epoch and
@@ -176,7 +178,8 @@ def training_loop(
     ``model.to(memory_format=torch.channels_last)``). With ``transposed_depthwise`` the forward runs within
     :func:`~._depthwise_backward.transposed_depthwise_backward` (frozen 7x7 depthwise convs' faster backward). With
     ``reuse_memory`` the loop, evaluations included, runs within :func:`~._cpu_memory.reuse_freed_memory` (on CPU:
-    freed memory kept for the next step instead of faulted in anew).
+    freed memory kept for the next step instead of faulted in anew); with ``flush_denormal`` within
+    :func:`~._denormals.flush_denormals` (denormal floats flushed to zero).
 
     Raises:
         TrainingConfigError: the loss became NaN or infinite (checked before it reaches the weights), or the weights
@@ -197,6 +200,7 @@ def training_loop(
     memory = contextlib.ExitStack()
     try:
         memory.enter_context(reuse_freed_memory(reuse_memory))
+        memory.enter_context(flush_denormals(flush_denormal))
         # an epoch interrupted at its last step (checkpoint, then kill) still needs its evaluation
         while state.epoch < state.num_epochs and (state.completed_steps < state.max_steps or state.batches_in_epoch):
             model.train()

@@ -11,7 +11,8 @@ evaluation (``--no_channels_last`` turns it off; the saved model and checkpoints
 optimizer is torch's fused AdamW where torch has one for the device (else its ``foreach`` form), frozen parameters
 are left out of it, frozen depthwise convs of 7x7 and up compute their input's gradient as a transposed convolution
 on CPU (``--no_transposed_depthwise_backward`` turns it off), memory freed by a CPU training step stays in the
-process for the next (``--no_reuse_freed_memory`` turns it off), and ``--torch_compile`` compiles the model for
+process for the next (``--no_reuse_freed_memory`` turns it off), denormal floats are flushed to zero on CPU
+(``--no_flush_denormal`` keeps them), and ``--torch_compile`` compiles the model for
 training (evaluation runs the same weights eagerly), recording the compile time in ``results.json``.
 """
 
@@ -47,6 +48,7 @@ from ..extract import find_depthwise_convs
 from ..hub import check_upload, push_folder
 from ..inject import TrainableParameters, freeze_depthwise
 from ._cpu_memory import can_reuse_freed_memory
+from ._denormals import can_flush_denormals
 from ._depthwise_backward import has_large_frozen_depthwise
 from .config import TrainingConfig, make_config, run_identity
 from .data import (
@@ -547,7 +549,9 @@ def _train(config: TrainingConfig, output_dir: Path, extras: _Extras) -> dict[st
     train_model = _compiled(model) if config.torch_compile else model
     config = dataclasses.replace(config, transposed_depthwise_backward=_transposed_depthwise(config, model,
                                                                                              accelerator.device),
-                                 reuse_freed_memory=_reuse_freed_memory(config, accelerator.device))  # fmt: skip
+                                 reuse_freed_memory=_reuse_freed_memory(config, accelerator.device),
+                                 flush_denormal=config.flush_denormal and accelerator.device.type == "cpu"
+                                 and can_flush_denormals())  # fmt: skip
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     max_steps = config.max_train_steps or config.num_train_epochs * steps_per_epoch
     scheduler = accelerator.prepare(get_scheduler(
@@ -687,6 +691,7 @@ def _run_loop(accelerator: Accelerator, config: TrainingConfig, output_dir: Path
             channels_last=config.channels_last,
             transposed_depthwise=config.transposed_depthwise_backward,
             reuse_memory=config.reuse_freed_memory,
+            flush_denormal=config.flush_denormal,
         )
     except BaseException:  # a run stopped by an error (divergence, a broken image) still closes its trackers
         if config.with_tracking:
