@@ -6,9 +6,9 @@ A source network (``<part>/sources/<name>/``) is kept by its records and its dep
 from the weights its ``results.json`` names by their SHA-256), and by its weights (about 14 MB for lite0) only where a
 run uses them beyond the bank (the layer split's pointwise control): an experiment reads it back from these. A source
 whose weights are used but not kept trains again, and the runs using its filters are read back where it trains to the
-same bytes (each records its source's weights hash; see docs/guides/experiments.md). A source whose bank has not been extracted from its current weights
-yet is left out, as is a run still training (no ``results.json`` yet). A record that changed (the run trained again)
-replaces the kept one.
+same bytes (each records its source's weights hash; see docs/guides/experiments.md). A source whose bank has not
+been extracted from its current weights yet is left out, as is a run still training (no ``results.json`` yet). A
+record that changed (the run trained again) replaces the kept one.
 
     python benchmarks/keep_run_records.py outputs/cross-family docs/experiments/cross-family
 
@@ -54,10 +54,11 @@ def keep_run_records(source: Path, dest: Path, *, restore: bool = False) -> dict
             continue  # not a finished masterkey run
         names = [*RECORD_FILES]
         if run.parent.name == "sources":
-            bank = _bank_files(run)
+            weights = _recorded_weights(run)
+            bank = _bank_files(run, weights)
             if bank is None:
                 continue
-            names += bank + ([WEIGHTS, "config.json"] if _weights_used(run) else [])
+            names += bank + ([WEIGHTS, "config.json"] if _weights_used(run, weights) else [])
         relative = run.relative_to(source)
         target = dest / relative
         if restore and any((target / name).exists() for name in RECORD_FILES):
@@ -72,23 +73,32 @@ def keep_run_records(source: Path, dest: Path, *, restore: bool = False) -> dict
     return found
 
 
-def _bank_files(folder: Path) -> list[str] | None:
-    """The files of a source network's bank (relative to its folder), where the bank was extracted from the weights
-    its ``results.json`` names; ``None`` where it was not (yet), or where the weights' hash is not recorded."""
+def _recorded_weights(folder: Path) -> str | None:
+    """The SHA-256 of its weights a finished network's ``results.json`` records (``None`` where it records none)."""
     try:
-        weights = json.loads((folder / "results.json").read_text()).get("weights_sha256")
+        digest = json.loads((folder / "results.json").read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return digest if isinstance(digest, str) else None
+
+
+def _bank_files(folder: Path, weights: str | None) -> list[str] | None:
+    """The files of a source network's bank (relative to its folder), where the bank was extracted from the weights
+    its ``results.json`` names (``weights``); ``None`` where it was not (yet), or where that hash is not recorded."""
+    try:
         extracted_from = json.loads((folder / SOURCE_BANK / "config.json").read_text()).get("source_sha256")
     except (OSError, ValueError, AttributeError):
         return None
-    if not isinstance(weights, str) or extracted_from != weights:
+    if weights is None or extracted_from != weights:
         return None
     return sorted(p.relative_to(folder).as_posix() for p in (folder / SOURCE_BANK).iterdir() if p.is_file())
 
 
-def _weights_used(folder: Path) -> bool:
+def _weights_used(folder: Path, weights: str) -> bool:
     """Whether a run of the source network's experiment part uses its weights beyond its bank (the layer split's
-    pointwise control, ``pointwise:<folder>:<n>``), and the weights are the ones its ``results.json`` names: then
-    they are kept too, or every fresh clone would train the network again before those runs could be read back."""
+    pointwise control, ``pointwise:<folder>:<n>``), and the weights are the ones its ``results.json`` names
+    (``weights``): then they are kept too, or every fresh clone would train the network again before those runs
+    could be read back."""
     used = f"{os.sep}sources{os.sep}{folder.name}:"
     for config in folder.parent.parent.glob("runs/*/run_config.json"):
         try:
@@ -99,8 +109,7 @@ def _weights_used(folder: Path) -> bool:
             break
     else:
         return False
-    recorded = json.loads((folder / "results.json").read_text()).get("weights_sha256")
-    return (folder / WEIGHTS).is_file() and hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest() == recorded
+    return (folder / WEIGHTS).is_file() and hashlib.sha256((folder / WEIGHTS).read_bytes()).hexdigest() == weights
 
 
 def main(argv: list[str] | None = None) -> int:
